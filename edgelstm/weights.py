@@ -1,0 +1,146 @@
+"""LSTMWeights: the parameters of one LSTMSpec, in edgelstm's canonical layout.
+
+Canonical layout, per layer l and direction d (PyTorch's, gate order i, f, g, o):
+
+    w_ih  (4H, E_l)   input weights
+    w_hh  (4H, P)     recurrent weights
+    b_ih  (4H,)       "pytorch": input bias; "keras": the one bias; "none": None
+    b_hh  (4H,)       "pytorch" only, else None
+    w_hr  (P, H)      projection (proj_size > 0), else None
+    peep  (3, H)      peepholes p_i, p_f, p_o (peephole=True), else None
+
+Converters from other frameworks' layouts live in `edgelstm.convert` (the one place
+that knows other gate orders); they are attached here as classmethods.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+from .spec import LSTMSpec, SpecError
+
+FLOAT_DTYPES = ("float32", "float64")
+
+
+class WeightsError(ValueError):
+    """A weight tensor does not match its spec."""
+
+
+@dataclass(frozen=True)
+class LayerWeights:
+    w_ih: np.ndarray
+    w_hh: np.ndarray
+    b_ih: Optional[np.ndarray] = None
+    b_hh: Optional[np.ndarray] = None
+    w_hr: Optional[np.ndarray] = None
+    peep: Optional[np.ndarray] = None
+
+    def bias_sum(self) -> np.ndarray:
+        """b_ih + b_hh (zeros without bias): the kernels add one pre-summed bias."""
+        b = np.zeros(self.w_ih.shape[0], dtype=self.w_ih.dtype)
+        if self.b_ih is not None:
+            b = b + self.b_ih
+        if self.b_hh is not None:
+            b = b + self.b_hh
+        return b
+
+
+def expected_shapes(spec: LSTMSpec, layer: int) -> Dict[str, Optional[Tuple[int, ...]]]:
+    """The shape of every canonical tensor of one layer (None: the tensor is absent)."""
+    H, P, E = spec.hidden_size, spec.out_size, spec.layer_input_size(layer)
+    return {
+        "w_ih": (4 * H, E),
+        "w_hh": (4 * H, P),
+        "b_ih": (4 * H,) if spec.bias != "none" else None,
+        "b_hh": (4 * H,) if spec.bias == "pytorch" else None,
+        "w_hr": (P, H) if spec.proj_size else None,
+        "peep": (3, H) if spec.peephole else None,
+    }
+
+
+def _dtype_name(dtype) -> str:
+    name = np.dtype(dtype).name
+    if name not in FLOAT_DTYPES:
+        raise WeightsError(f"dtype: expected one of {', '.join(FLOAT_DTYPES)}, got {name}")
+    return name
+
+
+class LSTMWeights:
+    """Parameters of an LSTM stack: `.spec`, `.dtype`, and `.layers[l][d]` (LayerWeights).
+
+    Arrays are C-contiguous copies in one float dtype. Packed layouts that kernels
+    read are cached on the object (`.packed(kind)`), built once on first use.
+    """
+
+    def __init__(self, spec: LSTMSpec, layers, dtype="float32"):
+        if not isinstance(spec, LSTMSpec):
+            raise WeightsError(f"spec: expected an LSTMSpec, got {type(spec).__name__}")
+        self.spec = spec
+        self.dtype = np.dtype(_dtype_name(dtype))
+        layers = list(layers)
+        if len(layers) != spec.num_layers:
+            raise WeightsError(f"layers: expected {spec.num_layers} layers for {spec}, got {len(layers)}")
+        checked = []
+        for l, dirs in enumerate(layers):
+            dirs = list(dirs)
+            if len(dirs) != spec.num_directions:
+                raise WeightsError(f"layers[{l}]: expected {spec.num_directions} directions, got {len(dirs)}")
+            checked.append(tuple(self._checked(l, d, lw) for d, lw in enumerate(dirs)))
+        self.layers: Tuple[Tuple[LayerWeights, ...], ...] = tuple(checked)
+        self._packed: Dict[object, object] = {}
+
+    def _checked(self, l: int, d: int, lw) -> LayerWeights:
+        if isinstance(lw, dict):
+            lw = LayerWeights(**lw)
+        if not isinstance(lw, LayerWeights):
+            raise WeightsError(f"layers[{l}][{d}]: expected LayerWeights or a dict, got {type(lw).__name__}")
+        out = {}
+        for name, shape in expected_shapes(self.spec, l).items():
+            a = getattr(lw, name)
+            where = f"layer {l} direction {d} tensor {name}"
+            if shape is None:
+                if a is not None:
+                    raise WeightsError(f"{where}: expected none for {self.spec}, got shape {np.shape(a)}")
+                out[name] = None
+                continue
+            if a is None:
+                raise WeightsError(f"{where}: expected shape {shape}, got none")
+            a = np.asarray(a)
+            if a.shape != shape:
+                raise WeightsError(f"{where}: expected shape {shape}, got {a.shape}")
+            if not np.issubdtype(a.dtype, np.floating):
+                raise WeightsError(f"{where}: expected a floating dtype, got {a.dtype}")
+            out[name] = np.ascontiguousarray(a, dtype=self.dtype)
+        return LayerWeights(**out)
+
+    # -- construction ---------------------------------------------------------------
+    @classmethod
+    def random(cls, spec: LSTMSpec, seed: int = 0, dtype="float32", scale: Optional[float] = None):
+        """Uniform(-k, k) with k = 1/sqrt(H), PyTorch's initialisation."""
+        rng = np.random.default_rng(seed)
+        k = scale if scale is not None else 1.0 / np.sqrt(spec.hidden_size)
+        layers = []
+        for l in range(spec.num_layers):
+            dirs = []
+            for _ in range(spec.num_directions):
+                t = {name: (None if shape is None else rng.uniform(-k, k, size=shape))
+                     for name, shape in expected_shapes(spec, l).items()}
+                dirs.append(LayerWeights(**t))
+            layers.append(dirs)
+        return cls(spec, layers, dtype=dtype)
+
+    def astype(self, dtype) -> "LSTMWeights":
+        if np.dtype(dtype) == self.dtype:
+            return self
+        return LSTMWeights(self.spec, self.layers, dtype=dtype)
+
+    def packed(self, kind, build):
+        """The cached packed form `kind`, built once by `build(self)`."""
+        if kind not in self._packed:
+            self._packed[kind] = build(self)
+        return self._packed[kind]
+
+    def __repr__(self) -> str:
+        return f"LSTMWeights({self.spec}, dtype={self.dtype.name})"

@@ -1,0 +1,133 @@
+"""The `edgelstm` command: size, targets, calibrate, bench.
+
+Bad input gets one line on stderr and exit code 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .spec import LSTMSpec, SpecError
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad input from the command line: reported as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse prints usage and several lines; we print one
+        raise UsageError(f"{self.prog}: {message}")
+
+
+# -- formatting --------------------------------------------------------------------------
+def human(n: float, unit: str = "") -> str:
+    """1234567 -> '1.23 M'. Exact integers are in --json; tables are for reading."""
+    for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= factor:
+            return f"{n / factor:.3g} {prefix}{unit}"
+    return f"{n:.4g} {unit}".rstrip() if isinstance(n, float) else f"{n} {unit}".rstrip()
+
+
+def table(headers, rows) -> str:
+    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    out = [line(cells[0]), "  ".join("-" * w for w in widths)]
+    out += [line(r) for r in cells[1:]]
+    return "\n".join(out)
+
+
+# -- size --------------------------------------------------------------------------------
+def _add_size(sub):
+    p = sub.add_parser("size", help="parameters, memory, MACs, FLOPs and bytes per step of an LSTM")
+    g = p.add_argument_group("the LSTM (LSTMSpec fields)")
+    g.add_argument("--input-size", type=int)
+    g.add_argument("--hidden-size", type=int)
+    g.add_argument("--num-layers", type=int, default=1)
+    g.add_argument("--bidirectional", action="store_true")
+    g.add_argument("--proj-size", type=int, default=0)
+    g.add_argument("--bias", default="pytorch", help="pytorch (two bias vectors), keras (one), none")
+    g.add_argument("--peephole", action="store_true")
+    p.add_argument("--example", help="a worked example of the seed articles instead of sizes "
+                                      "(demystify, keras-640, kws, sentiment, seq2seq, sample2, sample3)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--seq-len", type=int, default=1)
+    p.add_argument("--dtype", default="float32",
+                   help="float64, float32, float16, bfloat16, int8, int4 (weight storage)")
+    p.add_argument("--convention", default="edgelstm", help="edgelstm, thop, ptflops, torchinfo")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.set_defaults(func=cmd_size)
+
+
+def spec_from_args(args):
+    if args.example:
+        from .examples import get_example
+        if args.input_size is not None or args.hidden_size is not None:
+            raise UsageError("size: give either --example or --input-size/--hidden-size, not both")
+        try:
+            return get_example(args.example).spec
+        except KeyError as e:
+            raise UsageError(f"size: --{e.args[0]}") from None
+    if args.input_size is None or args.hidden_size is None:
+        raise UsageError("size: expected --input-size and --hidden-size (or --example NAME)")
+    return LSTMSpec(input_size=args.input_size, hidden_size=args.hidden_size, num_layers=args.num_layers,
+                    bidirectional=args.bidirectional, proj_size=args.proj_size, bias=args.bias,
+                    peephole=args.peephole)
+
+
+def size_report(c) -> str:
+    rows = [(l.name, l.input_size, l.hidden_size or "", l.out_size, f"{l.params_total:,}",
+             human(l.weight_bytes, "B"), human(l.macs_per_step), human(l.flops_per_step))
+            for l in c.layers]
+    rows.append(("total", "", "", "", f"{c.params:,}", human(c.weight_bytes, "B"),
+                 human(c.macs_per_step), human(c.flops_per_step)))
+    out = [f"{c.spec}", f"batch {c.batch}, seq_len {c.seq_len}, dtype {c.dtype}, convention {c.convention}", "",
+           table(("layer", "in", "hidden", "out", "params", "weights", "MACs/step", "FLOPs/step"), rows), ""]
+    out.append("weight memory: " + ", ".join(f"{k} {human(v, 'B')}" for k, v in c.weight_bytes_by_dtype.items())
+               + (f" (int8/int4 include {human(c.scale_bytes, 'B')} of per-channel scales)" if c.scale_bytes else ""))
+    out.append(f"state (h, c): {human(c.state_bytes, 'B')}; training keeps {human(c.training_activation_bytes_per_step, 'B')} per step")
+    out.append(f"transcendentals per step: {c.transcendentals_per_step:,} (apart from FLOPs)")
+    out.append("")
+    out.append(table(("weights", "bytes/step", "FLOP/byte", "bytes/sequence"),
+                     [(t.case, human(t.bytes_per_step, "B"), f"{t.flops_per_byte:.3g}", human(t.bytes_per_sequence, "B"))
+                      for t in c.traffic.values()]))
+    out.append("")
+    out.append(f"per sequence: {human(c.macs_per_sequence)}MACs, {human(c.flops_per_sequence)}FLOPs; "
+               f"training (forward + backward) {human(c.training_macs_per_sequence)}MACs")
+    return "\n".join(out)
+
+
+def cmd_size(args) -> int:
+    from .costmodel.counts import count
+    spec = spec_from_args(args)
+    c = count(spec, batch=args.batch, seq_len=args.seq_len, dtype=args.dtype, convention=args.convention)
+    if args.json:
+        print(json.dumps(c.to_dict(), indent=2))
+    else:
+        print(size_report(c))
+    return 0
+
+
+# -- entry point ---------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="edgelstm", description="What an LSTM costs on real hardware, and how fast it runs.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_size(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+    except (SpecError, ValueError, KeyError, FileNotFoundError, PermissionError, IsADirectoryError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {msg}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+    return EXIT_USAGE

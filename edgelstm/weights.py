@@ -131,6 +131,30 @@ class LSTMWeights:
             layers.append(dirs)
         return cls(spec, layers, dtype=dtype)
 
+    # -- other frameworks (edgelstm.convert; torch/keras/onnx stay optional) ----------
+    @classmethod
+    def from_torch(cls, module, dtype=None) -> "LSTMWeights":
+        """From a torch.nn.LSTM (see edgelstm.convert.from_torch)."""
+        from .convert import from_torch
+        return from_torch(module, dtype=dtype)
+
+    def to_torch_state_dict(self) -> dict:
+        """nn.LSTM state_dict tensors (see edgelstm.convert.to_torch_state_dict)."""
+        from .convert import to_torch_state_dict
+        return to_torch_state_dict(self)
+
+    @classmethod
+    def from_keras(cls, kernel, recurrent_kernel=None, bias=None, *, dtype=None) -> "LSTMWeights":
+        """From Keras LSTM arrays or a Keras LSTM/Bidirectional layer (edgelstm.convert.from_keras)."""
+        from .convert import from_keras
+        return from_keras(kernel, recurrent_kernel, bias, dtype=dtype)
+
+    @classmethod
+    def from_onnx(cls, W, R, B=None, P=None, *, direction=None, hidden_size=None, dtype=None) -> "LSTMWeights":
+        """From one ONNX LSTM node's W, R, B, P (see edgelstm.convert.from_onnx)."""
+        from .convert import from_onnx
+        return from_onnx(W, R, B, P, direction=direction, hidden_size=hidden_size, dtype=dtype)
+
     def astype(self, dtype) -> "LSTMWeights":
         if np.dtype(dtype) == self.dtype:
             return self

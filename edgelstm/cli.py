@@ -130,4 +130,7 @@ def main(argv=None) -> int:
         print(f"error: {msg}", file=sys.stderr)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
+    except BrokenPipeError:  # `edgelstm size ... | head`: the reader left; say nothing
+        sys.stderr.close()
+        return 0
     return EXIT_USAGE

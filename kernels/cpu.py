@@ -1,0 +1,345 @@
+"""Numba CPU fused-gate LSTM kernels.
+
+Versions (all numerically interchangeable with kernels/reference.py):
+- the input projection W_ih x + (b_ih + b_hh) for every time step, both directions, is one
+  BLAS GEMM hoisted out of the recurrence (`_input_projection`);
+- "rows" recurrence (`_layer_rows`): small batches. Threads take blocks of batch rows and run
+  the whole time loop for them (rows are independent, so no per-step barrier); each step does
+  the recurrent product from W_hh^T packed (P, 4H), so the inner loop over 4H is contiguous
+  and vectorizes, then the fused epilogue;
+- "gemm" recurrence (`_layer_gemm`): large batches. One BLAS GEMM per step reads W_hh once for
+  all rows into a preallocated buffer, then a parallel fused epilogue over rows;
+- `stream_step`: one step of every layer for a streaming caller, no allocation.
+
+The fused epilogue (`_epilogue`) does peepholes, sigmoid/tanh, the cell and hidden update in
+passes over small preallocated scratch (L1-resident), with a branch-free exp (`_vexp_neg`)
+that LLVM vectorizes: there is no SVML here, and libm exp/tanh one element at a time cost
+more than the B=1 matvec itself. Sigmoid and tanh only ever exponentiate -|z|, so |z| = 1e4
+cannot overflow; the argument is clamped at -708 (exp = 3e-308, i.e. 0 to the tolerance).
+
+fastmath: only {"contract"} (fused multiply-add). "nnan"/"ninf" would let LLVM drop the NaN
+propagation users rely on and the inf/0 behaviour of saturated gates; "reassoc" is not needed
+because the matvec is written as axpys over contiguous 4H rows, which vectorize without it,
+and leaving it off keeps float64 results within 1e-12 of the reference.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+FASTMATH = {"contract"}
+
+
+@dataclass
+class CPUConfig:
+    """Tunables, read at call time (change `edgelstm.kernels.cpu.config`)."""
+    gemm_min_batch: int = 16        # batch >= this: one BLAS GEMM per step instead of matvecs
+    max_rows_per_block: int = 8     # rows sharing one pass over W_hh in the rows kernel
+
+
+config = CPUConfig()
+
+# exp(r) on |r| <= ln2/2: Taylor to degree 12 (truncation < 2e-16 relative).
+_LOG2E = 1.4426950408889634
+_LN2_HI = 0.6931471803691238
+_LN2_LO = 1.9082149292705877e-10
+_EXP_MIN_ARG = -708.0
+
+
+# ---------------------------------------------------------------------------------------
+# elementwise pieces
+# ---------------------------------------------------------------------------------------
+@njit(cache=True, fastmath=FASTMATH)
+def _vexp_neg(a, ibuf, n):
+    """a[:n] = exp(a[:n]) in place, for a <= 0 (float64). Branch-free so it vectorizes."""
+    for j in range(n):
+        x = a[j]
+        if x < _EXP_MIN_ARG:               # NaN compares false and stays NaN
+            x = _EXP_MIN_ARG
+        k = np.floor(x * _LOG2E + 0.5)
+        r = (x - k * _LN2_HI) - k * _LN2_LO
+        p = 1.0 / 479001600.0
+        p = p * r + 1.0 / 39916800.0
+        p = p * r + 1.0 / 3628800.0
+        p = p * r + 1.0 / 362880.0
+        p = p * r + 1.0 / 40320.0
+        p = p * r + 1.0 / 5040.0
+        p = p * r + 1.0 / 720.0
+        p = p * r + 1.0 / 120.0
+        p = p * r + 1.0 / 24.0
+        p = p * r + 1.0 / 6.0
+        p = p * r + 0.5
+        p = p * r + 1.0
+        p = p * r + 1.0
+        a[j] = p
+        ibuf[j] = (np.int64(k) + 1023) << 52     # the bits of 2^k
+    scale = ibuf.view(np.float64)
+    for j in range(n):
+        a[j] *= scale[j]
+
+
+@njit(inline="always")
+def _sig(e, z):
+    """σ(z) given e = exp(-|z|)."""
+    s = 1.0 / (1.0 + e)
+    return s if z >= 0.0 else e * s
+
+
+@njit(inline="always")
+def _tanh(e2, z):
+    """tanh(z) given e2 = exp(-2|z|)."""
+    t = (1.0 - e2) / (1.0 + e2)
+    return t if z >= 0.0 else -t
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _epilogue(z, c, peep, has_peep, a, s, ibuf, hf):
+    """Gates from pre-activations z (4H: i,f,g,o) -> c updated in place, hf = o*tanh(c').
+
+    a, s (4H float64) and ibuf (4H int64) are scratch.
+    """
+    H = c.shape[0]
+    for k in range(H):
+        zi = np.float64(z[k])
+        zf = np.float64(z[H + k])
+        zg = np.float64(z[2 * H + k])
+        if has_peep:
+            zi += peep[0, k] * c[k]
+            zf += peep[1, k] * c[k]
+        s[k] = zi
+        s[H + k] = zf
+        s[2 * H + k] = zg
+        a[k] = -abs(zi)
+        a[H + k] = -abs(zf)
+        a[2 * H + k] = -2.0 * abs(zg)
+    _vexp_neg(a, ibuf, 3 * H)
+    for k in range(H):
+        i = _sig(a[k], s[k])
+        f = _sig(a[H + k], s[H + k])
+        g = _tanh(a[2 * H + k], s[2 * H + k])
+        cn = f * c[k] + i * g
+        c[k] = cn
+        zo = np.float64(z[3 * H + k])
+        if has_peep:
+            zo += peep[2, k] * cn
+        s[k] = zo
+        s[H + k] = cn
+        a[k] = -abs(zo)
+        a[H + k] = -2.0 * abs(cn)
+    _vexp_neg(a, ibuf, 2 * H)
+    for k in range(H):
+        hf[k] = _sig(a[k], s[k]) * _tanh(a[H + k], s[H + k])
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _axpy_rows(z, wT, v):
+    """z[j] += sum_p wT[p, j] * v[p]: the matvec W v with W^T packed (n, G), four p at a time."""
+    n, G = wT.shape
+    p = 0
+    while p + 4 <= n:
+        v0, v1, v2, v3 = v[p], v[p + 1], v[p + 2], v[p + 3]
+        w0, w1, w2, w3 = wT[p], wT[p + 1], wT[p + 2], wT[p + 3]
+        for j in range(G):
+            z[j] += v0 * w0[j] + v1 * w1[j] + v2 * w2[j] + v3 * w3[j]
+        p += 4
+    while p < n:
+        v0 = v[p]
+        w0 = wT[p]
+        for j in range(G):
+            z[j] += v0 * w0[j]
+        p += 1
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _finish_row(hf, whrT, has_proj, h, yrow):
+    """h = W_hr hf (or hf), and the same values into this step's output row."""
+    if has_proj:
+        h[:] = 0.0
+        _axpy_rows(h, whrT, hf)
+    else:
+        h[:] = hf
+    yrow[:] = h
+
+
+# ---------------------------------------------------------------------------------------
+# recurrences
+# ---------------------------------------------------------------------------------------
+@njit(cache=True, fastmath=FASTMATH, parallel=True)
+def _layer_rows(xp, g_off, whhT, whrT, peep, has_proj, has_peep, lengths, reverse,
+                rows_per_block, h, c, y, y_off):
+    """One layer and direction, rows path. xp (T,B,D*4H) holds W_ih x + bias; this direction's
+    gates are columns g_off:g_off+4H. h (B,P), c (B,H) hold h0/c0 and receive the final state.
+    y (T,B,D*P): this direction writes columns y_off:y_off+P (rows past their end untouched)."""
+    T, B = xp.shape[0], xp.shape[1]
+    P, G = whhT.shape
+    H = G // 4
+    nblk = (B + rows_per_block - 1) // rows_per_block
+    for blk in prange(nblk):
+        r0 = blk * rows_per_block
+        nr = min(B, r0 + rows_per_block) - r0
+        z = np.empty((nr, G), dtype=xp.dtype)
+        hf = np.empty(H, dtype=xp.dtype)
+        a = np.empty(G)
+        s = np.empty(G)
+        ibuf = np.empty(G, dtype=np.int64)
+        for step in range(T):
+            t = T - 1 - step if reverse else step
+            for r in range(nr):
+                if t < lengths[r0 + r]:
+                    z[r, :] = xp[t, r0 + r, g_off:g_off + G]
+                    _axpy_rows(z[r], whhT, h[r0 + r])
+            for r in range(nr):
+                b = r0 + r
+                if t < lengths[b]:
+                    _epilogue(z[r], c[b], peep, has_peep, a, s, ibuf, hf)
+                    _finish_row(hf, whrT, has_proj, h[b], y[t, b, y_off:y_off + P])
+
+
+@njit(cache=True, fastmath=FASTMATH, parallel=True)
+def _epilogue_gemm_step(zb, xp_t, g_off, whrT, peep, has_proj, has_peep, lengths, t,
+                        h, c, y_t, y_off, a, s, ibuf, hf):
+    """The gemm path's fused epilogue for step t: zb (B,4H) = h W_hh^T from BLAS; adds
+    xp_t's gates, then updates c, h and y_t for every row still inside its sequence."""
+    B, G = zb.shape
+    P = h.shape[1]
+    for b in prange(B):
+        if t < lengths[b]:
+            zr = zb[b]
+            xr = xp_t[b, g_off:g_off + G]
+            for j in range(G):
+                zr[j] += xr[j]
+            _epilogue(zr, c[b], peep, has_peep, a[b], s[b], ibuf[b], hf[b])
+            _finish_row(hf[b], whrT, has_proj, h[b], y_t[b, y_off:y_off + P])
+
+
+def _layer_gemm(xp, g_off, whhT, whrT, peep, has_proj, has_peep, lengths, reverse, h, c, y, y_off):
+    """One layer and direction, gemm path: same contract as `_layer_rows`."""
+    T, B = xp.shape[0], xp.shape[1]
+    G = whhT.shape[1]
+    H = G // 4
+    zb = np.empty((B, G), dtype=xp.dtype)
+    a = np.empty((B, G))
+    s = np.empty((B, G))
+    ibuf = np.empty((B, G), dtype=np.int64)
+    hf = np.empty((B, H), dtype=xp.dtype)
+    for step in range(T):
+        t = T - 1 - step if reverse else step
+        np.dot(h, whhT, out=zb)
+        _epilogue_gemm_step(zb, xp[t], g_off, whrT, peep, has_proj, has_peep, lengths, t,
+                            h, c, y[t], y_off, a, s, ibuf, hf)
+
+
+# ---------------------------------------------------------------------------------------
+# packing and the stack driver
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PackedLayer:
+    wihT: np.ndarray    # (E_l, D*4H): both directions' input weights side by side, one GEMM
+    bias: np.ndarray    # (D*4H,): b_ih + b_hh per direction
+    whhT: tuple         # D x (P, 4H)
+    whrT: tuple         # D x (H, P), or (1, 1) placeholders without projection
+    peep: tuple         # D x (3, H), or (3, 1) placeholders without peepholes
+
+
+def _pack(weights) -> tuple:
+    spec = weights.spec
+    dt = weights.dtype
+    out = []
+    for dirs in weights.layers:
+        out.append(PackedLayer(
+            wihT=np.ascontiguousarray(np.concatenate([lw.w_ih for lw in dirs], axis=0).T),
+            bias=np.concatenate([lw.bias_sum() for lw in dirs]).astype(dt),
+            whhT=tuple(np.ascontiguousarray(lw.w_hh.T) for lw in dirs),
+            whrT=tuple(np.ascontiguousarray(lw.w_hr.T) if spec.proj_size else np.zeros((1, 1), dt)
+                       for lw in dirs),
+            peep=tuple(lw.peep if spec.peephole else np.zeros((3, 1), dt) for lw in dirs),
+        ))
+    return tuple(out)
+
+
+def packed_layers(weights) -> tuple:
+    """The kernels' layout, built once and cached on the weights object."""
+    return weights.packed("cpu-v1", _pack)
+
+
+def lstm_cpu(x, weights, h0, c0, lengths):
+    """Run the stack. x (T,B,E) C-contiguous in weights.dtype; h0 (L*D,B,P), c0 (L*D,B,H) or
+    None; lengths (B,) int64 or None. Inputs must already be validated (edgelstm._checks).
+    Returns (y (T,B,D*P), (h_n, c_n)) in torch.nn.LSTM semantics."""
+    spec = weights.spec
+    T, B, _ = x.shape
+    L, D, H, P = spec.num_layers, spec.num_directions, spec.hidden_size, spec.out_size
+    dt = weights.dtype
+    h_n = np.zeros((L * D, B, P), dt) if h0 is None else np.array(h0, dtype=dt, order="C")
+    c_n = np.zeros((L * D, B, H), dt) if c0 is None else np.array(c0, dtype=dt, order="C")
+    lens = np.full(B, T, np.int64) if lengths is None else lengths
+    use_gemm = B >= config.gemm_min_batch
+    nthreads = numba.get_num_threads()
+    rows_per_block = max(1, min(config.max_rows_per_block, -(-B // nthreads)))
+    layer_in = x
+    for l, pk in enumerate(packed_layers(weights)):
+        # Hoisted input projection: one GEMM over all T*B rows and both directions.
+        E_l = layer_in.shape[2]
+        xp = np.empty((T, B, D * 4 * H), dt)
+        np.dot(layer_in.reshape(T * B, E_l), pk.wihT, out=xp.reshape(T * B, D * 4 * H))
+        xp += pk.bias
+        y = (np.zeros if lengths is not None else np.empty)((T, B, D * P), dt)
+        for d in range(D):
+            args = (xp, d * 4 * H, pk.whhT[d], pk.whrT[d], pk.peep[d], spec.proj_size > 0,
+                    spec.peephole, lens, d == 1)
+            if use_gemm:
+                _layer_gemm(*args, h_n[l * D + d], c_n[l * D + d], y, d * P)
+            else:
+                _layer_rows(*args, rows_per_block, h_n[l * D + d], c_n[l * D + d], y, d * P)
+        layer_in = y
+    return layer_in, (h_n, c_n)
+
+
+# ---------------------------------------------------------------------------------------
+# streaming
+# ---------------------------------------------------------------------------------------
+@njit(cache=True, fastmath=FASTMATH)
+def stream_step(x, wih0T, wihT_up, whhT, bias, whrT, peep, has_proj, has_peep,
+                h, c, z, hf, a, s, ibuf, out):
+    """One time step of every layer (unidirectional), in place.
+
+    x (B,E); wih0T (E,4H) layer 0; wihT_up (max(L-1,1),P,4H) layers above; whhT (L,P,4H);
+    bias (L,4H); whrT (L,H,P) or (L,1,1); peep (L,3,H) or (L,3,1); h (L,B,P), c (L,B,H)
+    updated in place; scratch z (4H), hf (H), a, s (4H float64), ibuf (4H int64);
+    out (B,P) receives the top layer's h.
+    """
+    L, B = h.shape[0], h.shape[1]
+    for b in range(B):
+        for l in range(L):
+            z[:] = bias[l]
+            if l == 0:
+                _axpy_rows(z, wih0T, x[b])
+            else:
+                _axpy_rows(z, wihT_up[l - 1], h[l - 1, b])
+            _axpy_rows(z, whhT[l], h[l, b])
+            _epilogue(z, c[l, b], peep[l], has_peep, a, s, ibuf, hf)
+            if has_proj:
+                h[l, b, :] = 0.0
+                _axpy_rows(h[l, b], whrT[l], hf)
+            else:
+                h[l, b, :] = hf
+        out[b, :] = h[L - 1, b]
+
+
+def pack_stream(weights) -> tuple:
+    """(wih0T, wihT_up, whhT, bias, whrT, peep) for `stream_step`, cached on the weights."""
+    def build(w):
+        pk = packed_layers(w)
+        spec, dt = w.spec, w.dtype
+        P, H = spec.out_size, spec.hidden_size
+        up = [p.wihT for p in pk[1:]] or [np.zeros((P, 4 * H), dt)]
+        return (pk[0].wihT, np.ascontiguousarray(np.stack(up)),
+                np.ascontiguousarray(np.stack([p.whhT[0] for p in pk])),
+                np.ascontiguousarray(np.stack([p.bias for p in pk])),
+                np.ascontiguousarray(np.stack([p.whrT[0] for p in pk])),
+                np.ascontiguousarray(np.stack([p.peep[0] for p in pk])))
+    return weights.packed("cpu-stream-v1", build)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 from .spec import LSTMSpec, SpecError
 
@@ -111,11 +112,67 @@ def cmd_size(args) -> int:
     return 0
 
 
+# -- bench -------------------------------------------------------------------------------
+def _add_bench(sub):
+    p = sub.add_parser("bench", help="run the CPU kernels over a sweep and compare with the host prediction")
+    p.add_argument("--quick", action="store_true", help="a small grid that finishes in under a minute")
+    p.add_argument("--spec", action="append", default=[],
+                   help="a configuration, e.g. hidden_size=128,batch=1|8,seq_len=100,dtype=float32 "
+                        "(| gives several values; repeatable)")
+    p.add_argument("--grid", help="a JSON or TOML file with 'configs' and/or 'axes'")
+    p.add_argument("--out", default="bench-results", help="directory for results.json, results.md and plots")
+    p.add_argument("--threads", type=int, default=None, help="Numba threads (default: all cores)")
+    p.add_argument("--min-time", type=float, default=None, help="seconds of repeats per configuration")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the results JSON on stdout")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args) -> int:
+    import os
+    from . import sweep
+    if args.threads is not None and not 1 <= args.threads <= (os.cpu_count() or 1):
+        raise UsageError(f"bench: --threads: expected 1..{os.cpu_count()}, got {args.threads}")
+    if args.min_time is not None and not args.min_time > 0:
+        raise UsageError(f"bench: --min-time: expected a positive number of seconds, got {args.min_time}")
+    configs = []
+    for text in args.spec:
+        configs += sweep.parse_spec_string(text)
+    if args.grid:
+        configs += sweep.load_grid(args.grid)
+    if not configs:
+        configs = sweep.default_grid(quick=args.quick)
+    plots = not args.no_plots
+    if plots:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise UsageError("bench: plots need matplotlib: pip install 'edgelstm[plot]', or pass --no-plots") from None
+    import numba
+    from .costmodel.target import load_target
+    threads = args.threads or numba.config.NUMBA_NUM_THREADS
+    numba.set_num_threads(threads)
+    target = load_target("host")
+    min_time = args.min_time if args.min_time is not None else (0.1 if args.quick else 0.5)
+    t0 = time.perf_counter()
+    results = sweep.run(configs, target, threads, min_time_s=min_time)
+    machine = sweep.machine_info(threads, target)
+    paths = sweep.write_reports(results, machine, args.out, target=target, plots=plots)
+    if args.json:
+        print(json.dumps(sweep.to_json(results, machine), indent=2))
+    else:
+        print(sweep.to_markdown(results, machine))
+        print("wrote " + ", ".join(str(p) for p in paths) + f" in {time.perf_counter() - t0:.0f} s")
+    print(sweep.summary_line(sweep.summarize(results)), file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
 # -- entry point ---------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="edgelstm", description="What an LSTM costs on real hardware, and how fast it runs.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_size(sub)
+    _add_bench(sub)
     return parser
 
 

@@ -1,0 +1,378 @@
+"""The sweep behind `edgelstm bench`: measured kernel time beside the model's prediction.
+
+For each configuration (an LSTMSpec with batch, seq_len and dtype) it runs the Numba
+CPU kernel (`edgelstm.lstm`), times it (warm-up first, JIT compile time reported apart,
+repeated runs, median), asks `edgelstm.predict` with the `host` target for the same work,
+and reports both. The host target comes from calibration micro-benchmarks only, never
+from these timings.
+
+It writes results.json (schema below), results.md (a Markdown table) and two PNG plots
+(a roofline with the measured points; predicted against measured on log axes).
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterable, List, Optional
+
+import numpy as np
+
+from .spec import LSTMSpec, SpecError
+
+SCHEMA = "edgelstm.bench/1"
+WITHIN = 0.15          # the target band: |predicted - measured| <= 15% of measured
+SPEC_KEYS = ("input_size", "hidden_size", "num_layers", "bidirectional", "proj_size", "bias", "peephole")
+RUN_KEYS = ("batch", "seq_len", "dtype")
+BENCH_DTYPES = ("float32", "float64")
+
+
+class BenchError(ValueError):
+    """Bad bench input (a --spec string, a --grid file)."""
+
+
+@dataclass(frozen=True)
+class Config:
+    spec: LSTMSpec
+    batch: int
+    seq_len: int
+    dtype: str
+
+    def label(self) -> str:
+        s = self.spec
+        extra = "".join([" bi" if s.bidirectional else "", f" P={s.proj_size}" if s.proj_size else ""])
+        return (f"E={s.input_size} H={s.hidden_size} L={s.num_layers}{extra} "
+                f"B={self.batch} T={self.seq_len} {self.dtype}")
+
+
+# -- grids -------------------------------------------------------------------------------
+def _config(d: dict, where: str) -> Config:
+    unknown = set(d) - set(SPEC_KEYS) - set(RUN_KEYS)
+    if unknown:
+        raise BenchError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; expected "
+                         f"{', '.join(SPEC_KEYS + RUN_KEYS)}")
+    try:
+        spec = LSTMSpec(**{k: d[k] for k in SPEC_KEYS if k in d})
+    except TypeError as e:
+        raise BenchError(f"{where}: expected input_size and hidden_size ({e})") from None
+    except SpecError as e:
+        raise BenchError(f"{where}: {e}") from None
+    batch, seq_len, dtype = d.get("batch", 1), d.get("seq_len", 100), d.get("dtype", "float32")
+    for name, v in (("batch", batch), ("seq_len", seq_len)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise BenchError(f"{where}: {name}: expected an integer >= 1, got {v!r}")
+    if dtype not in BENCH_DTYPES:
+        raise BenchError(f"{where}: dtype: expected one of {', '.join(BENCH_DTYPES)} (the kernels' dtypes), "
+                         f"got {dtype!r}")
+    return Config(spec, batch, seq_len, dtype)
+
+
+def _product(axes: dict, where: str) -> List[Config]:
+    keys = list(axes)
+    values = [v if isinstance(v, list) else [v] for v in axes.values()]
+    out = []
+    for combo in itertools.product(*values):
+        d = dict(zip(keys, combo))
+        if "input_size" not in d:
+            d["input_size"] = d.get("hidden_size")   # E = H unless given
+        out.append(_config(d, where))
+    return out
+
+
+def default_grid(quick: bool = False) -> List[Config]:
+    """H 32-1024, B 1-64, T 1-200, 1-3 layers, float32 and float64."""
+    if quick:
+        axes = [
+            dict(hidden_size=[32, 128, 512], batch=[1, 16], seq_len=[50], num_layers=1, dtype="float32"),
+            dict(hidden_size=[64], batch=[1], seq_len=[1, 200], num_layers=2, dtype=["float32", "float64"]),
+            dict(hidden_size=[256], batch=[64], seq_len=[20], num_layers=3, dtype="float32"),
+        ]
+    else:
+        axes = [
+            dict(hidden_size=[32, 64, 128, 256, 512, 1024], batch=[1, 8, 64], seq_len=[100], num_layers=1,
+                 dtype=["float32", "float64"]),
+            dict(hidden_size=[64, 256], batch=[1, 16], seq_len=[1, 10, 200], num_layers=[2, 3], dtype="float32"),
+        ]
+    configs = []
+    for a in axes:
+        configs += _product(a, "default grid")
+    return configs
+
+
+def parse_spec_string(text: str) -> List[Config]:
+    """'hidden_size=128,batch=1,seq_len=100' (values may be a|b|c lists: a product)."""
+    axes = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if "=" not in part:
+            raise BenchError(f"--spec: expected key=value pairs separated by commas, got {part!r}")
+        k, v = (s.strip() for s in part.split("=", 1))
+        axes[k] = [_scalar(x, k) for x in v.split("|")]
+    if "hidden_size" not in axes:
+        raise BenchError(f"--spec: expected at least hidden_size=N, got {text!r}")
+    return _product(axes, "--spec")
+
+
+def _scalar(v: str, key: str):
+    if key in ("bias", "dtype"):
+        return v
+    if key in ("bidirectional", "peephole"):
+        if v.lower() not in ("true", "false", "1", "0"):
+            raise BenchError(f"--spec: {key}: expected true or false, got {v!r}")
+        return v.lower() in ("true", "1")
+    try:
+        return int(v)
+    except ValueError:
+        raise BenchError(f"--spec: {key}: expected an integer, got {v!r}") from None
+
+
+def load_grid(path) -> List[Config]:
+    """A JSON or TOML file: {"configs": [{...}, ...]} and/or {"axes": {key: [values]}}."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise BenchError(f"--grid {p}: cannot read it ({e.strerror})") from None
+    try:
+        if p.suffix == ".toml":
+            import tomllib
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
+    except Exception as e:  # tomllib.TOMLDecodeError, json.JSONDecodeError
+        raise BenchError(f"--grid {p}: not valid {'TOML' if p.suffix == '.toml' else 'JSON'} ({e})") from None
+    if not isinstance(data, dict) or not ({"configs", "axes"} & set(data)):
+        raise BenchError(f"--grid {p}: expected a 'configs' list and/or an 'axes' table")
+    configs = [_config(d, f"--grid {p}: configs[{i}]") for i, d in enumerate(data.get("configs", []))]
+    if "axes" in data:
+        configs += _product(data["axes"], f"--grid {p}: axes")
+    if not configs:
+        raise BenchError(f"--grid {p}: no configurations")
+    return configs
+
+
+# -- measuring ---------------------------------------------------------------------------
+@dataclass
+class Result:
+    label: str
+    spec: dict
+    batch: int
+    seq_len: int
+    dtype: str
+    threads: int
+    measured_s: float            # median of the repeats
+    repeats: int
+    compile_s: float             # first call minus a warm call: JIT compile and packing
+    predicted_s: float
+    bound: str
+    flops: int
+    bytes: int
+    error_pct: float = 0.0       # (predicted - measured) / measured x 100
+    gflops_per_s: float = 0.0    # reached
+    gbytes_per_s: float = 0.0
+    flops_per_byte: float = 0.0
+    breakdown: Optional[dict] = None
+
+    def __post_init__(self):
+        self.error_pct = 100.0 * (self.predicted_s - self.measured_s) / self.measured_s
+        self.gflops_per_s = self.flops / self.measured_s / 1e9
+        self.gbytes_per_s = self.bytes / self.measured_s / 1e9
+        self.flops_per_byte = self.flops / self.bytes if self.bytes else math.inf
+
+
+def time_call(fn: Callable[[], object], min_time_s: float, min_repeats: int = 5, max_repeats: int = 200):
+    """Warm-up once (returns its time), then repeat until min_time_s and min_repeats."""
+    t0 = time.perf_counter()
+    fn()
+    first = time.perf_counter() - t0
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_repeats or (time.perf_counter() - start < min_time_s and len(times) < max_repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return first, times
+
+
+def measure(config: Config, target, threads: int, min_time_s: float) -> Result:
+    """Run the kernel on one configuration and ask the model for the same work."""
+    from . import lstm, predict
+    from .costmodel.counts import count
+    from .weights import LSTMWeights
+    s = config.spec
+    w = LSTMWeights.random(s, seed=0, dtype=config.dtype)
+    x = np.random.default_rng(1).standard_normal((config.seq_len, config.batch, s.input_size)).astype(config.dtype)
+    first, times = time_call(lambda: lstm(x, w), min_time_s)
+    measured = statistics.median(times)
+    p = predict(s, target, batch=config.batch, seq_len=config.seq_len, dtype=config.dtype, threads=threads)
+    c = count(s, batch=config.batch, seq_len=config.seq_len, dtype=config.dtype)
+    breakdown = getattr(p, "breakdown", None)
+    return Result(label=config.label(), spec=asdict(s), batch=config.batch, seq_len=config.seq_len,
+                  dtype=config.dtype, threads=threads, measured_s=measured, repeats=len(times),
+                  compile_s=max(first - measured, 0.0), predicted_s=p.latency_s, bound=p.bound,
+                  flops=c.flops_per_sequence, bytes=c.traffic["streamed_hoisted"].bytes_per_sequence,
+                  breakdown=dict(breakdown) if isinstance(breakdown, dict) else None)
+
+
+def summarize(results: Iterable[Result]) -> dict:
+    errors = [abs(r.error_pct) for r in results]
+    if not errors:
+        return {"n": 0, "median_abs_error_pct": None, "within_15pct_share": None}
+    within = sum(e <= 100 * WITHIN for e in errors)
+    return {"n": len(errors), "median_abs_error_pct": statistics.median(errors),
+            "within_15pct": within, "within_15pct_share": within / len(errors)}
+
+
+def summary_line(summary: dict) -> str:
+    if not summary["n"]:
+        return "no configurations were run"
+    return (f"median |error| {summary['median_abs_error_pct']:.1f}%, "
+            f"{100 * summary['within_15pct_share']:.0f}% within ±15% "
+            f"({summary['within_15pct']}/{summary['n']} configurations)")
+
+
+def machine_info(threads: int, target=None) -> dict:
+    import numba
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "platform": platform.platform(),
+            "python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__}
+    if target is not None:
+        info["target"] = getattr(target, "name", str(target))
+        for key in ("calibrated_at", "method", "source"):
+            if getattr(target, key, None):
+                info[f"target_{key}"] = getattr(target, key)
+    return info
+
+
+class Progress:
+    """A progress bar on stderr (one line per configuration when stderr is not a terminal)."""
+
+    def __init__(self, total: int, stream=None):
+        self.total, self.done, self.stream = total, 0, stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+
+    def update(self, label: str, note: str = "") -> None:
+        self.done += 1
+        width = 24
+        filled = int(width * self.done / self.total)
+        bar = f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {label} {note}"
+        if self.tty:
+            self.stream.write("\r\033[K" + bar + ("\n" if self.done == self.total else ""))
+        else:
+            self.stream.write(bar + "\n")
+        self.stream.flush()
+
+
+def run(configs: List[Config], target, threads: int, min_time_s: float = 0.3, progress: bool = True,
+        measure_fn=measure) -> List[Result]:
+    bar = Progress(len(configs)) if progress else None
+    results = []
+    for cfg in configs:
+        r = measure_fn(cfg, target, threads, min_time_s)
+        results.append(r)
+        if bar:
+            bar.update(cfg.label(), f"measured {r.measured_s * 1e3:.3g} ms, predicted {r.predicted_s * 1e3:.3g} ms "
+                                    f"({r.error_pct:+.0f}%)")
+    return results
+
+
+# -- reports -----------------------------------------------------------------------------
+def to_json(results: List[Result], machine: dict) -> dict:
+    return {"schema": SCHEMA, "machine": machine, "threads": machine.get("threads"),
+            "summary": summarize(results), "results": [asdict(r) for r in results]}
+
+
+def _ms(s: float) -> str:
+    return f"{s * 1e3:.3g} ms" if s >= 1e-4 else f"{s * 1e6:.3g} µs"
+
+
+def to_markdown(results: List[Result], machine: dict) -> str:
+    lines = [f"# edgelstm bench: measured against predicted", "",
+             f"Machine: {machine.get('cpu', '?')}, {machine.get('threads')} thread(s); "
+             f"prediction target `{machine.get('target', 'host')}`.", "",
+             "| config | measured | predicted | error % | bound | GFLOP/s | compile |",
+             "| --- | ---: | ---: | ---: | --- | ---: | ---: |"]
+    for r in results:
+        lines.append(f"| {r.label} | {_ms(r.measured_s)} | {_ms(r.predicted_s)} | {r.error_pct:+.1f} | {r.bound} "
+                     f"| {r.gflops_per_s:.3g} | {r.compile_s:.2f} s |")
+    lines += ["", summary_line(summarize(results)), ""]
+    return "\n".join(lines)
+
+
+def plot(results: List[Result], out_dir: Path, target=None) -> List[Path]:
+    """Two PNG files: the roofline with measured points, and predicted against measured."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    paths = []
+    colors = {"float32": "tab:blue", "float64": "tab:orange"}
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for dt in BENCH_DTYPES:
+        pts = [r for r in results if r.dtype == dt]
+        if pts:
+            ax.scatter([r.flops_per_byte for r in pts], [r.gflops_per_s for r in pts], label=f"measured {dt}",
+                       color=colors[dt], s=18)
+    roofs = roofline_lines(target)
+    xs = np.logspace(-2, 4, 200)
+    for name, peak_gflops, bw_gbs in roofs:
+        ax.plot(xs, np.minimum(peak_gflops, xs * bw_gbs), lw=1, label=name)
+    ax.set(xscale="log", yscale="log", xlabel="arithmetic intensity (FLOP / byte moved)", ylabel="GFLOP/s",
+           title="Roofline of this machine with the measured LSTM kernels")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    paths.append(out_dir / "roofline.png")
+    fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 6))
+    for dt in BENCH_DTYPES:
+        pts = [r for r in results if r.dtype == dt]
+        if pts:
+            ax.scatter([r.measured_s for r in pts], [r.predicted_s for r in pts], label=dt, color=colors[dt], s=18)
+    if results:
+        lo = min(min(r.measured_s, r.predicted_s) for r in results) / 2
+        hi = max(max(r.measured_s, r.predicted_s) for r in results) * 2
+        line = np.array([lo, hi])
+        ax.plot(line, line, "k-", lw=1, label="predicted = measured")
+        ax.fill_between(line, line * (1 - WITHIN), line * (1 + WITHIN), color="grey", alpha=0.2, label="±15%")
+    ax.set(xscale="log", yscale="log", xlabel="measured (s)", ylabel="predicted (s)",
+           title="Predicted against measured")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    paths.append(out_dir / "predicted_vs_measured.png")
+    fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def roofline_lines(target) -> list:
+    """(label, peak GFLOP/s, bandwidth GB/s) per memory level of the target, if it says."""
+    if target is None:
+        return []
+    fn = getattr(target, "roofline", None)
+    return list(fn()) if callable(fn) else []
+
+
+def write_reports(results: List[Result], machine: dict, out_dir, target=None, plots: bool = True) -> List[Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "results.json", out / "results.md"]
+    paths[0].write_text(json.dumps(to_json(results, machine), indent=2))
+    paths[1].write_text(to_markdown(results, machine))
+    if plots:
+        paths += plot(results, out, target)
+    return paths

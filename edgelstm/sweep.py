@@ -81,7 +81,10 @@ def _product(axes: dict, where: str) -> List[Config]:
     for combo in itertools.product(*values):
         d = dict(zip(keys, combo))
         if "input_size" not in d:
-            d["input_size"] = d.get("hidden_size")   # E = H unless given
+            H = d.get("hidden_size")
+            if isinstance(H, bool) or not isinstance(H, int) or H < 1:
+                raise BenchError(f"{where}: hidden_size: expected an integer >= 1, got {H!r}")
+            d["input_size"] = H   # E = H unless given
         out.append(_config(d, where))
     return out
 
@@ -113,6 +116,8 @@ def parse_spec_string(text: str) -> List[Config]:
         if "=" not in part:
             raise BenchError(f"--spec: expected key=value pairs separated by commas, got {part!r}")
         k, v = (s.strip() for s in part.split("=", 1))
+        if k not in SPEC_KEYS + RUN_KEYS:
+            raise BenchError(f"--spec: unknown key {k!r}; expected {', '.join(SPEC_KEYS + RUN_KEYS)}")
         axes[k] = [_scalar(x, k) for x in v.split("|")]
     if "hidden_size" not in axes:
         raise BenchError(f"--spec: expected at least hidden_size=N, got {text!r}")

@@ -1,0 +1,109 @@
+"""The bench sweep's parsing, summary and report writers, on synthetic results (not timed)."""
+import json
+
+import pytest
+
+from edgelstm import LSTMSpec
+from edgelstm import sweep
+from edgelstm.cli import main
+
+
+def synthetic(measured, predicted, dtype="float32", H=64):
+    cfg = sweep.Config(LSTMSpec(H, H), batch=1, seq_len=10, dtype=dtype)
+    return sweep.Result(label=cfg.label(), spec={"input_size": H, "hidden_size": H}, batch=1, seq_len=10,
+                        dtype=dtype, threads=2, measured_s=measured, repeats=5, compile_s=0.5,
+                        predicted_s=predicted, bound="L2", flops=2_000_000, bytes=1_000_000)
+
+
+RESULTS = [synthetic(1e-3, 1.1e-3), synthetic(2e-3, 1.5e-3, "float64"), synthetic(4e-4, 4.2e-4, H=128),
+           synthetic(1e-2, 1.0e-2)]
+
+
+def test_result_derives_error_and_rates():
+    r = synthetic(2e-3, 2.5e-3)
+    assert r.error_pct == pytest.approx(25.0)
+    assert r.gflops_per_s == pytest.approx(1.0) and r.gbytes_per_s == pytest.approx(0.5)
+    assert r.flops_per_byte == pytest.approx(2.0)
+
+
+def test_summary_counts_the_share_within_15_percent():
+    s = sweep.summarize(RESULTS)
+    # errors: +10%, -25%, +5%, 0%
+    assert s["n"] == 4 and s["within_15pct"] == 3 and s["within_15pct_share"] == 0.75
+    assert s["median_abs_error_pct"] == pytest.approx(7.5)
+    assert sweep.summary_line(s) == "median |error| 7.5%, 75% within ±15% (3/4 configurations)"
+    assert sweep.summarize([])["n"] == 0
+
+
+def test_json_schema_and_markdown(tmp_path):
+    machine = {"cpu": "test cpu", "threads": 2, "target": "host"}
+    paths = sweep.write_reports(RESULTS, machine, tmp_path, plots=False)
+    d = json.loads((tmp_path / "results.json").read_text())
+    assert d["schema"] == sweep.SCHEMA and d["threads"] == 2 and d["machine"]["cpu"] == "test cpu"
+    assert set(d["summary"]) >= {"n", "median_abs_error_pct", "within_15pct_share"}
+    row = d["results"][1]
+    assert {"label", "spec", "batch", "seq_len", "dtype", "threads", "measured_s", "predicted_s", "error_pct",
+            "bound", "gflops_per_s", "compile_s", "repeats"} <= set(row)
+    assert row["dtype"] == "float64" and row["error_pct"] == pytest.approx(-25.0)
+    md = (tmp_path / "results.md").read_text().splitlines()
+    header = next(l for l in md if l.startswith("| config"))
+    assert header == "| config | measured | predicted | error % | bound | GFLOP/s | compile |"
+    assert sum(l.startswith("| E=") for l in md) == 4
+    assert md[-1] == "median |error| 7.5%, 75% within ±15% (3/4 configurations)"
+    assert [p.name for p in paths] == ["results.json", "results.md"]
+
+
+def test_plots_are_valid_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    paths = sweep.plot(RESULTS, tmp_path)
+    assert [p.name for p in paths] == ["roofline.png", "predicted_vs_measured.png"]
+    for p in paths:
+        data = p.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+        import matplotlib.image
+        assert matplotlib.image.imread(p).shape[2] in (3, 4)
+
+
+def test_spec_strings_and_grid_files(tmp_path):
+    cfgs = sweep.parse_spec_string("hidden_size=32|64,batch=1|4,seq_len=10,num_layers=2,dtype=float64")
+    assert len(cfgs) == 4 and all(c.spec.num_layers == 2 and c.dtype == "float64" for c in cfgs)
+    assert cfgs[0].spec.input_size == 32          # E = H unless given
+    g = tmp_path / "g.toml"
+    g.write_text('configs = [{input_size = 10, hidden_size = 20, batch = 2}]\n[axes]\nhidden_size = [8, 16]\n')
+    got = sweep.load_grid(g)
+    assert [(c.spec.input_size, c.spec.hidden_size, c.batch) for c in got] == [(10, 20, 2), (8, 8, 1), (16, 16, 1)]
+
+
+def test_default_grids_span_the_issue_ranges():
+    full = sweep.default_grid()
+    Hs = {c.spec.hidden_size for c in full}
+    assert min(Hs) == 32 and max(Hs) == 1024
+    assert {c.batch for c in full} >= {1, 64} and {c.seq_len for c in full} >= {1, 200}
+    assert {c.spec.num_layers for c in full} == {1, 2, 3} and {c.dtype for c in full} == {"float32", "float64"}
+    assert len(sweep.default_grid(quick=True)) < len(full)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["bench", "--spec", "hidden_size=0"], "hidden_size"),
+    (["bench", "--spec", "hidden_size=abc"], "expected an integer"),
+    (["bench", "--spec", "batch=3"], "hidden_size"),
+    (["bench", "--spec", "hidden_size=8,dtype=int8"], "dtype"),
+    (["bench", "--spec", "hidden_size=8,colour=red"], "unknown key"),
+    (["bench", "--grid", "/nonexistent/grid.json"], "cannot read"),
+    (["bench", "--threads", "0"], "--threads"),
+    (["bench", "--min-time", "-1"], "--min-time"),
+])
+def test_bench_bad_input_is_one_line_and_exit_2(capsys, argv, words):
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1 and words in err
+
+
+def test_bench_bad_grid_file(tmp_path, capsys):
+    g = tmp_path / "g.json"
+    g.write_text("{not json")
+    assert main(["bench", "--grid", str(g)]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+    g.write_text('{"something": 1}')
+    assert main(["bench", "--grid", str(g)]) == 2
+    assert "'configs' list" in capsys.readouterr().err

@@ -5,8 +5,28 @@ from .costmodel.counts import CountError, Counts, count, count_grid
 
 __version__ = "0.1.0"
 
+# Imported on first use, so that `import edgelstm` (and `edgelstm size`) does not load
+# Numba and compile nothing it does not need.
+_LAZY = {
+    "lstm": ".run", "LSTMStream": ".run",
+    "predict": ".costmodel.predict", "Prediction": ".costmodel.predict",
+    "load_target": ".costmodel.target", "list_targets": ".costmodel.target", "Target": ".costmodel.target",
+    "calibrate": ".costmodel.calibrate",
+    "load_model": ".model", "Model": ".model",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'edgelstm' has no attribute {name!r}")
+
+
 __all__ = [
     "LSTMSpec", "ModelSpec", "EmbeddingSpec", "DenseSpec", "SpecError",
     "LSTMWeights", "LayerWeights", "WeightsError",
-    "Counts", "CountError", "count", "count_grid",
+    "Counts", "CountError", "count", "count_grid", *_LAZY,
 ]

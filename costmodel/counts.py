@@ -323,24 +323,25 @@ def _traffic(rows, flops_step: int, T: int) -> Dict[str, Traffic]:
     out = {}
     for case in TRAFFIC_CASES:
         hoisted = case.endswith("hoisted")
-        w_step = w_once = acts = 0
+        w_step = w_once = acts = once_acts = 0
         for r in rows:
-            per_step_rows = r.every_step
-            acts += r.activation_bytes_per_step if per_step_rows else 0
+            if r.every_step:
+                acts += r.activation_bytes_per_step
+            else:
+                once_acts += r.activation_bytes_per_step
             if r.kind == "lstm" and hoisted:
                 acts += r.gate_buffer_bytes_per_step
+            if r.kind == "embedding":
+                continue  # a lookup: its gathered rows are counted with the activations
             if case.startswith("resident"):
                 w_once += r.weight_bytes
-            elif r.kind == "embedding":
-                w_once += 0  # an embedding is gathered, counted with the activations
             elif r.kind == "lstm" and hoisted:
                 w_step += r.weight_bytes - r.input_weight_bytes
                 w_once += r.input_weight_bytes
-            elif per_step_rows:
+            elif r.every_step:
                 w_step += r.weight_bytes
             else:
                 w_once += r.weight_bytes
-        once_acts = sum(r.activation_bytes_per_step for r in rows if not r.every_step)
         step = w_step + acts
         out[case] = Traffic(case=case, weight_bytes_per_step=w_step, activation_bytes_per_step=acts,
                             bytes_per_step=step, bytes_per_sequence=T * step + w_once + once_acts,

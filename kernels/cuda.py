@@ -411,13 +411,20 @@ def _packed(weights):
 
 
 def _is_device(a) -> bool:
-    return a is not None and not isinstance(a, np.ndarray) and cuda.is_cuda_array(a)
+    """A numba device array (real or simulated) or any __cuda_array_interface__ exporter."""
+    return (a is not None and not isinstance(a, np.ndarray)
+            and (hasattr(a, "copy_to_host") or hasattr(a, "__cuda_array_interface__")))
+
+
+def _as_device(cu, a):
+    """A numba device array viewing the device array `a` (no copy)."""
+    return a if hasattr(a, "copy_to_host") else cu.as_cuda_array(a)
 
 
 def _to_device(cu, a, dtype, stream):
-    """A contiguous device array of dtype: device arrays pass through, NumPy is copied."""
+    """A device array of dtype: device arrays pass through, NumPy is copied."""
     if _is_device(a):
-        return cu.as_cuda_array(a)
+        return _as_device(cu, a)
     return cu.to_device(np.ascontiguousarray(a, dtype=dtype), stream=stream)
 
 
@@ -461,7 +468,7 @@ def _initial_state(cu, a, l, D, shape, dtype, stream):
         return cu.to_device(np.zeros(shape, dtype), stream=stream)
     if _is_device(a):
         out = cu.device_array(shape, dtype, stream=stream)
-        out.copy_to_device(cu.as_cuda_array(a)[l * D:(l + 1) * D], stream=stream)
+        out.copy_to_device(_as_device(cu, a)[l * D:(l + 1) * D], stream=stream)
         return out
     return cu.to_device(np.ascontiguousarray(a[l * D:(l + 1) * D], dtype=dtype), stream=stream)
 
@@ -574,7 +581,7 @@ class CudaStream:
         cu, st, B = self._cu, self._stream, self.batch
         on_device = _is_device(x_t)
         shape = (1, B, self.spec.input_size)
-        x = (cu.as_cuda_array(x_t).reshape(shape) if on_device
+        x = (_as_device(cu, x_t).reshape(shape) if on_device
              else cu.to_device(np.ascontiguousarray(x_t, dtype=self._dtype).reshape(shape), stream=st))
         for l in range(self.spec.num_layers):
             pk = self._pk[l]
@@ -595,7 +602,7 @@ class CudaStream:
         _checks.check_state(name, value, expected, self._dtype, what)
         dev = _is_device(value)
         for l in range(self.spec.num_layers):
-            part = (self._cu.as_cuda_array(value)[l:l + 1] if dev
+            part = (_as_device(self._cu, value)[l:l + 1] if dev
                     else np.ascontiguousarray(value[l:l + 1], dtype=self._dtype))
             per_layer(l).copy_to_device(part, stream=self._stream)
         self._stream.synchronize()

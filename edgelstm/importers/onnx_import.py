@@ -1,0 +1,223 @@
+"""ONNX files: LSTM nodes (stacked, found by following the graph), a Gather embedding
+before the first, and a MatMul/Gemm (+ Add) head after the last.
+
+Read with the onnx package (a protobuf parser: nothing in the file is executed).
+Per LSTM node: the W, R, B and P initializers (or Constant nodes), direction,
+hidden_size, layout and input_forget. clip, input_forget=1, non-default activations
+and direction "reverse" are refused as unsupported.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from ..convert import ConvertError, from_onnx
+from ..model import Model, ModelFileError, UnsupportedModelError, build_model, zip_carries_pickle
+
+DEFAULT_ACTIVATIONS = ["Sigmoid", "Tanh", "Tanh"]
+# Nodes that only move data between an LSTM and what reads it (reshaping the
+# [T, D, B, H] output into [T, B, D*H], dropout at inference, casts).
+PASS_THROUGH = {"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Dropout", "Cast"}
+PICK_STEP = {"Slice", "Gather"}   # taking one time step of Y: a per-sequence output
+
+
+def _attrs(node) -> Dict[str, object]:
+    from onnx import helper
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _s(v):
+    return v.decode() if isinstance(v, bytes) else v
+
+
+class _Graph:
+    def __init__(self, path, model):
+        from onnx import numpy_helper
+        self.path = path
+        g = model.graph
+        self.nodes = list(g.node)
+        self.consts: Dict[str, np.ndarray] = {}
+        for t in g.initializer:
+            self.consts[t.name] = numpy_helper.to_array(t)
+        for n in self.nodes:
+            if n.op_type == "Constant" and n.output:
+                a = _attrs(n)
+                if "value" in a:
+                    self.consts[n.output[0]] = numpy_helper.to_array(a["value"])
+        self.producer = {o: n for n in self.nodes for o in n.output if o}
+        self.consumers: Dict[str, list] = {}
+        for n in self.nodes:
+            for i in n.input:
+                self.consumers.setdefault(i, []).append(n)
+        self.graph_inputs = [i.name for i in g.input if i.name not in self.consts]
+
+    def const(self, name: str, what: str) -> np.ndarray:
+        if name not in self.consts:
+            raise UnsupportedModelError(f"{self.path}: {what} ({name!r}) is not an initializer or Constant; "
+                                        f"edgelstm reads weights stored in the file")
+        return self.consts[name]
+
+    def upstream(self, name: str, stop):
+        """The nearest producer upstream of tensor `name` for which stop(node) holds, walking
+        back through non-constant inputs; None if the walk reaches graph inputs."""
+        seen, todo = set(), [name]
+        while todo:
+            t = todo.pop()
+            n = self.producer.get(t)
+            if n is None or id(n) in seen:
+                continue
+            seen.add(id(n))
+            if stop(n):
+                return n
+            todo += [i for i in n.input if i and i not in self.consts]
+        return None
+
+
+def _lstm_layer(G: _Graph, node, k: int):
+    where = f"{G.path}: LSTM node {node.name or k!r}"
+    a = _attrs(node)
+    if "clip" in a:
+        raise UnsupportedModelError(f"{where}: unsupported attribute clip={a['clip']} (edgelstm does not clip "
+                                    f"gate pre-activations)")
+    if a.get("input_forget", 0):
+        raise UnsupportedModelError(f"{where}: unsupported input_forget=1 (coupled input and forget gates)")
+    direction = _s(a.get("direction", "forward"))
+    D = 2 if direction == "bidirectional" else 1
+    acts = [_s(x) for x in a.get("activations", DEFAULT_ACTIVATIONS * D)]
+    if acts != DEFAULT_ACTIVATIONS * D:
+        raise UnsupportedModelError(f"{where}: unsupported activations {acts} (edgelstm runs "
+                                    f"{DEFAULT_ACTIVATIONS * D})")
+    for name in ("activation_alpha", "activation_beta"):
+        if name in a:
+            raise UnsupportedModelError(f"{where}: unsupported attribute {name}")
+    layout = int(a.get("layout", 0))
+    if layout not in (0, 1):
+        raise ModelFileError(f"{where}: layout: expected 0 or 1, got {layout}")
+    ins = list(node.input) + [""] * (8 - len(node.input))
+    if not ins[1] or not ins[2]:
+        raise ModelFileError(f"{where}: W and R inputs are required")
+    for idx, what in ((5, "initial_h"), (6, "initial_c")):
+        if ins[idx] and ins[idx] in G.consts and np.any(G.consts[ins[idx]]):
+            raise UnsupportedModelError(f"{where}: unsupported non-zero constant {what}")
+    tensors = {"W": G.const(ins[1], "W"), "R": G.const(ins[2], "R"),
+               "B": G.const(ins[3], "B") if ins[3] else None, "P": G.const(ins[7], "P") if ins[7] else None}
+    hs = a.get("hidden_size")
+    try:
+        w = from_onnx(tensors["W"], tensors["R"], tensors["B"], tensors["P"], direction=direction,
+                      hidden_size=int(hs) if hs is not None else None)
+    except ConvertError as e:
+        raise ModelFileError(f"{where}: {e}") from None
+    return w, layout
+
+
+def _embedding(G: _Graph, first_lstm):
+    """A Gather whose data is a 2-D constant table and whose indices come from the graph input."""
+    g = G.upstream(first_lstm.input[0], lambda n: n.op_type == "Gather" and n.input[0] in G.consts)
+    if g is None:
+        return None
+    table = G.consts[g.input[0]]
+    if table.ndim != 2 or int(_attrs(g).get("axis", 0)) != 0:
+        raise UnsupportedModelError(f"{G.path}: Gather {g.name!r} before the first LSTM is not an embedding "
+                                    f"lookup (expected a 2-D table gathered on axis 0, got {table.shape})")
+    return table
+
+
+def _head(G: _Graph, last_lstm):
+    """Follow the last LSTM's outputs to a MatMul/Gemm with a constant weight.
+
+    Returns (weight (out, in), bias or None, every_step)."""
+    todo = [(o, idx) for idx, o in enumerate(last_lstm.output[:2]) if o]
+    seen = set()
+    while todo:
+        t, from_output = todo.pop(0)
+        for n in G.consumers.get(t, []):
+            if id(n) in seen:
+                continue
+            seen.add(id(n))
+            op = n.op_type
+            every_step = from_output == 0
+            if op == "MatMul" and n.input[1] in G.consts:
+                Wt = G.consts[n.input[1]]
+                if Wt.ndim != 2:
+                    raise UnsupportedModelError(f"{G.path}: MatMul {n.name!r}: expected a 2-D weight, got {Wt.shape}")
+                return Wt.T, _add_bias(G, n.output[0], Wt.shape[1]), every_step
+            if op == "Gemm" and n.input[1] in G.consts:
+                a = _attrs(n)
+                if a.get("transA", 0):
+                    raise UnsupportedModelError(f"{G.path}: Gemm {n.name!r}: unsupported transA=1")
+                Wt = G.consts[n.input[1]] * float(a.get("alpha", 1.0))
+                Wt = Wt if a.get("transB", 0) else Wt.T               # -> (out, in)
+                bias = None
+                if len(n.input) > 2 and n.input[2]:
+                    bias = np.broadcast_to(G.const(n.input[2], "Gemm C") * float(a.get("beta", 1.0)),
+                                           (Wt.shape[0],)).copy()
+                return Wt, bias, every_step
+            if op == "LSTM":
+                continue
+            if op in PICK_STEP:
+                todo.append((n.output[0], 1))          # one step of Y: the head runs once per sequence
+            elif op in PASS_THROUGH or op == "Concat":
+                todo.append((n.output[0], from_output))
+    return None, None, True
+
+
+def _add_bias(G: _Graph, name: str, out: int):
+    for n in G.consumers.get(name, []):
+        if n.op_type == "Add":
+            other = [i for i in n.input if i != name]
+            if other and other[0] in G.consts:
+                b = G.consts[other[0]]
+                if b.size == out:
+                    return b.reshape(out)
+    return None
+
+
+def load_onnx(path: str, kind: str = "other") -> Model:
+    try:
+        import onnx
+    except ImportError:
+        raise ModelFileError(f"{path}: reading ONNX files needs the onnx package (pip install onnx)") from None
+    if kind == "pickle":
+        raise ModelFileError(f"{path}: refused: the file is a Python pickle, not an ONNX model; edgelstm never "
+                             f"loads pickles")
+    if kind == "zip":
+        import zipfile
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+        what = "carries a pickle (a torch.save file?)" if zip_carries_pickle(names) else "is a zip archive"
+        raise ModelFileError(f"{path}: refused: the file {what}, not an ONNX model")
+    try:
+        model = onnx.load(path)
+    except Exception as e:  # protobuf's DecodeError and onnx's own errors
+        raise ModelFileError(f"{path}: not a readable ONNX model (truncated or corrupt?): "
+                             f"{type(e).__name__}: {e}") from None
+    if not model.graph.node:
+        raise ModelFileError(f"{path}: not an ONNX model with a graph (empty, truncated or another format)")
+    G = _Graph(path, model)
+    lstms = [n for n in G.nodes if n.op_type == "LSTM" and n.domain in ("", "ai.onnx")]
+    if not lstms:
+        ops = sorted({n.op_type for n in G.nodes})
+        raise ModelFileError(f"{path}: the ONNX graph has no LSTM node (ops: {', '.join(ops[:12])})")
+    # Order by following the graph: each LSTM after the first must read the previous one.
+    order = [n for n in lstms if G.upstream(n.input[0], lambda m: m.op_type == "LSTM") is None]
+    if len(order) != 1:
+        raise UnsupportedModelError(f"{G.path}: {len(order)} LSTM chains start from the graph's inputs; "
+                                    f"edgelstm imports one chain of stacked LSTMs")
+    while len(order) < len(lstms):
+        nxt = [n for n in lstms if G.upstream(n.input[0], lambda m: m.op_type == "LSTM") is order[-1]]
+        if len(nxt) != 1:
+            raise UnsupportedModelError(f"{G.path}: LSTM {order[-1].name!r} feeds {len(nxt)} LSTMs; edgelstm "
+                                        f"imports one chain of stacked LSTMs")
+        order.append(nxt[0])
+    layers = []
+    for k, n in enumerate(order):
+        w, _layout = _lstm_layer(G, n, k)   # layout changes X's axes, not the weights
+        layers.append(w)
+    embedding = _embedding(G, order[0])
+    head_w, head_b, every_step = _head(G, order[-1])
+    if head_w is None:   # no head: the model returns every step if Y is used, else only Y_h
+        y = order[-1].output[0] if order[-1].output else ""
+        every_step = bool(y) and (y in {o.name for o in model.graph.output} or bool(G.consumers.get(y)))
+    return build_model(path, layers, embedding=embedding, head_weight=head_w, head_bias=head_b,
+                       return_sequences=every_step)

@@ -54,6 +54,8 @@ def _add_size(sub):
     g.add_argument("--peephole", action="store_true")
     p.add_argument("--example", help="a worked example of the seed articles instead of sizes "
                                       "(demystify, keras-640, kws, sentiment, seq2seq, sample2, sample3)")
+    p.add_argument("--model", metavar="FILE", help="a model file instead of sizes: .onnx, .keras, "
+                                                    "Keras model .json")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--seq-len", type=int, default=1)
     p.add_argument("--dtype", default="float32",
@@ -64,6 +66,11 @@ def _add_size(sub):
 
 
 def spec_from_args(args):
+    if getattr(args, "model", None):
+        if args.example or args.input_size is not None or args.hidden_size is not None:
+            raise UsageError("size: give one of --model, --example or --input-size/--hidden-size")
+        from .model import load_model
+        return load_model(args.model).spec      # ModelFileError (a ValueError): one line, exit 2
     if args.example:
         from .examples import get_example
         if args.input_size is not None or args.hidden_size is not None:

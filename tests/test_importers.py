@@ -326,3 +326,19 @@ def test_unknown_extension(tmp_path):
     (tmp_path / "m.txt").write_text("hello")
     with pytest.raises(ModelFileError, match="unknown model file type"):
         load_model(tmp_path / "m.txt")
+
+
+# -- CLI -----------------------------------------------------------------------------------
+def test_cli_size_model(tmp_path, capsys):
+    keras = pytest.importorskip("keras")
+    from edgelstm.cli import main
+    model = keras.Sequential([keras.Input((10,), dtype="int32"), keras.layers.Embedding(1000, 128),
+                              keras.layers.LSTM(64), keras.layers.Dense(10)])
+    model.save(tmp_path / "sentiment.keras")
+    assert main(["size", "--model", str(tmp_path / "sentiment.keras"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["params"] == 178058                       # the sentiment example's Keras summary
+    (tmp_path / "bad.onnx").write_bytes(b"\x08\x07garbage")
+    assert main(["size", "--model", str(tmp_path / "bad.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "bad.onnx" in err and err.count("\n") == 1

@@ -113,6 +113,7 @@ class Target:
     call_overhead_s: float               # once per call (wrapper, dispatch, or launch)
     step_overhead_s: float               # per layer and time step (loop trip or kernel launch)
     persistent_step_overhead_s: float    # per layer and step inside a persistent kernel (grid sync)
+    parallel_step_overhead_s: float      # per layer and step when threads > 1 (fork/join)
     transcendental_cycles: float         # per element on one core, when no measured ns
     transcendental_ns: Dict[str, float]  # measured per element and dtype on one core (host)
     parallel_efficiency: float           # all cores' throughput / (cores x one core's)
@@ -280,6 +281,8 @@ def parse_target(data: dict, fname: str, path: str = "") -> Target:
         call_overhead_s=ov.number("call_s", 0.0, positive=False),
         step_overhead_s=ov.number("step_s", positive=False),
         persistent_step_overhead_s=ov.number("persistent_step_s", 0.0, positive=False),
+        parallel_step_overhead_s=ov.number("parallel_step_s", None, positive=False)
+        if "parallel_step_s" in ov.table else ov.number("step_s", positive=False),
         transcendental_cycles=tr.number("cycles", 20.0), transcendental_ns=t_ns,
         parallel_efficiency=r.number("parallel_efficiency", 1.0),
         energy=energy, gemm=tuple(gemm), sources=sources,

@@ -1,0 +1,404 @@
+"""Calibration of this machine: micro-benchmarks (none of them an LSTM) -> the `host` target.
+
+What the model needs, and what measures it:
+
+    peak FLOP/s, fp32/fp64, 1 and all threads  a square BLAS GEMM (np.dot in @njit, the
+                                               path a Numba kernel takes to BLAS)
+    GEMM throughput at skinny shapes           the same, M x K @ K x 4K for a grid of M, K
+    read bandwidth per cache level and DRAM    a @njit streaming sum over arrays sized to
+                                               sit in each level, 1 and all threads
+    fixed cost of a call                       a Python wrapper that checks shapes, then
+                                               calls an @njit function
+    fixed cost of a step                       an @njit loop whose trips take array views;
+                                               with threads, a prange region per trip
+    cost of a transcendental                   an @njit loop of sigmoid (exp) and tanh
+
+Cache sizes come from /sys/devices/system/cpu/cpu0/cache, the CPU model from
+/proc/cpuinfo. Each figure is the best of several repetitions: the machine is shared,
+and the best run is the one least disturbed by others.
+"""
+from __future__ import annotations
+
+import ctypes
+import datetime
+import glob
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .target import HOST_ENV, host_target_path, load_target_file
+
+METHOD = ("BLAS GEMM via np.dot in @njit for peak and skinny shapes; @njit streaming sum per cache "
+          "level for bandwidth; empty @njit call behind a checking wrapper; @njit loop trips and "
+          "prange regions for step overhead; @njit sigmoid/tanh loop for transcendentals; best of "
+          "several repetitions")
+
+
+# -- the machine ---------------------------------------------------------------------------
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_clock_MHz() -> float:
+    """The clock /proc/cpuinfo reports (nominal on a VM). Only the MACs-per-cycle figures
+    depend on it; the model uses clock x MACs per cycle, which is the measured rate."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("cpu mhz"):
+                return float(line.split(":", 1)[1])
+    except (OSError, ValueError):
+        pass
+    return 1000.0
+
+
+def _parse_size(s: str) -> int:
+    s = s.strip().upper()
+    mult = {"K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}.get(s[-1:], 1)
+    return int(s.rstrip("KMG")) * mult
+
+
+def _cpu_list_len(s: str) -> int:
+    n = 0
+    for part in s.strip().split(","):
+        if "-" in part:
+            a, b = part.split("-")
+            n += int(b) - int(a) + 1
+        elif part:
+            n += 1
+    return n
+
+
+def caches():
+    """[(name, capacity_bytes, shared)] for data and unified caches, L1 first."""
+    out = []
+    for d in sorted(glob.glob("/sys/devices/system/cpu/cpu0/cache/index*")):
+        try:
+            kind = Path(d, "type").read_text().strip()
+            if kind not in ("Data", "Unified"):
+                continue
+            level = int(Path(d, "level").read_text())
+            size = _parse_size(Path(d, "size").read_text())
+            shared = _cpu_list_len(Path(d, "shared_cpu_list").read_text()) > 1
+            out.append((f"L{level}", size, shared))
+        except (OSError, ValueError):
+            continue
+    if not out:  # no sysfs: typical sizes, flagged in the file's sources
+        out = [("L1", 32 * 1024, False), ("L2", 1024 ** 2, False), ("L3", 8 * 1024 ** 2, True)]
+    return sorted(out, key=lambda c: c[1])
+
+
+def dram_bytes() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 8 * 1024 ** 3
+
+
+# -- BLAS threads: Numba's np.dot calls SciPy's OpenBLAS ----------------------------------
+def _blas_lib():
+    try:
+        import scipy
+        d = os.path.join(os.path.dirname(scipy.__file__), "..", "scipy.libs")
+        for path in glob.glob(os.path.join(d, "libscipy_openblas*.so*")):
+            lib = ctypes.CDLL(path)
+            for name in ("scipy_openblas_set_num_threads", "openblas_set_num_threads"):
+                if hasattr(lib, name):
+                    return getattr(lib, name)
+    except (ImportError, OSError):
+        pass
+    return None
+
+
+class _BlasThreads:
+    def __init__(self, n):
+        self.n, self.setter = n, _blas_lib()
+
+    def __enter__(self):
+        if self.setter:
+            self.setter(self.n)
+
+    def __exit__(self, *exc):
+        if self.setter:
+            self.setter(os.cpu_count() or 1)
+
+
+# -- the JIT micro-benchmarks ------------------------------------------------------------------
+def _jit():
+    """Compiled on first use (import of this module stays cheap)."""
+    from numba import njit, prange
+
+    @njit
+    def gemm(a, b, reps):
+        s = 0.0
+        for _ in range(reps):
+            c = np.dot(a, b)
+            s += c[0, 0]
+        return s
+
+    # fastmath lets LLVM split the sum into vector accumulators: a read-bandwidth loop.
+    @njit(fastmath=True)
+    def read(a, reps):
+        s = a.dtype.type(0)
+        for _ in range(reps):
+            for i in range(a.size):
+                s += a[i]
+        return s
+
+    @njit(parallel=True, fastmath=True)
+    def read_parallel(a2, reps):  # a2: (threads, n), a row per thread
+        out = np.zeros(a2.shape[0], dtype=a2.dtype)
+        for t in prange(a2.shape[0]):
+            s = a2.dtype.type(0)
+            for _ in range(reps):
+                for i in range(a2.shape[1]):
+                    s += a2[t, i]
+            out[t] = s
+        return out.sum()
+
+    @njit
+    def empty_call(x, w, h, out):
+        return out.shape[0]
+
+    @njit
+    def steps(x, T):
+        s = 0.0
+        for t in range(T):
+            v = x[t % x.shape[0]]
+            s += v[0]
+        return s
+
+    @njit(parallel=True)
+    def parallel_steps(x, T, nthreads):
+        s = 0.0
+        for t in range(T):
+            part = np.zeros(nthreads)
+            for j in prange(nthreads):
+                part[j] = x[t % x.shape[0], j % x.shape[1]]
+            s += part.sum()
+        return s
+
+    @njit
+    def transcendentals(x, y, z, reps):
+        for _ in range(reps):
+            for i in range(x.size):
+                y[i] = 1.0 / (1.0 + np.exp(-x[i]))
+                z[i] = np.tanh(x[i])
+        return y[0] + z[0]
+
+    return dict(gemm=gemm, read=read, read_parallel=read_parallel, empty_call=empty_call,
+                steps=steps, parallel_steps=parallel_steps, transcendentals=transcendentals)
+
+
+def _best(fn, repeats: int) -> float:
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _reps_for(seconds_each: float, target_s: float) -> int:
+    return max(1, int(target_s / max(seconds_each, 1e-9)))
+
+
+class _Bench:
+    def __init__(self, quick: bool, log):
+        self.quick, self.log = quick, log
+        self.k = _jit()
+        self.repeats = 3 if quick else 7
+        self.budget_s = 0.01 if quick else 0.05   # per timed run
+
+    def gemm_flops(self, dtype, m, k, n) -> float:
+        rng = np.random.default_rng(0)
+        a, b = rng.random((m, k)).astype(dtype), rng.random((k, n)).astype(dtype)
+        g = self.k["gemm"]
+        one = _best(lambda: g(a, b, 1), 2)
+        reps = _reps_for(one, self.budget_s)
+        return 2.0 * m * k * n * reps / _best(lambda: g(a, b, reps), self.repeats)
+
+    def read_bandwidth(self, nbytes, threads) -> float:
+        """Bytes/s of a streaming sum; each thread reads its own nbytes."""
+        n = max(1024, nbytes // 4)
+        if threads == 1:
+            a = np.ones(n, np.float32)
+            f = lambda reps: self.k["read"](a, reps)
+        else:
+            a = np.ones((threads, n), np.float32)
+            f = lambda reps: self.k["read_parallel"](a, reps)
+        one = _best(lambda: f(1), 2)
+        reps = _reps_for(one, self.budget_s * (1 if nbytes < 64 * 2 ** 20 else 4))
+        return threads * 4.0 * n * reps / _best(lambda: f(reps), self.repeats)
+
+    def call_overhead(self) -> float:
+        x = np.zeros((4, 1, 8), np.float32)
+        w = np.zeros((32, 8), np.float32)
+        h = np.zeros((1, 8), np.float32)
+        kern = self.k["empty_call"]
+
+        def wrapper(x, w, h):  # what a kernel's Python wrapper does before the JIT call
+            if not isinstance(x, np.ndarray) or x.ndim != 3 or x.dtype != w.dtype:
+                raise ValueError("x")
+            if w.shape[1] != x.shape[2] or h.shape != (x.shape[1], x.shape[2]):
+                raise ValueError("w")
+            out = np.empty((x.shape[0], x.shape[1], h.shape[1]), dtype=x.dtype)
+            return kern(x, w, h, out)
+
+        wrapper(x, w, h)
+        n = 2000 if self.quick else 20000
+
+        def loop():
+            for _ in range(n):
+                wrapper(x, w, h)
+        return _best(loop, self.repeats) / n
+
+    def step_overhead(self) -> float:
+        x = np.ones((64, 16), np.float64)
+        T = 10 ** 6
+        f = self.k["steps"]
+        f(x, 10)
+        return (_best(lambda: f(x, T), self.repeats) - _best(lambda: f(x, 1), self.repeats)) / T
+
+    def parallel_step_overhead(self, threads) -> float:
+        import numba
+        x = np.ones((64, 16), np.float64)
+        f = self.k["parallel_steps"]
+        old = numba.get_num_threads()
+        numba.set_num_threads(threads)
+        try:
+            f(x, 10, threads)
+            T = 2000 if self.quick else 20000
+            return (_best(lambda: f(x, T, threads), self.repeats) - _best(lambda: f(x, 1, threads), self.repeats)) / T
+        finally:
+            numba.set_num_threads(old)
+
+    def transcendental_s(self, dtype) -> float:
+        x = np.linspace(-4, 4, 4096).astype(dtype)
+        y, z = np.empty_like(x), np.empty_like(x)
+        f = self.k["transcendentals"]
+        f(x, y, z, 1)
+        one = _best(lambda: f(x, y, z, 1), 2)
+        reps = _reps_for(one, self.budget_s)
+        return _best(lambda: f(x, y, z, reps), self.repeats) / (reps * 2 * x.size)
+
+
+# -- the run -------------------------------------------------------------------------------
+GEMM_M = (1, 4, 16, 64, 256)
+GEMM_K = (64, 256, 1024)   # N = 4K: the shape of a gate product
+
+
+def measure(quick: bool = False, log=None) -> dict:
+    """All the figures, as a dict (the `host` TOML is written from it)."""
+    import numba
+    log = log or (lambda msg: None)
+    t_start = time.perf_counter()
+    cores = numba.config.NUMBA_NUM_THREADS
+    b = _Bench(quick, log)
+    thread_counts = sorted({1, cores})
+    res = {"cores": cores, "quick": quick, "peak": {}, "gemm": [], "bandwidth": {}}
+    log("peak FLOP/s (BLAS GEMM)")
+    n_peak = 512 if quick else 1024
+    for th in thread_counts:
+        with _BlasThreads(th):
+            for dt in ("float32", "float64"):
+                res["peak"][dt, th] = b.gemm_flops(dt, n_peak, n_peak, n_peak)
+                for m in GEMM_M:
+                    for k in GEMM_K:
+                        res["gemm"].append((dt, th, m, k, 4 * k, b.gemm_flops(dt, m, k, 4 * k)))
+    log("read bandwidth per level")
+    levels = caches()
+    dram_ws = max(4 * levels[-1][1], (128 if quick else 512) * 2 ** 20)
+    for name, size, shared in levels + [("DRAM", dram_ws * 2, True)]:
+        for th in thread_counts:
+            # half the level: the sum's array and nothing else; a shared level is split.
+            ws = (size // 2) // (th if shared and name != "DRAM" else 1)
+            if name == "DRAM":
+                ws = dram_ws // th
+            res["bandwidth"][name, th] = b.read_bandwidth(ws, th)
+    log("overheads and transcendentals")
+    res["call_s"] = b.call_overhead()
+    res["step_s"] = max(b.step_overhead(), 1e-10)
+    res["parallel_step_s"] = b.parallel_step_overhead(cores) if cores > 1 else res["step_s"]
+    res["transcendental_ns"] = {dt: 1e9 * b.transcendental_s(dt) for dt in ("float32", "float64")}
+    res["caches"] = levels
+    res["duration_s"] = time.perf_counter() - t_start
+    return res
+
+
+def _toml_str(s: str) -> str:
+    return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def host_toml(res: dict) -> str:
+    """The `host` target file (same schema as the catalog) from measured figures."""
+    cores = res["cores"]
+    clock = cpu_clock_MHz()
+    model = cpu_model()
+    date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    src = f"edgelstm calibrate ({'quick' if res['quick'] else 'full'}) on {date}"
+    peak = res["peak"]
+    eff = [peak[dt, cores] / (cores * peak[dt, 1]) for dt in ("float32", "float64")] if cores > 1 else [1.0]
+    L = [f"# This machine, measured by `edgelstm calibrate`. Regenerate rather than edit.",
+         f"name = \"host\"", f"description = {_toml_str('this machine: ' + model)}", "kind = \"host\"",
+         f"clock_MHz = {clock:.1f}", f"cores = {cores}", f"source = {_toml_str('/proc/cpuinfo; ' + src)}",
+         f"parallel_efficiency = {min(1.0, sum(eff) / len(eff)):.3f}", "",
+         "[macs_per_cycle]  # one core: measured peak GEMM FLOP/s / 2 / clock"]
+    for dt in ("float32", "float64"):
+        L.append(f"{dt} = {peak[dt, 1] / 2 / (clock * 1e6):.3f}")
+    L += [f"source = {_toml_str(src + ', square BLAS GEMM')}", "", "[overhead]",
+          f"call_s = {res['call_s']:.4g}", f"step_s = {res['step_s']:.4g}",
+          f"parallel_step_s = {res['parallel_step_s']:.4g}",
+          f"source = {_toml_str(src + ': checking wrapper + empty @njit call; @njit loop trip; prange region per trip')}",
+          "", "[transcendental]"]
+    ns = res["transcendental_ns"]
+    L += [f"ns_{dt} = {v:.4g}" for dt, v in ns.items()]
+    L += [f"cycles = {ns['float32'] * clock / 1e3:.4g}",
+          f"source = {_toml_str(src + ': @njit loop of 1/(1+exp(-x)) and tanh(x), per element, one core')}", ""]
+    th_all = cores
+    for name, size, shared in res["caches"] + [("DRAM", dram_bytes(), True)]:
+        bw1, bwn = res["bandwidth"][name, 1], res["bandwidth"][name, th_all]
+        L += ["[[memory]]", f"name = \"{name}\"", f"kind = \"{'dram' if name == 'DRAM' else 'cache'}\"",
+              f"capacity_bytes = {size}", f"bandwidth_GB_per_s = {max(bwn, bw1) / 1e9:.4g}",
+              f"bandwidth_1thread_GB_per_s = {bw1 / 1e9:.4g}", f"shared = {'true' if shared else 'false'}",
+              f"source = {_toml_str(('/proc/meminfo' if name == 'DRAM' else '/sys/devices/system/cpu/cpu0/cache') + '; bandwidth: ' + src + ', streaming sum')}",
+              ""]
+    for dt, th, m, k, n, flops in res["gemm"]:
+        L += ["[[gemm]]", f"dtype = \"{dt}\"", f"threads = {th}", f"m = {m}", f"k = {k}", f"n = {n}",
+              f"GFLOP_per_s = {flops / 1e9:.4g}", ""]
+    import numba
+    L += ["[calibration]", f"date = \"{date}\"", f"cpu_model = {_toml_str(model)}",
+          f"method = {_toml_str(METHOD)}", f"quick = {'true' if res['quick'] else 'false'}",
+          f"duration_s = {res['duration_s']:.1f}", f"numba = \"{numba.__version__}\"",
+          f"numpy = \"{np.__version__}\"", f"python = \"{platform.python_version()}\"",
+          f"blas_threads_controlled = {'true' if _blas_lib() else 'false'}"]
+    for (dt, th), v in sorted(res["peak"].items()):
+        L.append(f"peak_GFLOP_per_s_{dt}_{th}thread = {v / 1e9:.4g}")
+    return "\n".join(L) + "\n"
+
+
+def calibrate(quick: bool = False, out=None, log=None) -> Path:
+    """Measure this machine and write the `host` target file; returns its path.
+    out: a path; default $EDGELSTM_HOST_TARGET or ~/.cache/edgelstm/host.toml."""
+    path = Path(out).expanduser() if out else host_target_path()
+    res = measure(quick=quick, log=log)
+    text = host_toml(res)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)        # never leave a half-written file behind
+    load_target_file(path)       # it must parse as a target
+    return path

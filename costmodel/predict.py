@@ -1,0 +1,348 @@
+"""Spec x target -> Prediction: latency, the bound that wins, energy and memory fit.
+
+The counts come from `counts.count`; this module only says how long and how much
+energy they take on a target. The model (docs/targets.md has it with its equations):
+
+    latency = call overhead
+            + per layer, once:   the hoisted input GEMM over all T steps
+            + per layer and step: step overhead
+                                  + max(recurrent product at the compute rate,
+                                        weight bytes / bandwidth of the level holding them
+                                        + activation bytes / bandwidth of theirs)
+                                  + epilogue (transcendentals, elementwise FLOPs)
+
+The compute rate is the target's measured GEMM table when it has one (host), else
+clock x MACs per cycle x threads. Weights live in the smallest memory level that holds
+them (`place_weights`); activations in the fastest level they fit (`place_activations`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Dict, Optional, Tuple
+
+from .counts import Counts, check_dtype, count, lstm_layer_macs
+from .target import OFF_CHIP, MemoryLevel, Target, TargetError, load_target
+
+IMPLEMENTATIONS = ("fused", "persistent")
+# A cache holds a working set up to this fraction of its capacity: other data (the
+# activations, the gate buffer, code) and conflict misses share it. SRAM and TCM are
+# addressed directly and hold their full capacity. A modelling assumption, stated here.
+CACHE_USABLE_FRACTION = 0.75
+
+
+class PredictError(ValueError):
+    """Bad arguments to predict()."""
+
+
+# -- placement: the one place that decides where bytes live ------------------------------
+def _usable(level: MemoryLevel, threads: int) -> float:
+    cap = level.capacity_for(threads)
+    return cap * CACHE_USABLE_FRACTION if level.kind == "cache" else cap
+
+
+def place_weights(target: Target, nbytes: int, threads: int, on_chip_ok: bool = False) -> MemoryLevel:
+    """The smallest level whose capacity holds `nbytes` of weights. Levels that do not
+    survive a kernel launch (GPU registers, shared memory) count only for a persistent
+    kernel (`on_chip_ok`). Weights that fit nowhere are read from the largest level."""
+    levels = [m for m in target.memory if m.persistent or on_chip_ok]
+    fitting = [m for m in levels if nbytes <= _usable(m, threads)]
+    if fitting:
+        return min(fitting, key=lambda m: m.capacity_for(threads))
+    return max(levels, key=lambda m: m.capacity_bytes)
+
+
+def place_activations(target: Target, nbytes: int, threads: int) -> MemoryLevel:
+    """The fastest (first listed) level that holds `nbytes` of states and buffers."""
+    levels = [m for m in target.memory if m.persistent]
+    for m in levels:
+        if nbytes <= _usable(m, threads):
+            return m
+    return levels[-1]
+
+
+def storage_level(target: Target) -> MemoryLevel:
+    """Where the weights are stored: the largest off-chip level (flash, DRAM, HBM), or
+    the largest level of a target with no off-chip memory."""
+    off = [m for m in target.memory if m.kind in OFF_CHIP]
+    return max(off or target.memory, key=lambda m: m.capacity_bytes)
+
+
+def on_chip_capacity(target: Target, threads: int) -> int:
+    """Bytes of on-chip memory for states and buffers: separate SRAMs add up; caches
+    nest, so the largest counts."""
+    srams = sum(m.capacity_for(threads) for m in target.memory if m.kind in ("sram", "register") and m.persistent)
+    caches = [m.capacity_for(threads) for m in target.memory if m.kind == "cache"]
+    return max([srams] + caches)
+
+
+# -- rates ---------------------------------------------------------------------------------
+def gemm_flops_per_s(target: Target, dtype: str, threads: int, m: int, kn: int) -> float:
+    """FLOP/s of an (m x k) @ (k x n) product with k*n = kn. From the target's measured
+    table (bilinear in log m and log kn, clamped at its edges) when it has points for the
+    dtype, else 2 x peak MACs/s."""
+    pts = [g for g in target.gemm if g.dtype == dtype]
+    if not pts:
+        return 2 * target.peak_macs_per_s(dtype, threads)
+    counts_ = sorted({g.threads for g in pts})
+    th = max([t for t in counts_ if t <= threads] or counts_[:1])
+    table = {(g.m, g.k * g.n): g.GFLOP_per_s * 1e9 for g in pts if g.threads == th}
+    ms, kns = sorted({k[0] for k in table}), sorted({k[1] for k in table})
+    if len(table) != len(ms) * len(kns):
+        raise TargetError(f"{target.name}: gemm points for {dtype} do not form an m x (k*n) grid")
+    (m0, m1, fm), (k0, k1, fk) = _bracket(ms, m), _bracket(kns, kn)
+    logr = ((1 - fm) * (1 - fk) * math.log(table[m0, k0]) + fm * (1 - fk) * math.log(table[m1, k0])
+            + (1 - fm) * fk * math.log(table[m0, k1]) + fm * fk * math.log(table[m1, k1]))
+    return math.exp(logr)
+
+
+def _bracket(xs, x):
+    """Neighbours of x in sorted xs and the log-space weight of the upper one."""
+    if x <= xs[0]:
+        return xs[0], xs[0], 0.0
+    if x >= xs[-1]:
+        return xs[-1], xs[-1], 0.0
+    for lo, hi in zip(xs, xs[1:]):
+        if lo <= x <= hi:
+            return lo, hi, (math.log(x) - math.log(lo)) / (math.log(hi) - math.log(lo))
+    raise AssertionError("unreachable")
+
+
+def transcendental_s(target: Target, dtype: str, threads: int) -> float:
+    """Seconds per transcendental: measured ns per element (host) or cycles / clock,
+    shared among `threads` cores."""
+    ns = target.transcendental_ns.get(dtype) or target.transcendental_ns.get("float32")
+    one = ns * 1e-9 if ns else target.transcendental_cycles / (target.clock_MHz * 1e6)
+    t = max(1, min(threads, target.cores))
+    return one / (t * (target.parallel_efficiency if t > 1 else 1.0))
+
+
+# -- results -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LayerTerms:
+    """One row of counts (an LSTM layer and direction, a head, an embedding), in seconds.
+    Per-step terms are for the whole batch; `input_gemm_s` is once per sequence."""
+
+    name: str
+    weights_level: str
+    activations_level: str
+    weight_bytes_per_step: int
+    activation_bytes_per_step: int
+    input_gemm_s: float
+    overhead_s: float
+    compute_s: float
+    weights_s: float
+    activations_s: float
+    epilogue_s: float
+    step_s: float
+    bound: str
+    every_step: bool = True
+
+
+@dataclass(frozen=True)
+class Prediction:
+    target: str
+    spec: object
+    batch: int
+    seq_len: int
+    dtype: str
+    hoisted: bool
+    threads: int
+    implementation: str
+    latency_s: float              # the whole sequence, one call
+    step_latency_s: float         # one step on its own (streaming: a call per step)
+    max_step_rate_hz: float       # 1 / step_latency_s: the highest real-time step rate
+    bound: str                    # of the sequence: compute, memory:<level> or overhead
+    step_bound: str               # of one streamed step
+    breakdown: Dict[str, float]   # seconds per sequence, by term; they add up to latency_s
+    bound_breakdown: Dict[str, float]  # the same seconds, by the bound they belong to
+    energy_j: float               # the whole sequence
+    step_energy_j: float          # one streamed step
+    energy_breakdown: Dict[str, float]
+    weight_bytes: int
+    weights_level: str            # where the step reads its recurrent weights from
+    weights_home: str             # where the weights are stored (flash, DRAM, HBM)
+    weights_fit: bool
+    buffer_bytes: int             # states + the largest layer's per-step buffers
+    on_chip_bytes: int
+    state_fits: bool
+    fits: bool
+    weight_bytes_per_step: int    # from counts.traffic (the case this prediction uses)
+    bytes_per_step: int
+    layers: Tuple[LayerTerms, ...]
+    notes: Tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        d = {k: v for k, v in asdict(self).items() if k not in ("spec", "layers")}
+        d["spec"] = str(self.spec)
+        d["layers"] = [asdict(l) for l in self.layers]
+        return d
+
+
+# -- the model -----------------------------------------------------------------------------
+def _flags(row) -> Tuple[int, int]:
+    return int(bool(row.params.get("projection"))), int(bool(row.params.get("peepholes")))
+
+
+def _input_macs(row, B: int) -> int:
+    """MACs of the input projection per step (counts.lstm_layer_macs with and without E)."""
+    proj, peep = _flags(row)
+    H, E, P = row.hidden_size, row.input_size, row.out_size
+    return B * (lstm_layer_macs(E, H, P, proj, peep) - lstm_layer_macs(0, H, P, proj, peep))
+
+
+def _energy_op(target: Target, kind: str, dtype: str) -> float:
+    return target.energy[f"{kind}_pJ_{dtype}"] * 1e-12
+
+
+def _model(c: Counts, target: Target, hoisted: bool, threads: int, implementation: str):
+    """Latency terms, energy terms and placements for counts `c` (T = c.seq_len)."""
+    B, T, dt = c.batch, c.seq_len, c.dtype
+    persistent = implementation == "persistent"
+    lstm_rows = [r for r in c.layers if r.kind == "lstm"]
+    peak_flops = 2 * target.peak_macs_per_s(dt, threads)
+    t_trans = transcendental_s(target, dt, threads)
+    if persistent:
+        step_over = target.persistent_step_overhead_s
+    else:
+        step_over = target.parallel_step_overhead_s if min(threads, target.cores) > 1 else target.step_overhead_s
+
+    def w_step(r):
+        return r.weight_bytes - r.input_weight_bytes if (r.kind == "lstm" and hoisted) else r.weight_bytes
+
+    # Hoisted, the kernel runs layer by layer over all T steps: one layer's recurrent
+    # weights are the working set. Not hoisted, it runs step by step through every layer.
+    total_w_step = sum(w_step(r) for r in c.layers if r.kind != "embedding" and r.every_step)
+    buffer_bytes = c.state_bytes + max((r.activation_bytes_per_step + r.gate_buffer_bytes_per_step
+                                        for r in c.layers), default=0)
+    act_level = place_activations(target, buffer_bytes, threads)
+    home_fused = lambda n: place_weights(target, n, threads)
+    terms, energy = [], {"macs": 0.0, "elementwise": 0.0, "transcendentals": 0.0,
+                         "weight_reads": 0.0, "activation_reads": 0.0}
+    breakdown = {"call_overhead": target.call_overhead_s, "step_overhead": 0.0, "input_gemm": 0.0,
+                 "weight_load": 0.0, "recurrent_compute": 0.0, "weight_memory": 0.0,
+                 "activation_memory": 0.0, "epilogue": 0.0}
+    by_bound: Dict[str, float] = {"overhead": target.call_overhead_s, "compute": 0.0}
+    if persistent:  # one launch per layer for the whole sequence
+        launches = target.step_overhead_s * len(lstm_rows)
+        breakdown["call_overhead"] += launches
+        by_bound["overhead"] += launches
+    for r in c.layers:
+        ws = w_step(r)
+        working_set = ws if hoisted else total_w_step
+        w_level = (place_weights(target, working_set, threads, on_chip_ok=True) if persistent and r.kind == "lstm"
+                   else home_fused(working_set))
+        a_step = r.activation_bytes_per_step + (r.gate_buffer_bytes_per_step if (r.kind == "lstm" and hoisted) else 0)
+        gemm_s = 0.0
+        in_macs = _input_macs(r, B) if r.kind == "lstm" else 0
+        if r.kind == "lstm" and hoisted and in_macs:
+            in_level = home_fused(r.input_weight_bytes)
+            g_compute = 2 * in_macs * T / gemm_flops_per_s(target, dt, threads, T * B, in_macs // B)
+            g_memory = r.input_weight_bytes / in_level.bandwidth_for(threads)
+            gemm_s = max(g_compute, g_memory)
+            by_bound["compute" if g_compute >= g_memory else f"memory:{in_level.name}"] = (
+                by_bound.get("compute" if g_compute >= g_memory else f"memory:{in_level.name}", 0.0) + gemm_s)
+            energy["weight_reads"] += r.input_weight_bytes * in_level.energy_pJ_per_byte * 1e-12
+        if persistent and r.kind == "lstm":  # recurrent weights loaded on chip once
+            home = home_fused(ws)
+            load = ws / home.bandwidth_for(threads)
+            breakdown["weight_load"] += load
+            by_bound[f"memory:{home.name}"] = by_bound.get(f"memory:{home.name}", 0.0) + load
+            energy["weight_reads"] += ws * home.energy_pJ_per_byte * 1e-12
+        rec_macs = r.macs_per_step - (in_macs if hoisted else 0)
+        compute_s = (2 * rec_macs / gemm_flops_per_s(target, dt, threads, B, max(rec_macs // B, 1))
+                     if rec_macs else 0.0)
+        weights_s = ws / w_level.bandwidth_for(threads) if r.kind != "embedding" else 0.0
+        acts_s = a_step / act_level.bandwidth_for(threads)
+        elementwise = r.flops_per_step - 2 * r.macs_per_step
+        epilogue_s = r.transcendentals_per_step * t_trans + elementwise / peak_flops
+        over = step_over if r.kind != "embedding" else 0.0
+        memory_s = weights_s + acts_s
+        step_s = over + max(compute_s, memory_s) + epilogue_s
+        mem_bound = f"memory:{w_level.name}" if weights_s >= acts_s else f"memory:{act_level.name}"
+        winner = "compute" if compute_s >= memory_s else mem_bound
+        parts = {"overhead": over, "compute": epilogue_s + (compute_s if winner == "compute" else 0.0)}
+        if winner != "compute":
+            parts[winner] = parts.get(winner, 0.0) + memory_s
+        row_bound = max(parts, key=parts.get)
+        n = T if r.every_step else 1
+        for k, v in parts.items():
+            by_bound[k] = by_bound.get(k, 0.0) + n * v
+        breakdown["input_gemm"] += gemm_s
+        breakdown["step_overhead"] += n * over
+        if winner == "compute":
+            breakdown["recurrent_compute"] += n * compute_s
+        else:
+            breakdown["weight_memory"] += n * weights_s
+            breakdown["activation_memory"] += n * acts_s
+        breakdown["epilogue"] += n * epilogue_s
+        energy["macs"] += n * r.macs_per_step * _energy_op(target, "mac", dt)
+        energy["elementwise"] += n * elementwise * _energy_op(target, "flop", dt)
+        energy["transcendentals"] += n * r.transcendentals_per_step * _energy_op(target, "transcendental", dt)
+        energy["weight_reads"] += n * ws * w_level.energy_pJ_per_byte * 1e-12
+        energy["activation_reads"] += n * a_step * act_level.energy_pJ_per_byte * 1e-12
+        terms.append(LayerTerms(
+            name=r.name, weights_level=w_level.name, activations_level=act_level.name,
+            weight_bytes_per_step=ws, activation_bytes_per_step=a_step, input_gemm_s=gemm_s,
+            overhead_s=over, compute_s=compute_s, weights_s=weights_s, activations_s=acts_s,
+            epilogue_s=epilogue_s, step_s=step_s, bound=row_bound, every_step=r.every_step))
+    latency = sum(breakdown.values())
+    by_bound = {k: v for k, v in by_bound.items() if v > 0 or k in ("overhead", "compute")}
+    return latency, breakdown, by_bound, energy, terms, buffer_bytes
+
+
+def predict(spec, target, batch: int = 1, seq_len: int = 1, dtype: str = "float32", *,
+            hoisted: bool = True, threads: Optional[int] = None, implementation: str = "fused") -> Prediction:
+    """Latency, bound, energy and memory fit of `spec` on `target`.
+
+    target: a Target, a catalog name, "host", or a TOML path. hoisted: the input
+    projection of all steps is one GEMM before the recurrence. threads: cores (SMs on a
+    GPU) used; None for all. implementation: "fused" (the step reads the weights from the
+    level holding them) or "persistent" (a GPU kernel keeping the recurrent weights on
+    chip across steps: one launch per layer, a grid barrier per step)."""
+    target = load_target(target)
+    check_dtype(dtype)
+    if implementation not in IMPLEMENTATIONS:
+        raise PredictError(f"implementation: expected one of {', '.join(IMPLEMENTATIONS)}, got {implementation!r}")
+    if threads is None:
+        threads = target.cores
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise PredictError(f"threads: expected an integer >= 1 or None, got {threads!r}")
+    if not isinstance(hoisted, bool):
+        raise PredictError(f"hoisted: expected True or False, got {hoisted!r}")
+    threads = min(threads, target.cores)
+    c = count(spec, batch=batch, seq_len=seq_len, dtype=dtype)
+    c1 = c if seq_len == 1 else count(spec, batch=batch, seq_len=1, dtype=dtype)
+    latency, breakdown, by_bound, energy, terms, buffer_bytes = _model(c, target, hoisted, threads, implementation)
+    step_latency, _, step_by_bound, step_energy, _, _ = _model(c1, target, hoisted, threads, implementation)
+
+    notes = []
+    case = ("resident" if implementation == "persistent" else "streamed") + ("_hoisted" if hoisted else "")
+    traffic = c.traffic[case]
+    home = storage_level(target)
+    weights_fit = c.weight_bytes <= home.capacity_bytes
+    on_chip = on_chip_capacity(target, threads)
+    state_fits = buffer_bytes <= on_chip
+    if implementation == "persistent":
+        off = [t.name for t in terms if t.weights_level in {m.name for m in target.memory if m.persistent}
+               and t.name.startswith("lstm")]
+        if off:
+            notes.append(f"persistent: the recurrent weights of {', '.join(off)} do not fit on chip; "
+                         f"they are read from the cache or memory every step")
+    if not weights_fit:
+        notes.append(f"the weights ({c.weight_bytes:,} B) exceed {home.name} ({home.capacity_bytes:,} B)")
+    if not state_fits:
+        notes.append(f"states and buffers ({buffer_bytes:,} B) exceed on-chip memory ({on_chip:,} B)")
+    lstm_terms = [t for t in terms if t.name.startswith("lstm")] or terms
+    return Prediction(
+        target=target.name, spec=spec, batch=c.batch, seq_len=c.seq_len, dtype=dtype, hoisted=hoisted,
+        threads=threads, implementation=implementation,
+        latency_s=latency, step_latency_s=step_latency, max_step_rate_hz=1.0 / step_latency,
+        bound=max(by_bound, key=by_bound.get), step_bound=max(step_by_bound, key=step_by_bound.get),
+        breakdown=breakdown, bound_breakdown=by_bound,
+        energy_j=sum(energy.values()), step_energy_j=sum(step_energy.values()), energy_breakdown=energy,
+        weight_bytes=c.weight_bytes, weights_level=max(lstm_terms, key=lambda t: t.weight_bytes_per_step).weights_level,
+        weights_home=home.name, weights_fit=weights_fit, buffer_bytes=buffer_bytes, on_chip_bytes=on_chip,
+        state_fits=state_fits, fits=weights_fit and state_fits,
+        weight_bytes_per_step=traffic.weight_bytes_per_step, bytes_per_step=traffic.bytes_per_step,
+        layers=tuple(terms), notes=tuple(notes))

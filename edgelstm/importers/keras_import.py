@@ -247,7 +247,10 @@ def load_keras(path: str, kind: str = "other") -> Model:
             data = z.read("model.weights.h5")
     except zipfile.BadZipFile as e:
         raise ModelFileError(f"{path}: not a readable .keras zip (truncated or corrupt?): {e}") from None
-    import h5py
+    try:
+        import h5py
+    except ImportError:
+        raise ModelFileError(f"{path}: reading .keras weights needs h5py (pip install h5py)") from None
     try:
         h5 = h5py.File(io.BytesIO(data), "r")
     except OSError as e:

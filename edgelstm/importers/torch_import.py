@@ -59,7 +59,10 @@ def load_torch_module(module, every_step: bool = True) -> Model:
 
 def _torch_load(path: str):
     import pickle
-    import torch
+    try:
+        import torch
+    except ImportError:
+        raise ModelFileError(f"{path}: reading PyTorch files needs torch (pip install torch)") from None
     kind = sniff(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)

@@ -539,8 +539,9 @@ def lstm_cuda(x, weights, h0=None, c0=None, lengths=None, batch_first=False, *,
 class CudaStream:
     """One step at a time on the GPU, state kept on the device between calls.
 
-    step(x_t) takes (B, E) (or (E,) when B == 1) and returns the top layer's h_t (B, P)
-    (NumPy in -> NumPy out, device array in -> device array out). `.h` (L, B, P) and `.c`
+    step(x_t) takes (B, E) (or (E,) when B == 1) and returns the top layer's h_t (B, P) (or
+    (P,)); NumPy in -> a new NumPy array out, device array in -> a device buffer that the next
+    step overwrites. `.h` (L, B, P) and `.c`
     (L, B, H) are NumPy copies of the state; their setters accept NumPy or device arrays.
     Forward only: a bidirectional stack needs the whole sequence (use lstm_cuda).
     """
@@ -591,7 +592,8 @@ class CudaStream:
                          self._ys[l], False, self._lengths, 0, st)
             self._hs[l] = [h_next, h_prev]
             x = self._ys[l]
-        out = self._ys[-1].reshape(B, self.spec.out_size)
+        # (E,) in at batch 1 -> (P,) out, as the CPU stream does
+        out = self._ys[-1].reshape((self.spec.out_size,) if len(x_t.shape) == 1 else (B, self.spec.out_size))
         if on_device:
             return out
         host = out.copy_to_host(stream=st)

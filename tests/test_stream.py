@@ -51,17 +51,17 @@ def test_state_set_reset_and_output_buffer_reuse():
 
 
 def test_no_allocation_per_step():
-    from numba.core.runtime import rtsys
+    from numba.core.runtime import _nrt_python as _nrt, rtsys
     w = el.LSTMWeights.random(el.LSTMSpec(4, 6, num_layers=2, proj_size=3))
     s = LSTMStream(w, batch=2)
     x = np.ones((2, 4), np.float32)
-    rtsys.memsys_enable_stats()
+    _nrt.memsys_enable_stats()
     s.step(x)
     before = rtsys.get_allocation_stats()
     for _ in range(50):
         s.step(x)
     after = rtsys.get_allocation_stats()
-    rtsys.memsys_disable_stats()
+    _nrt.memsys_disable_stats()
     assert after.alloc == before.alloc                      # no NRT (Numba) allocation in the kernel
     out = s.step(x)
     assert out is s.step(x)

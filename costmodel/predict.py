@@ -191,6 +191,18 @@ def _input_macs(row, B: int) -> int:
     return B * (lstm_layer_macs(E, H, P, proj, peep) - lstm_layer_macs(0, H, P, proj, peep))
 
 
+def _row_split(target: Target, B: int, threads: int):
+    """(rows per thread, threads busy) when the target's kernel runs this batch as
+    per-row matvecs (B < kernel.gemm_min_batch), else None."""
+    k = target.kernel
+    if not k or B >= k.get("gemm_min_batch", 1):
+        return None
+    t = max(1, min(threads, target.cores))
+    per_block = max(1, min(k.get("rows_per_block", B), -(-B // t)))
+    blocks = -(-B // per_block)
+    return per_block, min(t, blocks)
+
+
 def _energy_op(target: Target, kind: str, dtype: str) -> float:
     return target.energy[f"{kind}_pJ_{dtype}"] * 1e-12
 
@@ -250,13 +262,39 @@ def _model(c: Counts, target: Target, hoisted: bool, threads: int, implementatio
             by_bound[f"memory:{home.name}"] = by_bound.get(f"memory:{home.name}", 0.0) + load
             energy["weight_reads"] += ws * home.energy_pJ_per_byte * 1e-12
         rec_macs = r.macs_per_step - (in_macs if hoisted else 0)
-        compute_s = (2 * rec_macs / gemm_flops_per_s(target, dt, threads, B, max(rec_macs // B, 1))
-                     if rec_macs else 0.0)
-        weights_s = ws / w_level.bandwidth_for(threads) if r.kind != "embedding" else 0.0
-        acts_s = a_step / act_level.bandwidth_for(threads)
         elementwise = r.flops_per_step - 2 * r.macs_per_step
-        epilogue_s = r.transcendentals_per_step * t_trans + elementwise / peak_flops
         over = step_over if r.kind != "embedding" else 0.0
+        rows = _row_split(target, B, threads) if (r.kind == "lstm" and not persistent) else None
+        if rows is not None:
+            # Per-row matvecs: each thread runs `per_thread` rows, reading W_hh once per row,
+            # from the level holding one copy per core (private caches are not pooled).
+            per_thread, active = rows
+            w_level = place_weights(target, working_set, 1)
+            core_bw = w_level.bandwidth_for(active) / active
+            compute_s = 2 * rec_macs * per_thread / B / (2 * target.peak_macs_per_s(dt, 1)) if rec_macs else 0.0
+            weights_s = per_thread * ws / core_bw
+            acts_s = per_thread * a_step / B / (act_level.bandwidth_for(active) / active)
+            epilogue_s = per_thread * (r.transcendentals_per_step * transcendental_s(target, dt, 1)
+                                       + elementwise / (2 * target.peak_macs_per_s(dt, 1))) / B
+            over = target.step_overhead_s
+            layer_s = target.call_overhead_s + target.parallel_step_overhead_s
+        else:
+            compute_s = (2 * rec_macs / gemm_flops_per_s(target, dt, threads, B, max(rec_macs // B, 1))
+                         if rec_macs else 0.0)
+            weights_s = ws / w_level.bandwidth_for(threads) if r.kind != "embedding" else 0.0
+            acts_s = a_step / act_level.bandwidth_for(threads)
+            epilogue_s = r.transcendentals_per_step * t_trans + elementwise / peak_flops
+            layer_s = 0.0
+            if r.kind == "lstm" and target.kernel and not persistent:  # a BLAS call + a parallel epilogue per step
+                over = target.call_overhead_s + target.parallel_step_overhead_s
+        if r.kind == "lstm" and hoisted and target.kernel:
+            # The bias pass over the gate buffer (xp += b): read and written once per step.
+            buf_level = place_activations(target, T * r.gate_buffer_bytes_per_step // 2, threads)
+            bias_s = T * r.gate_buffer_bytes_per_step / buf_level.bandwidth_for(1)
+            gemm_s += bias_s
+            by_bound[f"memory:{buf_level.name}"] = by_bound.get(f"memory:{buf_level.name}", 0.0) + bias_s
+        gemm_s += layer_s
+        by_bound["overhead"] += layer_s
         memory_s = weights_s + acts_s
         step_s = over + max(compute_s, memory_s) + epilogue_s
         mem_bound = f"memory:{w_level.name}" if weights_s >= acts_s else f"memory:{act_level.name}"

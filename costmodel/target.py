@@ -119,6 +119,9 @@ class Target:
     parallel_efficiency: float           # all cores' throughput / (cores x one core's)
     energy: Dict[str, float]             # Horowitz defaults merged with the file's [energy]
     gemm: Tuple[GemmPoint, ...] = ()
+    # How the CPU kernel splits the work (host): batches below gemm_min_batch run as
+    # per-row matvecs, rows_per_block rows per thread; empty: one product per step.
+    kernel: Dict[str, int] = field(default_factory=dict)
     sources: Dict[str, str] = field(default_factory=dict)
     calibration: Dict[str, object] = field(default_factory=dict)
     path: str = ""
@@ -272,6 +275,8 @@ def parse_target(data: dict, fname: str, path: str = "") -> Target:
         gemm.append(GemmPoint(dtype=gr.string("dtype", choices=tuple(_OPS_PJ)), threads=gr.integer("threads"),
                               m=gr.integer("m"), k=gr.integer("k"), n=gr.integer("n"),
                               GFLOP_per_s=gr.number("GFLOP_per_s")))
+    kr = r.sub("kernel", required=False)
+    kernel = {k: kr.integer(k) for k in ("gemm_min_batch", "rows_per_block") if k in kr.table} if kr else {}
     t_ns = {k[3:]: tr.number(k) for k in tr.table if k.startswith("ns_")}
     calib = r.raw("calibration", {})
     return Target(
@@ -285,7 +290,7 @@ def parse_target(data: dict, fname: str, path: str = "") -> Target:
         if "parallel_step_s" in ov.table else ov.number("step_s", positive=False),
         transcendental_cycles=tr.number("cycles", 20.0), transcendental_ns=t_ns,
         parallel_efficiency=r.number("parallel_efficiency", 1.0),
-        energy=energy, gemm=tuple(gemm), sources=sources,
+        energy=energy, gemm=tuple(gemm), kernel=kernel, sources=sources,
         calibration=dict(calib) if isinstance(calib, dict) else {}, path=path)
 
 

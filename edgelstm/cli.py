@@ -61,6 +61,9 @@ def _add_size(sub):
     p.add_argument("--dtype", default="float32",
                    help="float64, float32, float16, bfloat16, int8, int4 (weight storage)")
     p.add_argument("--convention", default="edgelstm", help="edgelstm, thop, ptflops, torchinfo")
+    p.add_argument("--target", action="append", default=[], metavar="NAME",
+                   help="add predictions for a target: a catalog name (edgelstm targets), host, "
+                        "or a .toml path (repeatable)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(func=cmd_size)
 
@@ -112,10 +115,99 @@ def cmd_size(args) -> int:
     from .costmodel.counts import count
     spec = spec_from_args(args)
     c = count(spec, batch=args.batch, seq_len=args.seq_len, dtype=args.dtype, convention=args.convention)
+    preds = []
+    if args.target:
+        from .costmodel.predict import predict
+        preds = [predict(spec, t, batch=args.batch, seq_len=args.seq_len, dtype=args.dtype) for t in args.target]
     if args.json:
-        print(json.dumps(c.to_dict(), indent=2))
+        d = c.to_dict()
+        if args.target:
+            d["predictions"] = [p.to_dict() for p in preds]
+        print(json.dumps(d, indent=2))
     else:
         print(size_report(c))
+        if preds:
+            print("\n" + predictions_report(preds))
+    return 0
+
+
+def small(x: float, unit: str) -> str:
+    """0.00123 -> '1.23 m<unit>': seconds and joules below one."""
+    for factor, prefix in ((1, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n"), (1e-12, "p")):
+        if abs(x) >= factor:
+            return f"{x / factor:.3g} {prefix}{unit}"
+    return f"{x:.3g} {unit}"
+
+
+def predictions_report(preds) -> str:
+    rows = [(p.target, small(p.latency_s, "s"), small(p.step_latency_s, "s"), human(p.max_step_rate_hz, "Hz"),
+             p.bound, small(p.energy_j, "J"), p.weights_level, "yes" if p.fits else "NO") for p in preds]
+    out = [table(("target", "latency", "step", "max rate", "bound", "energy", "weights in", "fits"), rows)]
+    out += [f"{p.target}: {n}" for p in preds for n in p.notes]
+    return "\n".join(out)
+
+
+# -- targets -----------------------------------------------------------------------------
+def _add_targets(sub):
+    p = sub.add_parser("targets", help="the hardware target catalog")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.set_defaults(func=cmd_targets)
+
+
+def cmd_targets(args) -> int:
+    from .costmodel.target import host_target_path, list_targets, load_target
+    rows, items = [], []
+    for name in list_targets():
+        if name == "host":
+            path = host_target_path()
+            if not path.exists():
+                rows.append(("host", "this machine", "", "", "", f"not calibrated yet ({path})"))
+                items.append({"name": "host", "path": str(path), "calibrated": False})
+                continue
+            t = load_target(path)
+        else:
+            t = load_target(name)
+        peak = max(t.peak_macs_per_s(dt, t.cores) for dt in t.macs_per_cycle)
+        rows.append((name, t.kind, f"{t.clock_MHz:g} MHz", ", ".join(sorted(t.macs_per_cycle)),
+                     human(2 * peak, "FLOP/s"), " / ".join(f"{m.name} {human(m.capacity_bytes, 'B')}" for m in t.memory)))
+        items.append(dict(t.to_dict(), name=name, calibrated=True))
+    if args.json:
+        print(json.dumps({"targets": items}, indent=2))
+    else:
+        print(table(("target", "kind", "clock", "dtypes", "peak", "memory"), rows))
+    return 0
+
+
+# -- calibrate ---------------------------------------------------------------------------
+def _add_calibrate(sub):
+    p = sub.add_parser("calibrate", help="measure this machine and write the host target file")
+    p.add_argument("--quick", action="store_true", help="fewer repetitions: under 30 s")
+    p.add_argument("--out", metavar="PATH", help="where to write (default $EDGELSTM_HOST_TARGET or "
+                                                  "~/.cache/edgelstm/host.toml)")
+    p.add_argument("--json", action="store_true", help="print the written target as JSON")
+    p.set_defaults(func=cmd_calibrate)
+
+
+def cmd_calibrate(args) -> int:
+    from .costmodel.calibrate import calibrate
+    from .costmodel.target import load_target_file
+    path = calibrate(quick=args.quick, out=args.out,
+                     log=None if args.json else (lambda m: print(f"calibrate: {m}", file=sys.stderr)))
+    t = load_target_file(path)
+    if args.json:
+        print(json.dumps(dict(t.to_dict(), calibration=t.calibration), indent=2, default=str))
+        return 0
+    cal = t.calibration
+    print(f"wrote {path} ({cal.get('cpu_model')}, {cal.get('duration_s')} s)")
+    print(table(("figure", "1 thread", f"{t.cores} threads"),
+                [(f"peak {dt}", human(cal.get(f"peak_GFLOP_per_s_{dt}_1thread", 0) * 1e9, "FLOP/s"),
+                  human(cal.get(f"peak_GFLOP_per_s_{dt}_{t.cores}thread", 0) * 1e9, "FLOP/s"))
+                 for dt in ("float32", "float64")]
+                + [(f"read {m.name} ({human(m.capacity_bytes, 'B')})", human(m.bandwidth_1thread_GB_per_s * 1e9, "B/s"),
+                    human(m.bandwidth_GB_per_s * 1e9, "B/s")) for m in t.memory]))
+    print(f"call {human(t.call_overhead_s, 's')}, step {human(t.step_overhead_s, 's')}, "
+          f"parallel step {human(t.parallel_step_overhead_s, 's')}, "
+          f"sigmoid/tanh {t.transcendental_ns.get('float32', 0):.3g} ns")
     return 0
 
 
@@ -179,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="edgelstm", description="What an LSTM costs on real hardware, and how fast it runs.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_size(sub)
+    _add_targets(sub)
+    _add_calibrate(sub)
     _add_bench(sub)
     return parser
 

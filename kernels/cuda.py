@@ -490,11 +490,11 @@ def lstm_cuda(x, weights, h0=None, c0=None, lengths=None, batch_first=False, *,
     if persistent is None:
         persistent = fits
     elif persistent and not fits:
-        raise ValueError(f"persistent: the persistent kernel needs {persistent_smem_bytes(spec, B, dt.itemsize)} "
+        raise _checks.InputError(f"persistent: the persistent kernel needs {persistent_smem_bytes(spec, B, dt.itemsize)} "
                          f"bytes of shared memory per block for {spec} at batch {B}, "
                          f"more than PERSISTENT_SMEM_BYTES = {PERSISTENT_SMEM_BYTES}")
     on_device = _is_device(x)
-    w = weights.astype(dt)
+    w = weights.packed(("astype", dt.name), lambda ws: ws.astype(dt))   # as edgelstm.run caches it
     pk_layers = _packed(w)
     k = _kernels(dt.name)
     stream = cu.stream()
@@ -551,10 +551,10 @@ class CudaStream:
         _checks.check_weights(weights)
         spec = weights.spec
         if spec.bidirectional:
-            raise ValueError("weights: a stream runs forward in time; a bidirectional stack "
-                             "needs the whole sequence (use lstm_cuda / edgelstm.lstm)")
+            raise _checks.InputError("weights: a stream runs forward in time; a bidirectional stack "
+                                     "needs the whole sequence (use lstm_cuda / edgelstm.lstm)")
         if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
-            raise ValueError(f"batch: expected an integer >= 1, got {batch!r}")
+            raise _checks.InputError(f"batch: expected an integer >= 1, got {batch!r}")
         self.weights, self.spec, self.batch = weights, spec, int(batch)
         self._dtype = weights.dtype
         self._k = _kernels(self._dtype.name)
@@ -578,7 +578,7 @@ class CudaStream:
     def step(self, x_t):
         dt = _checks.check_step_input(x_t, self.spec.input_size, self.batch)
         if dt != self._dtype:
-            raise TypeError(f"x_t: expected dtype {self._dtype} (the weights' dtype), got {dt}")
+            raise _checks.InputTypeError(f"x_t: expected dtype {self._dtype} (the weights' dtype), got {dt}")
         cu, st, B = self._cu, self._stream, self.batch
         on_device = _is_device(x_t)
         shape = (1, B, self.spec.input_size)

@@ -342,3 +342,26 @@ def test_cli_size_model(tmp_path, capsys):
     assert main(["size", "--model", str(tmp_path / "bad.onnx")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "bad.onnx" in err and err.count("\n") == 1
+
+
+def test_onnx_layout_1_bidirectional_no_head(tmp_path):
+    """layout=1 (X [B, T, E], Y [B, T, D, H]) holds the same weights; model(x, batch_first=True).
+    onnxruntime does not run layout=1, so the reference is the same node with layout=0."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+    w = LSTMWeights.random(LSTMSpec(3, 4, bidirectional=True), seed=6, scale=0.6)
+    t = to_onnx(w)[0]
+    inits = [numpy_helper.from_array(t[k].astype(np.float32), k) for k in "WRB"]
+    paths = {}
+    for layout, x_shape in ((0, [T, B, 3]), (1, [B, T, 3])):
+        node = helper.make_node("LSTM", ["X", "W", "R", "B"], ["Y"], hidden_size=4, direction="bidirectional",
+                                layout=layout)
+        g = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], inits)
+        paths[layout] = tmp_path / f"layout{layout}.onnx"
+        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)]), str(paths[layout]))
+    m = load_model(paths[1])
+    assert m.return_sequences and m.spec.head is None
+    x = np.random.default_rng(7).standard_normal((B, T, 3)).astype(np.float32)
+    ref = _ort(paths[0], np.ascontiguousarray(x.transpose(1, 0, 2)))          # Y (T, D, B, H)
+    np.testing.assert_allclose(m(x, batch_first=True), ref.transpose(2, 0, 1, 3).reshape(B, T, 8), atol=1e-5)

@@ -1,0 +1,58 @@
+"""Calibration: one quick run into a temporary file (never the real home cache). Checks
+of structure and order only; nothing here is timed."""
+import pytest
+
+from edgelstm.costmodel.target import load_target, load_target_file
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cal") / "host.toml"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGELSTM_HOST_TARGET", str(path))
+        import io, contextlib
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            t = load_target("host")        # no file yet: calibrates (quick) and says so
+    return t, path, err.getvalue()
+
+
+def test_first_use_calibrates_with_a_message(host):
+    t, path, err = host
+    assert path.exists() and "calibrating this machine" in err and str(path) in err
+    assert t.name == "host" and t.kind == "host"
+
+
+def test_file_parses_and_records_how(host):
+    t, path, _ = host
+    again = load_target_file(path)
+    assert again == t
+    for key in ("date", "cpu_model", "method", "quick", "duration_s"):
+        assert key in t.calibration
+    assert t.calibration["quick"] is True
+
+
+def test_figures_positive_and_ordered(host):
+    t, _, _ = host
+    cal = t.calibration
+    for dt in ("float32", "float64"):
+        assert t.macs_per_cycle[dt] > 0 and t.transcendental_ns[dt] > 0
+        for th in (1, t.cores):
+            assert cal[f"peak_GFLOP_per_s_{dt}_{th}thread"] > 0
+    names = [m.name for m in t.memory]
+    assert names[0] == "L1" and names[-1] == "DRAM"
+    caps = [m.capacity_bytes for m in t.memory]
+    assert caps == sorted(caps)
+    for m in t.memory:
+        assert m.bandwidth_GB_per_s > 0 and m.bandwidth_1thread_GB_per_s > 0
+    assert t.memory[0].bandwidth_1thread_GB_per_s >= t.memory[-1].bandwidth_1thread_GB_per_s
+    assert t.memory[0].bandwidth_GB_per_s >= t.memory[-1].bandwidth_GB_per_s
+    assert t.call_overhead_s > 0 and t.step_overhead_s > 0 and t.parallel_step_overhead_s > 0
+    assert t.gemm and all(g.GFLOP_per_s > 0 for g in t.gemm)
+
+
+def test_host_prediction_uses_the_file(host):
+    from edgelstm import LSTMSpec, predict
+    t, _, _ = host
+    p = predict(LSTMSpec(128, 256, 2), t, seq_len=100)
+    assert p.latency_s > 0 and p.target == "host" and p.breakdown["input_gemm"] > 0

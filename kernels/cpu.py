@@ -19,8 +19,9 @@ cannot overflow; the argument is clamped at -708 (exp = 3e-308, i.e. 0 to the to
 
 fastmath: only {"contract"} (fused multiply-add). "nnan"/"ninf" would let LLVM drop the NaN
 propagation users rely on and the inf/0 behaviour of saturated gates; "reassoc" is not needed
-because the matvec is written as axpys over contiguous 4H rows, which vectorize without it,
-and leaving it off keeps float64 results within 1e-12 of the reference.
+because the matvec is written as axpys over contiguous 4H rows, which vectorize without it.
+The one exception is `_gemm_bias` (dot products, FASTMATH_DOT): reassociating a K-term sum
+moves each result by O(K eps), far inside the 1e-12 tolerance, and keeps NaN semantics.
 """
 from __future__ import annotations
 
@@ -32,13 +33,16 @@ import numpy as np
 from numba import njit, prange
 
 FASTMATH = {"contract"}
+FASTMATH_DOT = {"contract", "reassoc"}   # dot products only: lets LLVM vectorize the sums
 
 
 @dataclass
 class CPUConfig:
     """Tunables, read at call time (change `edgelstm.kernels.cpu.config`)."""
+    blas_min_macs: int = 1 << 26    # hoisted input projection: BLAS (threaded) from this size
     gemm_min_batch: int = 16        # batch >= this: one BLAS GEMM per step instead of matvecs
     max_rows_per_block: int = 8     # rows sharing one pass over W_hh in the rows kernel
+    parallel_epilogue_min_elements: int = 1 << 15   # B*H below this: gemm-path epilogue serial
 
 
 config = CPUConfig()
@@ -154,6 +158,40 @@ def _axpy_rows(z, wT, v):
         p += 1
 
 
+@njit(cache=True, fastmath=FASTMATH_DOT)
+def _gemm_bias(X, W, bias, out):
+    """out (N,G) = X (N,K) W^T + bias, W (G,K) row-major: 4 rows of X x 4 rows of W per pass
+    (16 dot products sharing 8 vector loads). Serial: used for the small hoisted projections,
+    where a threaded BLAS call costs more in wake-ups than it saves."""
+    N, K = X.shape
+    G = W.shape[0]
+    zero = out.dtype.type(0)
+    for n0 in range(0, N, 4):
+        n1, n2, n3 = min(n0 + 1, N - 1), min(n0 + 2, N - 1), min(n0 + 3, N - 1)
+        x0, x1, x2, x3 = X[n0], X[n1], X[n2], X[n3]
+        for j0 in range(0, G, 4):
+            j1, j2, j3 = min(j0 + 1, G - 1), min(j0 + 2, G - 1), min(j0 + 3, G - 1)
+            w0, w1, w2, w3 = W[j0], W[j1], W[j2], W[j3]
+            a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = zero
+            a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = zero
+            for k in range(K):
+                p0, p1, p2, p3 = x0[k], x1[k], x2[k], x3[k]
+                q0, q1, q2, q3 = w0[k], w1[k], w2[k], w3[k]
+                a00 += p0 * q0; a01 += p0 * q1; a02 += p0 * q2; a03 += p0 * q3
+                a10 += p1 * q0; a11 += p1 * q1; a12 += p1 * q2; a13 += p1 * q3
+                a20 += p2 * q0; a21 += p2 * q1; a22 += p2 * q2; a23 += p2 * q3
+                a30 += p3 * q0; a31 += p3 * q1; a32 += p3 * q2; a33 += p3 * q3
+            # Clamped indices repeat the last row/column: the same value is written twice.
+            out[n0, j0] = a00 + bias[j0]; out[n0, j1] = a01 + bias[j1]
+            out[n0, j2] = a02 + bias[j2]; out[n0, j3] = a03 + bias[j3]
+            out[n1, j0] = a10 + bias[j0]; out[n1, j1] = a11 + bias[j1]
+            out[n1, j2] = a12 + bias[j2]; out[n1, j3] = a13 + bias[j3]
+            out[n2, j0] = a20 + bias[j0]; out[n2, j1] = a21 + bias[j1]
+            out[n2, j2] = a22 + bias[j2]; out[n2, j3] = a23 + bias[j3]
+            out[n3, j0] = a30 + bias[j0]; out[n3, j1] = a31 + bias[j1]
+            out[n3, j2] = a32 + bias[j2]; out[n3, j3] = a33 + bias[j3]
+
+
 @njit(cache=True, fastmath=FASTMATH)
 def _finish_row(hf, whrT, has_proj, h, yrow):
     """h = W_hr hf (or hf), and the same values into this step's output row."""
@@ -168,8 +206,7 @@ def _finish_row(hf, whrT, has_proj, h, yrow):
 # ---------------------------------------------------------------------------------------
 # recurrences
 # ---------------------------------------------------------------------------------------
-@njit(cache=True, fastmath=FASTMATH, parallel=True)
-def _layer_rows(xp, g_off, whhT, whrT, peep, has_proj, has_peep, lengths, reverse,
+def _layer_rows_impl(xp, g_off, whhT, whrT, peep, has_proj, has_peep, lengths, reverse,
                 rows_per_block, h, c, y, y_off):
     """One layer and direction, rows path. xp (T,B,D*4H) holds W_ih x + bias; this direction's
     gates are columns g_off:g_off+4H. h (B,P), c (B,H) hold h0/c0 and receive the final state.
@@ -199,8 +236,13 @@ def _layer_rows(xp, g_off, whhT, whrT, peep, has_proj, has_peep, lengths, revers
                     _finish_row(hf, whrT, has_proj, h[b], y[t, b, y_off:y_off + P])
 
 
-@njit(cache=True, fastmath=FASTMATH, parallel=True)
-def _epilogue_gemm_step(zb, xp_t, g_off, whrT, peep, has_proj, has_peep, lengths, t,
+# One block of rows runs serially: a parallel region costs a wake-up and a join of every
+# thread even with one iteration, and on a loaded machine that join waits for a time slice.
+_layer_rows = njit(cache=True, fastmath=FASTMATH, parallel=True)(_layer_rows_impl)
+_layer_rows_serial = njit(cache=True, fastmath=FASTMATH)(_layer_rows_impl)
+
+
+def _epilogue_gemm_step_impl(zb, xp_t, g_off, whrT, peep, has_proj, has_peep, lengths, t,
                         h, c, y_t, y_off, a, s, ibuf, hf):
     """The gemm path's fused epilogue for step t: zb (B,4H) = h W_hh^T from BLAS; adds
     xp_t's gates, then updates c, h and y_t for every row still inside its sequence."""
@@ -216,6 +258,10 @@ def _epilogue_gemm_step(zb, xp_t, g_off, whrT, peep, has_proj, has_peep, lengths
             _finish_row(hf[b], whrT, has_proj, h[b], y_t[b, y_off:y_off + P])
 
 
+_epilogue_gemm_step = njit(cache=True, fastmath=FASTMATH, parallel=True)(_epilogue_gemm_step_impl)
+_epilogue_gemm_step_serial = njit(cache=True, fastmath=FASTMATH)(_epilogue_gemm_step_impl)
+
+
 def _layer_gemm(xp, g_off, whhT, whrT, peep, has_proj, has_peep, lengths, reverse, h, c, y, y_off):
     """One layer and direction, gemm path: same contract as `_layer_rows`."""
     T, B = xp.shape[0], xp.shape[1]
@@ -226,10 +272,12 @@ def _layer_gemm(xp, g_off, whhT, whrT, peep, has_proj, has_peep, lengths, revers
     s = np.empty((B, G))
     ibuf = np.empty((B, G), dtype=np.int64)
     hf = np.empty((B, H), dtype=xp.dtype)
+    parallel = numba.get_num_threads() > 1 and B * H >= config.parallel_epilogue_min_elements
+    epilogue = _epilogue_gemm_step if parallel else _epilogue_gemm_step_serial
     for step in range(T):
         t = T - 1 - step if reverse else step
         np.dot(h, whhT, out=zb)
-        _epilogue_gemm_step(zb, xp[t], g_off, whrT, peep, has_proj, has_peep, lengths, t,
+        epilogue(zb, xp[t], g_off, whrT, peep, has_proj, has_peep, lengths, t,
                             h, c, y[t], y_off, a, s, ibuf, hf)
 
 
@@ -238,7 +286,7 @@ def _layer_gemm(xp, g_off, whhT, whrT, peep, has_proj, has_peep, lengths, revers
 # ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PackedLayer:
-    wihT: np.ndarray    # (E_l, D*4H): both directions' input weights side by side, one GEMM
+    wih: np.ndarray     # (D*4H, E_l): both directions' input weights stacked, one GEMM
     bias: np.ndarray    # (D*4H,): b_ih + b_hh per direction
     whhT: tuple         # D x (P, 4H)
     whrT: tuple         # D x (H, P), or (1, 1) placeholders without projection
@@ -251,7 +299,7 @@ def _pack(weights) -> tuple:
     out = []
     for dirs in weights.layers:
         out.append(PackedLayer(
-            wihT=np.ascontiguousarray(np.concatenate([lw.w_ih for lw in dirs], axis=0).T),
+            wih=np.ascontiguousarray(np.concatenate([lw.w_ih for lw in dirs], axis=0)),
             bias=np.concatenate([lw.bias_sum() for lw in dirs]).astype(dt),
             whhT=tuple(np.ascontiguousarray(lw.w_hh.T) for lw in dirs),
             whrT=tuple(np.ascontiguousarray(lw.w_hr.T) if spec.proj_size else np.zeros((1, 1), dt)
@@ -285,8 +333,12 @@ def lstm_cpu(x, weights, h0, c0, lengths):
         # Hoisted input projection: one GEMM over all T*B rows and both directions.
         E_l = layer_in.shape[2]
         xp = np.empty((T, B, D * 4 * H), dt)
-        np.dot(layer_in.reshape(T * B, E_l), pk.wihT, out=xp.reshape(T * B, D * 4 * H))
-        xp += pk.bias
+        x2, xp2 = layer_in.reshape(T * B, E_l), xp.reshape(T * B, D * 4 * H)
+        if T * B * E_l * D * 4 * H >= config.blas_min_macs:
+            np.dot(x2, pk.wih.T, out=xp2)
+            xp2 += pk.bias
+        else:
+            _gemm_bias(x2, pk.wih, pk.bias, xp2)
         y = (np.zeros if lengths is not None else np.empty)((T, B, D * P), dt)
         for d in range(D):
             args = (xp, d * 4 * H, pk.whhT[d], pk.whrT[d], pk.peep[d], spec.proj_size > 0,
@@ -294,7 +346,8 @@ def lstm_cpu(x, weights, h0, c0, lengths):
             if use_gemm:
                 _layer_gemm(*args, h_n[l * D + d], c_n[l * D + d], y, d * P)
             else:
-                _layer_rows(*args, rows_per_block, h_n[l * D + d], c_n[l * D + d], y, d * P)
+                rows = _layer_rows if rows_per_block < B else _layer_rows_serial
+                rows(*args, rows_per_block, h_n[l * D + d], c_n[l * D + d], y, d * P)
         layer_in = y
     return layer_in, (h_n, c_n)
 
@@ -336,8 +389,8 @@ def pack_stream(weights) -> tuple:
         pk = packed_layers(w)
         spec, dt = w.spec, w.dtype
         P, H = spec.out_size, spec.hidden_size
-        up = [p.wihT for p in pk[1:]] or [np.zeros((P, 4 * H), dt)]
-        return (pk[0].wihT, np.ascontiguousarray(np.stack(up)),
+        up = [p.wih.T for p in pk[1:]] or [np.zeros((P, 4 * H), dt)]
+        return (np.ascontiguousarray(pk[0].wih.T), np.ascontiguousarray(np.stack(up)),
                 np.ascontiguousarray(np.stack([p.whhT[0] for p in pk])),
                 np.ascontiguousarray(np.stack([p.bias for p in pk])),
                 np.ascontiguousarray(np.stack([p.whrT[0] for p in pk])),

@@ -348,6 +348,11 @@ def measure(quick: bool = False, log=None) -> dict:
                 for m in GEMM_M:
                     for k in GEMM_K:
                         res["gemm"].append((dt, th, m, k, 4 * k, b.gemm_flops(dt, m, k, 4 * k)))
+    # On a shared machine, an all-thread figure below the one-thread one measures the
+    # neighbours (BLAS threads spinning on a busy core), not this machine: keep the floor.
+    one = {(dt, m, k): f for dt, th, m, k, n, f in res["gemm"] if th == 1}
+    res["gemm"] = [(dt, th, m, k, n, max(f, one[dt, m, k])) for dt, th, m, k, n, f in res["gemm"]]
+    res["peak"] = {(dt, th): max(v, res["peak"][dt, 1]) for (dt, th), v in res["peak"].items()}
     log("read bandwidth per level")
     levels = caches()
     dram_ws = max(4 * levels[-1][1], (128 if quick else 512) * 2 ** 20)

@@ -32,6 +32,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+# error_model="numpy" everywhere: Python's model checks every float division for zero and
+# raises, and that branch stops LLVM from vectorizing the epilogue.
 FASTMATH = {"contract"}
 FASTMATH_DOT = {"contract", "reassoc"}   # dot products only: lets LLVM vectorize the sums
 
@@ -57,7 +59,7 @@ _EXP_MIN_ARG = -708.0
 # ---------------------------------------------------------------------------------------
 # elementwise pieces
 # ---------------------------------------------------------------------------------------
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _vexp_neg(a, ibuf, n):
     """a[:n] = exp(a[:n]) in place, for a <= 0 (float64). Branch-free so it vectorizes."""
     for j in range(n):
@@ -86,21 +88,21 @@ def _vexp_neg(a, ibuf, n):
         a[j] *= scale[j]
 
 
-@njit(inline="always")
+@njit(inline="always", error_model="numpy")
 def _sig(e, z):
     """σ(z) given e = exp(-|z|)."""
     s = 1.0 / (1.0 + e)
     return s if z >= 0.0 else e * s
 
 
-@njit(inline="always")
+@njit(inline="always", error_model="numpy")
 def _tanh(e2, z):
     """tanh(z) given e2 = exp(-2|z|)."""
     t = (1.0 - e2) / (1.0 + e2)
     return t if z >= 0.0 else -t
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _epilogue(z, c, peep, has_peep, a, s, ibuf, hf):
     """Gates from pre-activations z (4H: i,f,g,o) -> c updated in place, hf = o*tanh(c').
 
@@ -139,7 +141,7 @@ def _epilogue(z, c, peep, has_peep, a, s, ibuf, hf):
         hf[k] = _sig(a[k], s[k]) * _tanh(a[H + k], s[H + k])
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _axpy_rows(z, wT, v):
     """z[j] += sum_p wT[p, j] * v[p]: the matvec W v with W^T packed (n, G), four p at a time."""
     n, G = wT.shape
@@ -158,7 +160,7 @@ def _axpy_rows(z, wT, v):
         p += 1
 
 
-@njit(cache=True, fastmath=FASTMATH_DOT)
+@njit(cache=True, fastmath=FASTMATH_DOT, error_model="numpy")
 def _gemm_bias(X, W, bias, out):
     """out (N,G) = X (N,K) W^T + bias, W (G,K) row-major: 4 rows of X x 4 rows of W per pass
     (16 dot products sharing 8 vector loads). Serial: used for the small hoisted projections,
@@ -192,7 +194,7 @@ def _gemm_bias(X, W, bias, out):
             out[n3, j2] = a32 + bias[j2]; out[n3, j3] = a33 + bias[j3]
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _finish_row(hf, whrT, has_proj, h, yrow):
     """h = W_hr hf (or hf), and the same values into this step's output row."""
     if has_proj:
@@ -238,8 +240,8 @@ def _layer_rows_impl(xp, g_off, whhT, whrT, peep, has_proj, has_peep, lengths, r
 
 # One block of rows runs serially: a parallel region costs a wake-up and a join of every
 # thread even with one iteration, and on a loaded machine that join waits for a time slice.
-_layer_rows = njit(cache=True, fastmath=FASTMATH, parallel=True)(_layer_rows_impl)
-_layer_rows_serial = njit(cache=True, fastmath=FASTMATH)(_layer_rows_impl)
+_layer_rows = njit(cache=True, fastmath=FASTMATH, parallel=True, error_model="numpy")(_layer_rows_impl)
+_layer_rows_serial = njit(cache=True, fastmath=FASTMATH, error_model="numpy")(_layer_rows_impl)
 
 
 def _epilogue_gemm_step_impl(zb, xp_t, g_off, whrT, peep, has_proj, has_peep, lengths, t,
@@ -258,8 +260,8 @@ def _epilogue_gemm_step_impl(zb, xp_t, g_off, whrT, peep, has_proj, has_peep, le
             _finish_row(hf[b], whrT, has_proj, h[b], y_t[b, y_off:y_off + P])
 
 
-_epilogue_gemm_step = njit(cache=True, fastmath=FASTMATH, parallel=True)(_epilogue_gemm_step_impl)
-_epilogue_gemm_step_serial = njit(cache=True, fastmath=FASTMATH)(_epilogue_gemm_step_impl)
+_epilogue_gemm_step = njit(cache=True, fastmath=FASTMATH, parallel=True, error_model="numpy")(_epilogue_gemm_step_impl)
+_epilogue_gemm_step_serial = njit(cache=True, fastmath=FASTMATH, error_model="numpy")(_epilogue_gemm_step_impl)
 
 
 def _layer_gemm(xp, g_off, whhT, whrT, peep, has_proj, has_peep, lengths, reverse, h, c, y, y_off):
@@ -355,7 +357,7 @@ def lstm_cpu(x, weights, h0, c0, lengths):
 # ---------------------------------------------------------------------------------------
 # streaming
 # ---------------------------------------------------------------------------------------
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def stream_step(x, wih0T, wihT_up, whhT, bias, whrT, peep, has_proj, has_peep,
                 h, c, z, hf, a, s, ibuf, out):
     """One time step of every layer (unidirectional), in place.

@@ -120,24 +120,28 @@ class LSTMStream:
         self._out = np.zeros((self.batch, P), dt)
         self._out_view = self._out[0] if self.batch == 1 else self._out
         self._xshape = (self.batch, E)
-        self._flags = (spec.proj_size > 0, spec.peephole)
+        self._xshape1 = (E,) if self.batch == 1 else None
+        # Everything the kernel takes after x, bound once: step() adds no per-call work.
+        self._args = (*self._packed, spec.proj_size > 0, spec.peephole, self._h, self._c,
+                      self._z, self._hf, self._a, self._s, self._ibuf, self._out)
 
     def step(self, x_t):
         """Advance one step; returns the top layer's h_t (overwritten by the next step)."""
         if self._impl is not None:
             return self._impl.step(x_t)
-        x = x_t
-        if not (type(x) is np.ndarray and x.dtype == self.dtype and x.shape == self._xshape
-                and x.flags.c_contiguous):
+        # Fast path (no copy): an ndarray already (B, E), C-contiguous, in the stream's dtype.
+        if (type(x_t) is np.ndarray and x_t.shape == self._xshape and x_t.dtype == self.dtype
+                and x_t.flags.c_contiguous):
+            x, out = x_t, self._out
+        elif (type(x_t) is np.ndarray and x_t.shape == self._xshape1 and x_t.dtype == self.dtype
+                and x_t.flags.c_contiguous):
+            x, out = x_t.reshape(self._xshape), self._out_view       # (E,) for batch 1: a view
+        else:
             _checks.check_step_input(x_t, self._xshape[1], self.batch)
             self._xbuf[...] = np.reshape(x_t, self._xshape)
             x = self._xbuf
-            out = self._out_view if np.ndim(x_t) == 1 else self._out
-        else:
-            out = self._out
-        wih0T, wup, whhT, bias, whrT, peep = self._packed
-        self._kernel(x, wih0T, wup, whhT, bias, whrT, peep, self._flags[0], self._flags[1],
-                     self._h, self._c, self._z, self._hf, self._a, self._s, self._ibuf, self._out)
+            out = self._out_view if len(x_t.shape) == 1 else self._out
+        self._kernel(x, *self._args)
         return out
 
     def reset(self):

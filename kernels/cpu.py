@@ -41,7 +41,9 @@ FASTMATH_DOT = {"contract", "reassoc"}   # dot products only: lets LLVM vectoriz
 @dataclass
 class CPUConfig:
     """Tunables, read at call time (change `edgelstm.kernels.cpu.config`)."""
-    blas_min_macs: int = 1 << 26    # hoisted input projection: BLAS (threaded) from this size
+    # The hoisted input projection uses BLAS only on the gemm path: a threaded BLAS call next
+    # to Numba's own threads leaves both pools spinning for two cores (8 ms stalls measured).
+    parallel_projection_min_macs: int = 1 << 22   # Numba GEMM threaded from this size
     gemm_min_batch: int = 16        # batch >= this: one BLAS GEMM per step instead of matvecs
     max_rows_per_block: int = 8     # rows sharing one pass over W_hh in the rows kernel
     parallel_epilogue_min_elements: int = 1 << 20   # B*H from this: gemm-path epilogue threaded
@@ -162,15 +164,40 @@ def _axpy_rows(z, wT, v):
         p += 1
 
 
-@njit(cache=True, fastmath=FASTMATH_DOT, error_model="numpy")
-def _gemm_bias(X, W, bias, out):
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _axpy_multi(z, wT, h, act, na):
+    """z[q, j] += sum_p wT[p, j] * h[act[q], p] for q < na: the recurrent product of several
+    rows, each group of four W^T rows loaded into L1 once and used by every row."""
+    n, G = wT.shape
+    p = 0
+    while p + 4 <= n:
+        w0, w1, w2, w3 = wT[p], wT[p + 1], wT[p + 2], wT[p + 3]
+        for q in range(na):
+            hb = h[act[q]]
+            v0, v1, v2, v3 = hb[p], hb[p + 1], hb[p + 2], hb[p + 3]
+            zq = z[q]
+            for j in range(G):
+                zq[j] += v0 * w0[j] + v1 * w1[j] + v2 * w2[j] + v3 * w3[j]
+        p += 4
+    while p < n:
+        w0 = wT[p]
+        for q in range(na):
+            v0 = h[act[q], p]
+            zq = z[q]
+            for j in range(G):
+                zq[j] += v0 * w0[j]
+        p += 1
+
+
+def _gemm_bias_impl(X, W, bias, out):
     """out (N,G) = X (N,K) W^T + bias, W (G,K) row-major: 4 rows of X x 4 rows of W per pass
     (16 dot products sharing 8 vector loads). Serial: used for the small hoisted projections,
     where a threaded BLAS call costs more in wake-ups than it saves."""
     N, K = X.shape
     G = W.shape[0]
     zero = out.dtype.type(0)
-    for n0 in range(0, N, 4):
+    for blk in prange((N + 3) // 4):
+        n0 = 4 * blk
         n1, n2, n3 = min(n0 + 1, N - 1), min(n0 + 2, N - 1), min(n0 + 3, N - 1)
         x0, x1, x2, x3 = X[n0], X[n1], X[n2], X[n3]
         for j0 in range(0, G, 4):
@@ -194,6 +221,11 @@ def _gemm_bias(X, W, bias, out):
             out[n2, j2] = a22 + bias[j2]; out[n2, j3] = a23 + bias[j3]
             out[n3, j0] = a30 + bias[j0]; out[n3, j1] = a31 + bias[j1]
             out[n3, j2] = a32 + bias[j2]; out[n3, j3] = a33 + bias[j3]
+
+
+_gemm_bias = njit(cache=True, fastmath=FASTMATH_DOT, error_model="numpy")(_gemm_bias_impl)
+_gemm_bias_parallel = njit(cache=True, fastmath=FASTMATH_DOT, error_model="numpy",
+                           parallel=True)(_gemm_bias_impl)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
@@ -227,17 +259,20 @@ def _layer_rows_impl(xp, g_off, whhT, whrT, peep, has_proj, has_peep, lengths, r
         a = np.empty(G)
         s = np.empty(G)
         ibuf = np.empty(G, dtype=np.int64)
+        act = np.empty(nr, dtype=np.int64)
         for step in range(T):
             t = T - 1 - step if reverse else step
+            na = 0
             for r in range(nr):
                 if t < lengths[r0 + r]:
-                    z[r, :] = xp[t, r0 + r, g_off:g_off + G]
-                    _axpy_rows(z[r], whhT, h[r0 + r])
-            for r in range(nr):
-                b = r0 + r
-                if t < lengths[b]:
-                    _epilogue(z[r], c[b], peep, has_peep, a, s, ibuf, hf)
-                    _finish_row(hf, whrT, has_proj, h[b], y[t, b, y_off:y_off + P])
+                    act[na] = r0 + r
+                    z[na, :] = xp[t, r0 + r, g_off:g_off + G]
+                    na += 1
+            _axpy_multi(z, whhT, h, act, na)
+            for q in range(na):
+                b = act[q]
+                _epilogue(z[q], c[b], peep, has_peep, a, s, ibuf, hf)
+                _finish_row(hf, whrT, has_proj, h[b], y[t, b, y_off:y_off + P])
 
 
 # One block of rows runs serially: a parallel region costs a wake-up and a join of every
@@ -338,9 +373,11 @@ def lstm_cpu(x, weights, h0, c0, lengths):
         E_l = layer_in.shape[2]
         xp = np.empty((T, B, D * 4 * H), dt)
         x2, xp2 = layer_in.reshape(T * B, E_l), xp.reshape(T * B, D * 4 * H)
-        if T * B * E_l * D * 4 * H >= config.blas_min_macs:
+        if use_gemm:      # large batch: BLAS everywhere, and no Numba thread team awake
             np.dot(x2, pk.wih.T, out=xp2)
             xp2 += pk.bias
+        elif nthreads > 1 and T * B * E_l * D * 4 * H >= config.parallel_projection_min_macs:
+            _gemm_bias_parallel(x2, pk.wih, pk.bias, xp2)
         else:
             _gemm_bias(x2, pk.wih, pk.bias, xp2)
         y = (np.zeros if lengths is not None else np.empty)((T, B, D * P), dt)

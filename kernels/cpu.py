@@ -6,7 +6,8 @@ Versions (all numerically interchangeable with kernels/reference.py):
 - "rows" recurrence (`_layer_rows`): small batches. Threads take blocks of batch rows and run
   the whole time loop for them (rows are independent, so no per-step barrier); each step does
   the recurrent product from W_hh^T packed (P, 4H), so the inner loop over 4H is contiguous
-  and vectorizes, then the fused epilogue;
+  and vectorizes, with all rows of a block sharing each pass over W_hh, then the fused
+  epilogue. One block (B=1) runs serially: no thread team is woken;
 - "gemm" recurrence (`_layer_gemm`): large batches. One BLAS GEMM per step reads W_hh once for
   all rows into a preallocated buffer, then a parallel fused epilogue over rows;
 - `stream_step`: one step of every layer for a streaming caller, no allocation.

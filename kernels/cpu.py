@@ -45,7 +45,7 @@ class CPUConfig:
     # The hoisted input projection uses BLAS only on the gemm path: a threaded BLAS call next
     # to Numba's own threads leaves both pools spinning for two cores (8 ms stalls measured).
     parallel_projection_min_macs: int = 1 << 22   # Numba GEMM threaded from this size
-    gemm_min_batch: int = 16        # batch >= this: one BLAS GEMM per step instead of matvecs
+    gemm_min_batch: int = 32        # batch >= this: one BLAS GEMM per step instead of matvecs
     max_rows_per_block: int = 8     # rows sharing one pass over W_hh in the rows kernel
     parallel_epilogue_min_elements: int = 1 << 20   # B*H from this: gemm-path epilogue threaded
     # (B=64, H=1024 measured no faster threaded: the per-step GEMM dominates, and every
@@ -224,6 +224,66 @@ def _gemm_bias_impl(X, W, bias, out):
             out[n3, j2] = a32 + bias[j2]; out[n3, j3] = a33 + bias[j3]
 
 
+@njit(cache=True, fastmath=FASTMATH_DOT, error_model="numpy")
+def _gemm_acc(X, W, out, N):
+    """out[:N] += X[:N] W^T (rows of a block's recurrent product). Otherwise as _gemm_bias:
+    out (N,G) = X (N,K) W^T + bias, W (G,K) row-major: 4 rows of X x 4 rows of W per pass
+    (16 dot products sharing 8 vector loads). Serial: used for the small hoisted projections,
+    where a threaded BLAS call costs more in wake-ups than it saves."""
+    K = X.shape[1]
+    G = W.shape[0]
+    zero = out.dtype.type(0)
+    for blk in range((N + 3) // 4):
+        n0 = 4 * blk
+        n1, n2, n3 = min(n0 + 1, N - 1), min(n0 + 2, N - 1), min(n0 + 3, N - 1)
+        x0, x1, x2, x3 = X[n0], X[n1], X[n2], X[n3]
+        for j0 in range(0, G, 4):
+            j1, j2, j3 = min(j0 + 1, G - 1), min(j0 + 2, G - 1), min(j0 + 3, G - 1)
+            w0, w1, w2, w3 = W[j0], W[j1], W[j2], W[j3]
+            a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = zero
+            a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = zero
+            for k in range(K):
+                p0, p1, p2, p3 = x0[k], x1[k], x2[k], x3[k]
+                q0, q1, q2, q3 = w0[k], w1[k], w2[k], w3[k]
+                a00 += p0 * q0; a01 += p0 * q1; a02 += p0 * q2; a03 += p0 * q3
+                a10 += p1 * q0; a11 += p1 * q1; a12 += p1 * q2; a13 += p1 * q3
+                a20 += p2 * q0; a21 += p2 * q1; a22 += p2 * q2; a23 += p2 * q3
+                a30 += p3 * q0; a31 += p3 * q1; a32 += p3 * q2; a33 += p3 * q3
+            # Clamped indices repeat the last row/column: accumulate each (n, j) only once.
+            out[n0, j0] += a00
+            if j1 != j0:
+                out[n0, j1] += a01
+            if j2 != j1:
+                out[n0, j2] += a02
+            if j3 != j2:
+                out[n0, j3] += a03
+            if n1 != n0:
+                out[n1, j0] += a10
+            if n1 != n0 and j1 != j0:
+                out[n1, j1] += a11
+            if n1 != n0 and j2 != j1:
+                out[n1, j2] += a12
+            if n1 != n0 and j3 != j2:
+                out[n1, j3] += a13
+            if n2 != n1:
+                out[n2, j0] += a20
+            if n2 != n1 and j1 != j0:
+                out[n2, j1] += a21
+            if n2 != n1 and j2 != j1:
+                out[n2, j2] += a22
+            if n2 != n1 and j3 != j2:
+                out[n2, j3] += a23
+            if n3 != n2:
+                out[n3, j0] += a30
+            if n3 != n2 and j1 != j0:
+                out[n3, j1] += a31
+            if n3 != n2 and j2 != j1:
+                out[n3, j2] += a32
+            if n3 != n2 and j3 != j2:
+                out[n3, j3] += a33
+
+
+
 _gemm_bias = njit(cache=True, fastmath=FASTMATH_DOT, error_model="numpy")(_gemm_bias_impl)
 _gemm_bias_parallel = njit(cache=True, fastmath=FASTMATH_DOT, error_model="numpy",
                            parallel=True)(_gemm_bias_impl)
@@ -244,7 +304,7 @@ def _finish_row(hf, whrT, has_proj, h, yrow):
 # recurrences
 # ---------------------------------------------------------------------------------------
 def _layer_rows_impl(xp, g_off, whhT, whrT, peep, has_proj, has_peep, lengths, reverse,
-                rows_per_block, h, c, y, y_off):
+                     whh, rows_per_block, h, c, y, y_off):
     """One layer and direction, rows path. xp (T,B,D*4H) holds W_ih x + bias; this direction's
     gates are columns g_off:g_off+4H. h (B,P), c (B,H) hold h0/c0 and receive the final state.
     y (T,B,D*P): this direction writes columns y_off:y_off+P (rows past their end untouched)."""
@@ -261,6 +321,7 @@ def _layer_rows_impl(xp, g_off, whhT, whrT, peep, has_proj, has_peep, lengths, r
         s = np.empty(G)
         ibuf = np.empty(G, dtype=np.int64)
         act = np.empty(nr, dtype=np.int64)
+        hact = np.empty((nr, P), dtype=xp.dtype)
         for step in range(T):
             t = T - 1 - step if reverse else step
             na = 0
@@ -269,7 +330,12 @@ def _layer_rows_impl(xp, g_off, whhT, whrT, peep, has_proj, has_peep, lengths, r
                     act[na] = r0 + r
                     z[na, :] = xp[t, r0 + r, g_off:g_off + G]
                     na += 1
-            _axpy_multi(z, whhT, h, act, na)
+            if na >= 4:     # register-blocked small GEMM on W_hh (4H, P): 4 rows x 4 gates
+                for q in range(na):
+                    hact[q, :] = h[act[q]]
+                _gemm_acc(hact, whh, z, na)
+            else:
+                _axpy_multi(z, whhT, h, act, na)
             for q in range(na):
                 b = act[q]
                 _epilogue(z[q], c[b], peep, has_peep, a, s, ibuf, hf)
@@ -328,7 +394,8 @@ def _layer_gemm(xp, g_off, whhT, whrT, peep, has_proj, has_peep, lengths, revers
 class PackedLayer:
     wih: np.ndarray     # (D*4H, E_l): both directions' input weights stacked, one GEMM
     bias: np.ndarray    # (D*4H,): b_ih + b_hh per direction
-    whhT: tuple         # D x (P, 4H)
+    whhT: tuple         # D x (P, 4H): axpy form for one to three rows
+    whh: tuple          # D x (4H, P): dot form for the rows kernel's blocks of four rows
     whrT: tuple         # D x (H, P), or (1, 1) placeholders without projection
     peep: tuple         # D x (3, H), or (3, 1) placeholders without peepholes
 
@@ -342,6 +409,7 @@ def _pack(weights) -> tuple:
             wih=np.ascontiguousarray(np.concatenate([lw.w_ih for lw in dirs], axis=0)),
             bias=np.concatenate([lw.bias_sum() for lw in dirs]).astype(dt),
             whhT=tuple(np.ascontiguousarray(lw.w_hh.T) for lw in dirs),
+            whh=tuple(lw.w_hh for lw in dirs),
             whrT=tuple(np.ascontiguousarray(lw.w_hr.T) if spec.proj_size else np.zeros((1, 1), dt)
                        for lw in dirs),
             peep=tuple(lw.peep if spec.peephole else np.zeros((3, 1), dt) for lw in dirs),
@@ -351,7 +419,7 @@ def _pack(weights) -> tuple:
 
 def packed_layers(weights) -> tuple:
     """The kernels' layout, built once and cached on the weights object."""
-    return weights.packed("cpu-v1", _pack)
+    return weights.packed("cpu-v2", _pack)
 
 
 def lstm_cpu(x, weights, h0, c0, lengths):
@@ -389,7 +457,7 @@ def lstm_cpu(x, weights, h0, c0, lengths):
                 _layer_gemm(*args, h_n[l * D + d], c_n[l * D + d], y, d * P)
             else:
                 rows = _layer_rows if rows_per_block < B else _layer_rows_serial
-                rows(*args, rows_per_block, h_n[l * D + d], c_n[l * D + d], y, d * P)
+                rows(*args, pk.whh[d], rows_per_block, h_n[l * D + d], c_n[l * D + d], y, d * P)
         layer_in = y
     return layer_in, (h_n, c_n)
 

@@ -31,8 +31,10 @@ def _assert_close(got, ref, dtype):
 
 @pytest.fixture(params=["rows", "gemm"])
 def path(request, monkeypatch):
-    """Run each test through both recurrences (the gemm path normally starts at batch 16)."""
+    """Run each test through both recurrences (the gemm path normally starts at batch 32);
+    the rows path with blocks of up to 8 rows (small GEMM) and of 1-3 rows (axpy)."""
     monkeypatch.setattr(cpu.config, "gemm_min_batch", 1 if request.param == "gemm" else 10**9)
+    monkeypatch.setattr(cpu.config, "max_rows_per_block", 8)
     return request.param
 
 
@@ -47,9 +49,9 @@ SPECS = [
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("spec", SPECS, ids=str)
 def test_matches_reference(spec, dtype, path):
-    x, h0, c0 = _inputs(spec, T=7, B=5, dtype=dtype)
+    x, h0, c0 = _inputs(spec, T=7, B=11, dtype=dtype)     # blocks of 4+ rows and a remainder
     w = el.LSTMWeights.random(spec, seed=1, dtype=dtype)
-    lengths = np.array([7, 1, 4, 7, 2])
+    lengths = np.array([7, 1, 4, 7, 2, 7, 6, 3, 7, 5, 1])
     for L in (None, lengths):
         got = lstm(x, w, h0, c0, lengths=L)
         _assert_close(got, lstm_reference(x, w, h0, c0, lengths=L), dtype)

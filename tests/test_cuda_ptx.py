@@ -126,11 +126,8 @@ def test_cuda_stream_without_gpu_says_what_is_missing():
 
 def test_public_lstm_device_cuda_without_gpu_raises_clearly():
     _no_gpu_here()
-    lstm = getattr(el, "lstm", None)
-    if lstm is None:
-        pytest.skip("edgelstm.lstm is not there yet")
     with pytest.raises(kc.CudaUnavailableError, match="CUDA GPU|numba-cuda"):
-        lstm(np.zeros((2, 1, 3), np.float32), el.LSTMWeights.random(el.LSTMSpec(3, 4)), device="cuda")
+        el.lstm(np.zeros((2, 1, 3), np.float32), el.LSTMWeights.random(el.LSTMSpec(3, 4)), device="cuda")
 
 
 def test_missing_numba_cuda_is_named(monkeypatch):

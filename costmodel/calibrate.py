@@ -222,9 +222,106 @@ def _jit():
                 z[i] = (1.0 - ex * ex) / (1.0 + ex * ex)
         return y[0] + z[0]
 
-    return dict(gemm=gemm, read=read, read_parallel=read_parallel, empty_call=empty_call,
-                steps=steps, parallel_steps=parallel_steps, transcendentals=transcendentals,
-                vexp=vexp_sigmoid_tanh)
+    @njit
+    def args1(a0):
+        return a0.shape[0]
+
+    @njit
+    def callee1(a0):
+        s = 0.0
+        for j in range(a0.shape[0]):
+            s += a0[j] * j
+        return s
+
+    @njit
+    def callee8(a0, a1, a2, a3, a4, a5, a6, a7):
+        s = 0.0
+        for j in range(a0.shape[0]):
+            s += a0[j] * a1[j] + a2[j] * a3[j] + a4[j] * a5[j] + a6[j] * a7[j]
+        return s
+
+    @njit
+    def inner_calls(x, reps, eight):  # a JIT-to-JIT call per trip, its arguments row views
+        s = 0.0
+        n = x.shape[0]
+        for r in range(reps):
+            i = r % n
+            if eight:
+                s += callee8(x[i], x[i - 1], x[i - 2], x[i - 3], x[i - 4], x[i - 5], x[i - 6], x[i - 7])
+            else:
+                s += callee1(x[i])
+        return s
+
+    @njit
+    def allocs(n, reps):  # small arrays allocated inside JIT code (the runtime's allocator)
+        s = 0.0
+        for _ in range(reps):
+            a = np.empty(n)
+            a[0] = 1.0
+            s += a[0]
+        return s
+
+    @njit
+    def args16(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15):
+        return a0.shape[0] + a15.shape[0]
+
+    d = dict(gemm=gemm, read=read, read_parallel=read_parallel, empty_call=empty_call,
+             steps=steps, parallel_steps=parallel_steps, transcendentals=transcendentals,
+             vexp=vexp_sigmoid_tanh, args1=args1, args16=args16, inner_calls=inner_calls,
+             allocs=allocs)
+    try:
+        d.update(_routine_jit())
+    except ImportError:  # no kernels module: the routine tables are left out
+        pass
+    return d
+
+
+def _routine_jit():
+    """Loops over the CPU kernel's building-block routines (a register-blocked small GEMM, a
+    matvec, the vectorized exp), timed on random matrices: what each costs on this machine
+    at a given shape and in the cache level its operand lives in. None of them is an LSTM."""
+    from numba import njit, prange
+    from edgelstm.kernels.cpu import _axpy_multi, _gemm_acc, _vexp_neg
+
+    @njit
+    def block_gemm(X, W, out, m, reps):       # out[:m] += X[:m] W^T, reps times
+        for _ in range(reps):
+            _gemm_acc(X, W, out, m)
+        return out[0, 0]
+
+    @njit(parallel=True)
+    def block_gemm_par(X, W, outs, m, reps):  # each thread its own output, the same W
+        for t in prange(outs.shape[0]):
+            for _ in range(reps):
+                _gemm_acc(X, W, outs[t], m)
+        return outs[0, 0, 0]
+
+    @njit
+    def matvec(z, wT, h, act, reps):          # z += W v with W^T packed (K, N)
+        for _ in range(reps):
+            _axpy_multi(z, wT, h, act, 1)
+        return z[0, 0]
+
+    @njit(parallel=True)
+    def matvec_par(zs, wT, h, act, reps):
+        for t in prange(zs.shape[0]):
+            for _ in range(reps):
+                _axpy_multi(zs[t], wT, h, act, 1)
+        return zs[0, 0, 0]
+
+    @njit(fastmath={"contract"}, error_model="numpy")
+    def sigmoid_pass(x, y, a, ib, n, reps):   # y = sigmoid(x): one pass to -|x|, exp, one back
+        for _ in range(reps):
+            for j in range(n):
+                a[j] = -abs(np.float64(x[j]))
+            _vexp_neg(a, ib, n)
+            for j in range(n):
+                s = 1.0 / (1.0 + a[j])
+                y[j] = s if x[j] >= 0.0 else a[j] * s
+        return y[0]
+
+    return dict(block_gemm=block_gemm, block_gemm_par=block_gemm_par, matvec=matvec,
+                matvec_par=matvec_par, sigmoid_pass=sigmoid_pass)
 
 
 def _best(fn, repeats: int) -> float:
@@ -267,6 +364,121 @@ class _Bench:
         one = _best(lambda: f(1), 2)
         reps = _reps_for(one, self.budget_s * (1 if nbytes < 64 * 2 ** 20 else 4))
         return threads * 4.0 * n * reps / _best(lambda: f(reps), self.repeats)
+
+    def blas_call(self, dtype, m, k, n) -> float:
+        """FLOP/s of one np.dot(a, b, out=c) called from Python, per call (dispatch, BLAS
+        thread wake-up and the product): the calls the kernel's large-batch path makes."""
+        rng = np.random.default_rng(0)
+        a, b = rng.random((m, k)).astype(dtype), rng.random((k, n)).astype(dtype)
+        c = np.empty((m, n), dtype)
+        np.dot(a, b, out=c)
+        one = _best(lambda: np.dot(a, b, out=c), 3)
+        reps = max(3, _reps_for(one, self.budget_s))
+
+        def loop():
+            for _ in range(reps):
+                np.dot(a, b, out=c)
+        return 2.0 * m * k * n * reps / _best(loop, self.repeats)
+
+    def own_gemm(self, dtype, m, k, n, parallel) -> float:
+        """FLOP/s of one call of the kernel's register-blocked dot-product GEMM routine
+        (out = X W^T + bias), serial or as a prange region; per call, from Python."""
+        from edgelstm.kernels.cpu import _gemm_bias, _gemm_bias_parallel
+        rng = np.random.default_rng(0)
+        X, W = rng.random((m, k)).astype(dtype), rng.random((n, k)).astype(dtype)
+        bias, out = np.zeros(n, dtype), np.empty((m, n), dtype)
+        f = _gemm_bias_parallel if parallel else _gemm_bias
+        f(X, W, bias, out)
+        one = _best(lambda: f(X, W, bias, out), 2)
+        reps = max(1, _reps_for(one, self.budget_s))
+
+        def loop():
+            for _ in range(reps):
+                f(X, W, bias, out)
+        return 2.0 * m * k * n * reps / _best(loop, self.repeats)
+
+    def block_gemm(self, dtype, m, k, n, threads) -> float:
+        """FLOP/s per thread of the small GEMM out[:m] += X[:m] W^T (W (n, k)) repeated on the
+        same W, so W sits in the level that holds it; `threads` threads at once, each its own
+        output (all read the same W)."""
+        rng = np.random.default_rng(0)
+        X, W = rng.random((8, k)).astype(dtype), rng.random((n, k)).astype(dtype)
+        if threads == 1:
+            out = np.zeros((8, n), dtype)
+            f = lambda reps: self.k["block_gemm"](X, W, out, m, reps)
+        else:
+            outs = np.zeros((threads, 8, n), dtype)
+            f = lambda reps: self.k["block_gemm_par"](X, W, outs, m, reps)
+        f(1)
+        one = _best(lambda: f(1), 2)
+        reps = _reps_for(one, self.budget_s)
+        return 2.0 * m * k * n * reps / _best(lambda: f(reps), self.repeats)
+
+    def matvec(self, dtype, k, n, threads) -> float:
+        """FLOP/s per thread of z += W v, W^T packed (k, n) and re-read every call."""
+        rng = np.random.default_rng(0)
+        wT, h = rng.random((k, n)).astype(dtype), rng.random((1, k)).astype(dtype)
+        act = np.zeros(1, np.int64)
+        if threads == 1:
+            z = np.zeros((1, n), dtype)
+            f = lambda reps: self.k["matvec"](z, wT, h, act, reps)
+        else:
+            zs = np.zeros((threads, 1, n), dtype)
+            f = lambda reps: self.k["matvec_par"](zs, wT, h, act, reps)
+        f(1)
+        one = _best(lambda: f(1), 2)
+        reps = _reps_for(one, self.budget_s)
+        return 2.0 * k * n * reps / _best(lambda: f(reps), self.repeats)
+
+    def sigmoid_pass(self, dtype, n) -> float:
+        """Seconds of one vectorized sigmoid pass over n elements (the kernel's exp)."""
+        x = np.linspace(-4, 4, n).astype(dtype)
+        y, a, ib = np.empty_like(x), np.empty(n), np.empty(n, np.int64)
+        f = lambda reps: self.k["sigmoid_pass"](x, y, a, ib, n, reps)
+        f(1)
+        one = _best(lambda: f(1), 2)
+        reps = _reps_for(one, self.budget_s)
+        return _best(lambda: f(reps), self.repeats) / reps
+
+    def inner_calls(self) -> tuple:
+        """(seconds of a call between @njit functions taking one array-view argument, seconds
+        per further view argument)."""
+        x = np.ones((64, 1))
+        f = self.k["inner_calls"]
+        f(x, 10, False), f(x, 10, True)
+        n = 10 ** 5 if self.quick else 10 ** 6
+        t1 = _best(lambda: f(x, n, False), self.repeats) / n
+        t8 = _best(lambda: f(x, n, True), self.repeats) / n
+        return t1, max(t8 - t1, 0.0) / 7
+
+    def alloc(self) -> float:
+        """Seconds of a small np.empty inside @njit code."""
+        f = self.k["allocs"]
+        f(64, 10)
+        n = 10 ** 5 if self.quick else 10 ** 6
+        return _best(lambda: f(64, n), self.repeats) / n
+
+    def njit_args(self) -> tuple:
+        """(seconds of a Python call of an @njit function with one array argument, seconds
+        per further array argument): dispatch types and unboxes every argument. The arrays
+        are 2-D and the function is compiled for float32 and float64, so dispatch has to
+        pick a signature, as it does for a kernel entry point."""
+        f1, f16 = self.k["args1"], self.k["args16"]
+        for dt in (np.float64, np.float32):
+            a = np.zeros((4, 4), dt)
+            f1(a), f16(*([a] * 16))
+        n = 2000 if self.quick else 20000
+        arr = [a] * 16
+
+        def l1():
+            for _ in range(n):
+                f1(a)
+
+        def l16():
+            for _ in range(n):
+                f16(*arr)
+        t1, t16 = _best(l1, self.repeats) / n, _best(l16, self.repeats) / n
+        return t1, max(t16 - t1, 0.0) / 15
 
     def call_overhead(self) -> float:
         x = np.zeros((4, 1, 8), np.float32)
@@ -328,6 +540,13 @@ class _Bench:
 # -- the run -------------------------------------------------------------------------------
 GEMM_M = (1, 4, 16, 64, 256)
 GEMM_K = (64, 256, 1024)   # N = 4K: the shape of a gate product
+# The CPU kernel's routines, timed at shapes whose operand W (k x 4k) sits in L1, L2, L3 and
+# beyond (float32: 16 KB, 256 KB, 4 MB, 16 MB; float64 twice that).
+ROUTINE_K = (32, 128, 512, 1024)
+DOT_M = (1, 16, 64, 256, 1024)     # np.dot from Python: rows of a step's product or of a projection
+OWN_M = (4, 32, 256)               # the register-blocked projection GEMM, serial and prange
+BLOCK_M = (4, 8)                   # the small GEMM on a block of rows
+SIGMOID_N = (96, 3072)             # elements per vectorized sigmoid pass
 
 
 def measure(quick: bool = False, log=None) -> dict:
@@ -353,6 +572,30 @@ def measure(quick: bool = False, log=None) -> dict:
     one = {(dt, m, k): f for dt, th, m, k, n, f in res["gemm"] if th == 1}
     res["gemm"] = [(dt, th, m, k, n, max(f, one[dt, m, k])) for dt, th, m, k, n, f in res["gemm"]]
     res["peak"] = {(dt, th): max(v, res["peak"][dt, 1]) for (dt, th), v in res["peak"].items()}
+    if "block_gemm" in b.k:
+        log("the CPU kernel's routines at gate-product shapes (not an LSTM)")
+        rt = res["routines"] = []
+        for dt in ("float32", "float64"):
+            for k in ROUTINE_K:
+                for m in DOT_M:
+                    rt.append(("dot", dt, cores, m, k, 4 * k, b.blas_call(dt, m, k, 4 * k)))
+                for m in OWN_M:
+                    rt.append(("own", dt, 1, m, k, 4 * k, b.own_gemm(dt, m, k, 4 * k, False)))
+                    if cores > 1:
+                        rt.append(("own", dt, cores, m, k, 4 * k, b.own_gemm(dt, m, k, 4 * k, True)))
+                for th in thread_counts:
+                    for m in BLOCK_M:
+                        rt.append(("block", dt, th, m, k, 4 * k, b.block_gemm(dt, m, k, 4 * k, th)))
+                    rt.append(("matvec", dt, th, 1, k, 4 * k, b.matvec(dt, k, 4 * k, th)))
+        sig = {(dt, n): b.sigmoid_pass(dt, n) for dt in ("float32", "float64") for n in SIGMOID_N}
+        n0, n1 = SIGMOID_N
+        res["sigmoid_ns"] = {dt: 1e9 * max(sig[dt, n1] - sig[dt, n0], 1e-12) / (n1 - n0)
+                             for dt in ("float32", "float64")}
+        res["sigmoid_pass_ns"] = {dt: max(1e9 * sig[dt, n0] - res["sigmoid_ns"][dt] * n0, 0.0)
+                                  for dt in ("float32", "float64")}
+        res["njit_call_s"], res["njit_arg_s"] = b.njit_args()
+        res["inner_call_s"], res["inner_arg_s"] = b.inner_calls()
+        res["alloc_s"] = b.alloc()
     log("read bandwidth per level")
     levels = caches()
     dram_ws = max(4 * levels[-1][1], (128 if quick else 512) * 2 ** 20)
@@ -369,7 +612,7 @@ def measure(quick: bool = False, log=None) -> dict:
     res["parallel_step_s"] = b.parallel_step_overhead(cores) if cores > 1 else res["step_s"]
     res["transcendental_ns"] = {dt: 1e9 * b.transcendental_s(dt) for dt in ("float32", "float64")}
     res["libm_transcendental_ns"] = {dt: 1e9 * b.transcendental_s(dt, False) for dt in ("float32", "float64")}
-    try:  # the CPU kernel's work split, so the model follows it
+    try:  # the CPU kernel's work split, recorded for the record (the model reads the live config)
         from edgelstm.kernels.cpu import config as kc
         res["kernel"] = {"gemm_min_batch": kc.gemm_min_batch, "rows_per_block": kc.max_rows_per_block}
     except Exception:  # no kernels module: the model assumes one product per step
@@ -402,12 +645,16 @@ def host_toml(res: dict) -> str:
     L += [f"source = {_toml_str(src + ', square BLAS GEMM')}", "", "[overhead]",
           f"call_s = {res['call_s']:.4g}", f"step_s = {res['step_s']:.4g}",
           f"parallel_step_s = {res['parallel_step_s']:.4g}",
+          *([f"njit_call_s = {res['njit_call_s']:.4g}", f"njit_arg_s = {res['njit_arg_s']:.4g}",
+             f"inner_call_s = {res['inner_call_s']:.4g}", f"inner_arg_s = {res['inner_arg_s']:.4g}",
+             f"alloc_s = {res['alloc_s']:.4g}"] if "njit_call_s" in res else []),
           f"source = {_toml_str(src + ': checking wrapper + empty @njit call; @njit loop trip; prange region per trip')}",
           "", "[transcendental]"]
-    ns = res["transcendental_ns"]
+    ns = res.get("sigmoid_ns") or res["transcendental_ns"]
     L += [f"ns_{dt} = {v:.4g}" for dt, v in ns.items()]
+    L += [f"pass_ns_{dt} = {v:.4g}" for dt, v in res.get("sigmoid_pass_ns", {}).items()]
     L += [f"cycles = {ns['float32'] * clock / 1e3:.4g}",
-          f"source = {_toml_str(src + ': @njit loop of sigmoid and tanh on a vectorizable branch-free exp, per element, one core')}", ""]
+          f"source = {_toml_str(src + ': vectorized sigmoid passes (the CPU kernel exp) over ' + ' and '.join(map(str, SIGMOID_N)) + ' elements: per element (ns_) and per pass (pass_ns_), one core')}", ""]
     if res.get("kernel"):
         L += ["[kernel]  # edgelstm.kernels.cpu.config at calibration time"]
         L += [f"{k} = {v}" for k, v in res["kernel"].items()] + [""]
@@ -422,6 +669,9 @@ def host_toml(res: dict) -> str:
     for dt, th, m, k, n, flops in res["gemm"]:
         L += ["[[gemm]]", f"dtype = \"{dt}\"", f"threads = {th}", f"m = {m}", f"k = {k}", f"n = {n}",
               f"GFLOP_per_s = {flops / 1e9:.4g}", ""]
+    for name, dt, th, m, k, n, flops in res.get("routines", []):
+        L += ["[[gemm]]", f"routine = \"{name}\"", f"dtype = \"{dt}\"", f"threads = {th}", f"m = {m}", f"k = {k}",
+              f"n = {n}", f"GFLOP_per_s = {flops / 1e9:.4g}", ""]
     import numba
     L += ["[calibration]", f"date = \"{date}\"", f"cpu_model = {_toml_str(model)}",
           f"method = {_toml_str(METHOD)}", f"quick = {'true' if res['quick'] else 'false'}",

@@ -77,11 +77,11 @@ def on_chip_capacity(target: Target, threads: int) -> int:
 
 
 # -- rates ---------------------------------------------------------------------------------
-def gemm_flops_per_s(target: Target, dtype: str, threads: int, m: int, kn: int) -> float:
+def gemm_flops_per_s(target: Target, dtype: str, threads: int, m: int, kn: int, routine: str = "blas") -> float:
     """FLOP/s of an (m x k) @ (k x n) product with k*n = kn. From the target's measured
-    table (bilinear in log m and log kn, clamped at its edges) when it has points for the
-    dtype, else 2 x peak MACs/s."""
-    pts = [g for g in target.gemm if g.dtype == dtype]
+    table for `routine` (bilinear in log m and log kn, clamped at its edges) when it has
+    points for the dtype, else 2 x peak MACs/s."""
+    pts = [g for g in target.gemm if g.dtype == dtype and g.routine == routine]
     if not pts:
         return 2 * target.peak_macs_per_s(dtype, threads)
     counts_ = sorted({g.threads for g in pts})
@@ -203,6 +203,119 @@ def _row_split(target: Target, B: int, threads: int):
     return per_block, min(t, blocks)
 
 
+def kernel_config(target: Target) -> Optional[dict]:
+    """How the CPU kernel splits the work, for a target that runs it (one with a [kernel]
+    table): read from edgelstm.kernels.cpu.config itself, so the model and the kernel share
+    one set of thresholds; the file's [kernel] table only records them."""
+    if not target.kernel:
+        return None
+    try:
+        from edgelstm.kernels.cpu import config as kc
+    except Exception:  # no kernels module: what calibration recorded
+        return {"gemm_min_batch": target.kernel.get("gemm_min_batch", 1),
+                "max_rows_per_block": target.kernel.get("rows_per_block", 8),
+                "parallel_projection_min_macs": 1 << 62, "parallel_epilogue_min_elements": 1 << 62}
+    return {"gemm_min_batch": kc.gemm_min_batch, "max_rows_per_block": kc.max_rows_per_block,
+            "parallel_projection_min_macs": kc.parallel_projection_min_macs,
+            "parallel_epilogue_min_elements": kc.parallel_epilogue_min_elements}
+
+
+def _has_routines(target: Target, dtype: str) -> bool:
+    have = {g.routine for g in target.gemm if g.dtype == dtype}
+    return {"dot", "own", "block", "matvec"} <= have
+
+
+def njit_call_s(target: Target, n_args: int) -> float:
+    """A Python call of an @njit function with n_args arguments (dispatch unboxes each)."""
+    return target.njit_call_s + max(n_args - 1, 0) * target.njit_arg_s
+
+
+def activation_s(target: Target, dtype: str, n: int, passes: int) -> float:
+    """`passes` vectorized sigmoid/tanh passes over n elements in all, on one core."""
+    ns = target.transcendental_ns.get(dtype) or target.transcendental_ns.get("float32")
+    fixed = target.transcendental_pass_ns.get(dtype, 0.0)
+    return (passes * fixed + n * ns) * 1e-9
+
+
+# Arguments of the kernel's per-call JIT entry points (kernels/cpu.py): the rows recurrence,
+# the gemm path's per-step epilogue, the projection GEMM.
+_ROWS_ARGS, _GEMM_STEP_ARGS = 15, 17
+# Inside the JIT code, per batch row and step: calls to the epilogue (8 arguments), the exp
+# (3, twice) and the row finish (5); per block and step, one product call (4 or 5 arguments);
+# per block, 7 scratch arrays allocated once per call.
+_ROW_CALLS = (4, 8 + 3 + 3 + 5)
+_PRODUCT_ARGS = 4
+_ROWS_ALLOCS = 7
+
+
+def inner_calls_s(target: Target, calls: int, args: int) -> float:
+    """`calls` JIT-to-JIT calls passing `args` array views in all."""
+    return calls * target.inner_call_s + max(args - calls, 0) * target.inner_arg_s
+
+
+def _host_kernel_row(r, D: int, T: int, B: int, dt: str, target: Target, threads: int, cfg: dict,
+                     ws: int, peak_1: float) -> dict:
+    """Seconds for one layer and direction of the CPU kernel (kernels/cpu.py), following its
+    algorithm: which path a batch takes, how rows are split over threads, what is hoisted.
+    Every rate is a calibrated figure of the routine the kernel calls, at this shape."""
+    H, P, E = r.hidden_size, r.out_size, r.input_size
+    G = 4 * H
+    proj, peep = _flags(r)
+    t_all = max(1, min(threads, target.cores))
+    out = {}
+    # Hoisted projection: one GEMM per layer for both directions, T*B rows; attributed per direction.
+    rows_in = T * B
+    if B >= cfg["gemm_min_batch"]:
+        rate = gemm_flops_per_s(target, dt, target.cores, rows_in, E * G * D, "dot")
+        out["projection"] = 2 * rows_in * E * G / rate
+    else:
+        par = t_all > 1 and rows_in * E * G * D >= cfg["parallel_projection_min_macs"]
+        rate = gemm_flops_per_s(target, dt, t_all if par else 1, rows_in, E * G * D, "own")
+        out["projection"] = 2 * rows_in * E * G / rate      # measured per call: dispatch included
+    # Per row of the batch and step: the epilogue (sigmoid/tanh passes over 3H then 2H
+    # elements, the cell update) and, with a projection, h = W_hr h.
+    elementwise = (r.flops_per_step - 2 * r.macs_per_step) / B
+    epi_row = (activation_s(target, dt, r.transcendentals_per_step // B, 2) + elementwise / peak_1
+               + inner_calls_s(target, *_ROW_CALLS))
+    if proj:
+        epi_row += 2 * H * P / gemm_flops_per_s(target, dt, 1, 1, H * P, "matvec")
+    if B >= cfg["gemm_min_batch"]:
+        # A BLAS GEMM per step (np.dot from Python) and a JIT epilogue call over all rows.
+        dot = 2 * B * P * G / gemm_flops_per_s(target, dt, target.cores, B, P * G, "dot")
+        par_epi = t_all > 1 and B * H >= cfg["parallel_epilogue_min_elements"]
+        rows_busy = -(-B // t_all) if par_epi else B
+        out["step_overhead"] = njit_call_s(target, _GEMM_STEP_ARGS) + (target.parallel_step_overhead_s
+                                                                      if par_epi else 0.0)
+        out["product"] = dot
+        out["epilogue"] = rows_busy * epi_row
+        out["layer"] = 0.0
+        out["product_level_threads"] = target.cores
+        return out
+    # Rows path: blocks of rows per thread over the whole sequence, one region per layer.
+    rpb = max(1, min(cfg["max_rows_per_block"], -(-B // t_all)))
+    nblk = -(-B // rpb)
+    active = 1 if rpb >= B else min(t_all, nblk)
+    blocks_busy = -(-nblk // active)
+    rows_busy = min(B, blocks_busy * rpb)
+    product = 0.0
+    left = rows_busy
+    while left > 0:
+        nr = min(rpb, left)
+        product += inner_calls_s(target, 1, _PRODUCT_ARGS)
+        if nr >= 4:
+            product += 2 * nr * P * G / gemm_flops_per_s(target, dt, active, nr, P * G, "block")
+        else:
+            product += nr * 2 * P * G / gemm_flops_per_s(target, dt, active, 1, P * G, "matvec")
+        left -= nr
+    out["product"] = product
+    out["epilogue"] = rows_busy * epi_row
+    out["step_overhead"] = 0.0
+    out["layer"] = (njit_call_s(target, _ROWS_ARGS) + blocks_busy * _ROWS_ALLOCS * target.alloc_s
+                    + (target.parallel_step_overhead_s if active > 1 else 0.0))
+    out["product_level_threads"] = active
+    return out
+
+
 def _energy_op(target: Target, kind: str, dtype: str) -> float:
     return target.energy[f"{kind}_pJ_{dtype}"] * 1e-12
 
@@ -247,7 +360,9 @@ def _model(c: Counts, target: Target, hoisted: bool, threads: int, implementatio
         a_step = r.activation_bytes_per_step + (r.gate_buffer_bytes_per_step if (r.kind == "lstm" and hoisted) else 0)
         gemm_s = 0.0
         in_macs = _input_macs(r, B) if r.kind == "lstm" else 0
-        if r.kind == "lstm" and hoisted and in_macs:
+        cfg = kernel_config(target) if (r.kind == "lstm" and hoisted and not persistent) else None
+        host = cfg is not None and _has_routines(target, dt)
+        if r.kind == "lstm" and hoisted and in_macs and not host:
             in_level = home_fused(r.input_weight_bytes)
             g_compute = 2 * in_macs * T / gemm_flops_per_s(target, dt, threads, T * B, in_macs // B)
             g_memory = r.input_weight_bytes / in_level.bandwidth_for(threads)
@@ -264,8 +379,26 @@ def _model(c: Counts, target: Target, hoisted: bool, threads: int, implementatio
         rec_macs = r.macs_per_step - (in_macs if hoisted else 0)
         elementwise = r.flops_per_step - 2 * r.macs_per_step
         over = step_over if r.kind != "embedding" else 0.0
-        rows = _row_split(target, B, threads) if (r.kind == "lstm" and not persistent) else None
-        if rows is not None:
+        rows = _row_split(target, B, threads) if (r.kind == "lstm" and not persistent and not host) else None
+        if host:
+            D = 2 if (r.name.endswith(".reverse") or any(o.name == r.name + ".reverse" for o in c.layers)) else 1
+            hk = _host_kernel_row(r, D, T, B, dt, target, threads, cfg, ws, 2 * target.peak_macs_per_s(dt, 1))
+            gemm_s = hk["projection"]
+            in_level = home_fused(r.input_weight_bytes)
+            by_bound["compute"] += gemm_s
+            energy["weight_reads"] += r.input_weight_bytes * in_level.energy_pJ_per_byte * 1e-12
+            if B >= cfg["gemm_min_batch"]:   # the bias pass over the gate buffer
+                buf_level = place_activations(target, T * r.gate_buffer_bytes_per_step // 2, threads)
+                bias_s = T * r.gate_buffer_bytes_per_step / buf_level.bandwidth_for(1)
+                gemm_s += bias_s
+                by_bound[f"memory:{buf_level.name}"] = by_bound.get(f"memory:{buf_level.name}", 0.0) + bias_s
+            w_level = place_weights(target, ws, 1)
+            over = hk["step_overhead"]
+            compute_s = hk["product"]
+            weights_s = acts_s = 0.0
+            epilogue_s = hk["epilogue"]
+            layer_s = hk["layer"]
+        elif rows is not None:
             # Per-row matvecs: each thread runs `per_thread` rows, reading W_hh once per row,
             # from the level holding one copy per core (private caches are not pooled).
             per_thread, active = rows
@@ -287,7 +420,7 @@ def _model(c: Counts, target: Target, hoisted: bool, threads: int, implementatio
             layer_s = 0.0
             if r.kind == "lstm" and target.kernel and not persistent:  # a BLAS call + a parallel epilogue per step
                 over = target.call_overhead_s + target.parallel_step_overhead_s
-        if r.kind == "lstm" and hoisted and target.kernel:
+        if r.kind == "lstm" and hoisted and target.kernel and not host:
             # The bias pass over the gate buffer (xp += b): read and written once per step.
             buf_level = place_activations(target, T * r.gate_buffer_bytes_per_step // 2, threads)
             bias_s = T * r.gate_buffer_bytes_per_step / buf_level.bandwidth_for(1)
@@ -296,6 +429,9 @@ def _model(c: Counts, target: Target, hoisted: bool, threads: int, implementatio
         gemm_s += layer_s
         by_bound["overhead"] += layer_s
         memory_s = weights_s + acts_s
+        if host and not (w_level.kind == "cache" and not w_level.shared):
+            # the product streams W from a shared level (L3, DRAM): its measured rate is that level's
+            weights_s, compute_s, memory_s = compute_s, 0.0, compute_s
         step_s = over + max(compute_s, memory_s) + epilogue_s
         mem_bound = f"memory:{w_level.name}" if weights_s >= acts_s else f"memory:{act_level.name}"
         winner = "compute" if compute_s >= memory_s else mem_bound

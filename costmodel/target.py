@@ -92,13 +92,19 @@ class MemoryLevel:
 
 @dataclass(frozen=True)
 class GemmPoint:
-    """A measured matrix product (M x K) @ (K x N): host calibration."""
+    """A measured matrix product (M x K) @ (K x N): host calibration. `routine` says what
+    computed it: "blas" (np.dot inside @njit, the machine's BLAS rate), or one of the CPU
+    kernel's routines timed on random matrices: "dot" (np.dot called from Python, per call),
+    "own" (the register-blocked projection GEMM, one call; threads > 1: a prange region),
+    "block" (the small GEMM on a block of m rows, per thread with `threads` running),
+    "matvec" (z += W v, per thread with `threads` running)."""
     dtype: str
     threads: int
     m: int
     k: int
     n: int
     GFLOP_per_s: float
+    routine: str = "blas"
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,12 @@ class Target:
     # How the CPU kernel splits the work (host): batches below gemm_min_batch run as
     # per-row matvecs, rows_per_block rows per thread; empty: one product per step.
     kernel: Dict[str, int] = field(default_factory=dict)
+    njit_call_s: float = 0.0             # a Python call of an @njit function with one array argument
+    njit_arg_s: float = 0.0              # each further array argument of such a call
+    inner_call_s: float = 0.0            # a call between JIT functions with one array-view argument
+    inner_arg_s: float = 0.0             # each further view argument of such a call
+    alloc_s: float = 0.0                 # a small array allocated inside JIT code
+    transcendental_pass_ns: Dict[str, float] = field(default_factory=dict)  # fixed cost of a vectorized pass
     sources: Dict[str, str] = field(default_factory=dict)
     calibration: Dict[str, object] = field(default_factory=dict)
     path: str = ""
@@ -135,6 +147,19 @@ class Target:
                               f"{', '.join(sorted(self.macs_per_cycle))})")
         t = max(1, min(threads, self.cores))
         return self.clock_MHz * 1e6 * rate * t * (self.parallel_efficiency if t > 1 else 1.0)
+
+    def roofline(self):
+        """(label, peak GFLOP/s, bandwidth GB/s) per memory level, for a roofline plot: the
+        all-core peak of the widest float type the target has, and each level's bandwidth
+        with all cores."""
+        dt = next((d for d in ("float32", "float16", "bfloat16", "int8", "float64") if d in self.macs_per_cycle),
+                  next(iter(self.macs_per_cycle)))
+        peak = 2 * self.peak_macs_per_s(dt, self.cores) / 1e9
+        out = []
+        for m in self.memory:
+            bw = m.bandwidth_for(self.cores) / 1e9
+            out.append((f"{m.name} {bw:.3g} GB/s, {dt} peak {peak:.3g} GFLOP/s", peak, bw))
+        return out
 
     def level(self, name: str) -> MemoryLevel:
         for m in self.memory:
@@ -274,10 +299,13 @@ def parse_target(data: dict, fname: str, path: str = "") -> Target:
         gr = _Reader(fname, g, f"gemm[{i}].")
         gemm.append(GemmPoint(dtype=gr.string("dtype", choices=tuple(_OPS_PJ)), threads=gr.integer("threads"),
                               m=gr.integer("m"), k=gr.integer("k"), n=gr.integer("n"),
-                              GFLOP_per_s=gr.number("GFLOP_per_s")))
+                              GFLOP_per_s=gr.number("GFLOP_per_s"),
+                              routine=gr.string("routine", "blas",
+                                                choices=("blas", "dot", "own", "block", "matvec"))))
     kr = r.sub("kernel", required=False)
     kernel = {k: kr.integer(k) for k in ("gemm_min_batch", "rows_per_block") if k in kr.table} if kr else {}
     t_ns = {k[3:]: tr.number(k) for k in tr.table if k.startswith("ns_")}
+    t_pass = {k[8:]: tr.number(k, positive=False) for k in tr.table if k.startswith("pass_ns_")}
     calib = r.raw("calibration", {})
     return Target(
         name=r.string("name"), description=r.string("description", ""),
@@ -291,6 +319,11 @@ def parse_target(data: dict, fname: str, path: str = "") -> Target:
         transcendental_cycles=tr.number("cycles", 20.0), transcendental_ns=t_ns,
         parallel_efficiency=r.number("parallel_efficiency", 1.0),
         energy=energy, gemm=tuple(gemm), kernel=kernel, sources=sources,
+        njit_call_s=ov.number("njit_call_s", 0.0, positive=False),
+        njit_arg_s=ov.number("njit_arg_s", 0.0, positive=False), transcendental_pass_ns=t_pass,
+        inner_call_s=ov.number("inner_call_s", 0.0, positive=False),
+        inner_arg_s=ov.number("inner_arg_s", 0.0, positive=False),
+        alloc_s=ov.number("alloc_s", 0.0, positive=False),
         calibration=dict(calib) if isinstance(calib, dict) else {}, path=path)
 
 

@@ -170,3 +170,56 @@ def test_cli_size_predictions_json(capsys):
     assert d["predictions"][0]["latency_s"] > d["predictions"][1]["latency_s"] > 0
     assert main(["size", "--input-size", "80", "--hidden-size", "12", "--target", "cortex-m7"]) == 0
     assert "max rate" in capsys.readouterr().out
+
+
+def _routine_points(dtype, rate):
+    pts = []
+    for routine, th in (("dot", 2), ("own", 1), ("own", 2), ("block", 1), ("block", 2), ("matvec", 1), ("matvec", 2)):
+        for m in (1, 1024):
+            for k in (32, 1024):
+                pts.append(f'[[gemm]]\nroutine = "{routine}"\ndtype = "{dtype}"\nthreads = {th}\nm = {m}\n'
+                           f'k = {k}\nn = {4 * k}\nGFLOP_per_s = {rate[routine]}\n')
+    return "\n".join(pts)
+
+
+HOSTY = TOY.replace('kind = "accelerator"', 'kind = "host"\ncores = 2').replace(
+    "step_s = 1e-6", "step_s = 1e-6\nparallel_step_s = 3e-6\nnjit_call_s = 1e-7\nnjit_arg_s = 1e-8\n"
+                     "inner_call_s = 0\ninner_arg_s = 0\nalloc_s = 1e-8").replace(
+    "cycles = 20", "cycles = 20\nns_float32 = 1.0\npass_ns_float32 = 10.0") + '''
+[kernel]
+gemm_min_batch = 32
+rows_per_block = 8
+''' + _routine_points("float32", {"dot": 50, "own": 20, "block": 10, "matvec": 5})
+
+
+def test_host_kernel_rows_path_by_hand(tmp_path):
+    """B=8 on 2 threads: two blocks of 4 rows, one per thread, each step a 4-row small GEMM
+    at the "block" rate and 4 epilogues; the projection at the serial "own" rate (below
+    parallel_projection_min_macs); one parallel region per layer."""
+    from edgelstm.kernels.cpu import config as kc
+    f = tmp_path / "hosty.toml"
+    f.write_text(HOSTY)
+    spec = LSTMSpec(input_size=32, hidden_size=32)
+    B, T, H = 8, 10, 32
+    p = predict(spec, load_target(str(f)), batch=B, seq_len=T, dtype="float32", threads=2)
+    assert T * B * 32 * 4 * H < kc.parallel_projection_min_macs and B < kc.gemm_min_batch
+    proj = 2 * T * B * 32 * 4 * H / 20e9
+    product = 2 * 4 * H * 4 * H / 10e9
+    row = count(spec, batch=B, seq_len=T, dtype="float32").layers[0]
+    elementwise = (row.flops_per_step - 2 * row.macs_per_step) / B
+    epi_row = (2 * 10.0 + 5 * H * 1.0) * 1e-9 + elementwise / 2e9
+    layer = 1e-7 + 14 * 1e-8 + 7 * 1e-8 + 3e-6
+    assert p.latency_s == pytest.approx(2e-6 + proj + layer + T * (product + 4 * epi_row), rel=1e-9)
+
+
+def test_host_kernel_gemm_path_uses_the_dot_rate_per_step(tmp_path):
+    f = tmp_path / "hosty.toml"
+    f.write_text(HOSTY)
+    spec = LSTMSpec(input_size=32, hidden_size=32)
+    t = load_target(str(f))
+    a = predict(spec, t, batch=64, seq_len=10, dtype="float32", threads=2)
+    # one np.dot per step at the "dot" rate, one JIT epilogue call (17 arguments) per step
+    assert a.breakdown["step_overhead"] == pytest.approx(10 * (1e-7 + 16 * 1e-8))
+    # (attributed to the level holding W_hh when that is not a private cache, as here: SRAM)
+    product = a.breakdown["recurrent_compute"] + a.breakdown["weight_memory"]
+    assert product == pytest.approx(10 * 2 * 64 * 32 * 128 / 50e9)

@@ -146,3 +146,14 @@ def test_cli_targets_and_bad_target(tmp_path, monkeypatch, capsys):
     assert main(["size", "--input-size", "8", "--hidden-size", "8", "--target", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "toy.toml: memory[1].bandwidth_GB_per_s" in err
+
+
+def test_roofline_gives_a_roof_per_memory_level():
+    from edgelstm.costmodel.target import load_target
+    t = load_target("cortex-m7")
+    roofs = t.roofline()
+    assert len(roofs) == len(t.memory)
+    peak = 2 * t.peak_macs_per_s("float32" if "float32" in t.macs_per_cycle else next(iter(t.macs_per_cycle)),
+                                 t.cores) / 1e9
+    for (label, p, bw), m in zip(roofs, t.memory):
+        assert m.name in label and p == pytest.approx(peak) and bw == pytest.approx(m.bandwidth_for(t.cores) / 1e9)

@@ -27,6 +27,7 @@ moves each result by O(K eps), far inside the 1e-12 tolerance, and keeps NaN sem
 from __future__ import annotations
 
 import math
+import types
 from dataclasses import dataclass
 
 import numba
@@ -59,6 +60,18 @@ _LOG2E = 1.4426950408889634
 _LN2_HI = 0.6931471803691238
 _LN2_LO = 1.9082149292705877e-10
 _EXP_MIN_ARG = -708.0
+
+
+def _jit_variant(impl, suffix, **options):
+    """njit a copy of `impl` under its own name. Numba's on-disk cache keys a function by
+    its qualified name and line, not by its options: two njit(cache=True) wrappers of one
+    Python function (a parallel and a serial variant) share one cache entry, and whichever
+    compiled first is what both run. A renamed copy gets a cache entry of its own."""
+    f = types.FunctionType(impl.__code__, impl.__globals__, impl.__name__ + suffix,
+                           impl.__defaults__, impl.__closure__)
+    f.__qualname__ = impl.__qualname__ + suffix
+    f.__doc__ = impl.__doc__
+    return njit(cache=True, error_model="numpy", **options)(f)
 
 
 # ---------------------------------------------------------------------------------------
@@ -284,9 +297,8 @@ def _gemm_acc(X, W, out, N):
 
 
 
-_gemm_bias = njit(cache=True, fastmath=FASTMATH_DOT, error_model="numpy")(_gemm_bias_impl)
-_gemm_bias_parallel = njit(cache=True, fastmath=FASTMATH_DOT, error_model="numpy",
-                           parallel=True)(_gemm_bias_impl)
+_gemm_bias = _jit_variant(_gemm_bias_impl, "_serial", fastmath=FASTMATH_DOT)
+_gemm_bias_parallel = _jit_variant(_gemm_bias_impl, "_parallel", fastmath=FASTMATH_DOT, parallel=True)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
@@ -344,8 +356,8 @@ def _layer_rows_impl(xp, g_off, whhT, whrT, peep, has_proj, has_peep, lengths, r
 
 # One block of rows runs serially: a parallel region costs a wake-up and a join of every
 # thread even with one iteration, and on a loaded machine that join waits for a time slice.
-_layer_rows = njit(cache=True, fastmath=FASTMATH, parallel=True, error_model="numpy")(_layer_rows_impl)
-_layer_rows_serial = njit(cache=True, fastmath=FASTMATH, error_model="numpy")(_layer_rows_impl)
+_layer_rows = _jit_variant(_layer_rows_impl, "_parallel", fastmath=FASTMATH, parallel=True)
+_layer_rows_serial = _jit_variant(_layer_rows_impl, "_serial", fastmath=FASTMATH)
 
 
 def _epilogue_gemm_step_impl(zb, xp_t, g_off, whrT, peep, has_proj, has_peep, lengths, t,
@@ -364,8 +376,8 @@ def _epilogue_gemm_step_impl(zb, xp_t, g_off, whrT, peep, has_proj, has_peep, le
             _finish_row(hf[b], whrT, has_proj, h[b], y_t[b, y_off:y_off + P])
 
 
-_epilogue_gemm_step = njit(cache=True, fastmath=FASTMATH, parallel=True, error_model="numpy")(_epilogue_gemm_step_impl)
-_epilogue_gemm_step_serial = njit(cache=True, fastmath=FASTMATH, error_model="numpy")(_epilogue_gemm_step_impl)
+_epilogue_gemm_step = _jit_variant(_epilogue_gemm_step_impl, "_parallel", fastmath=FASTMATH, parallel=True)
+_epilogue_gemm_step_serial = _jit_variant(_epilogue_gemm_step_impl, "_serial", fastmath=FASTMATH)
 
 
 def _layer_gemm(xp, g_off, whhT, whrT, peep, has_proj, has_peep, lengths, reverse, h, c, y, y_off):

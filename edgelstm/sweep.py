@@ -322,45 +322,39 @@ def plot(results: List[Result], out_dir: Path, target=None) -> List[Path]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    paths = []
-    colors = {"float32": "tab:blue", "float64": "tab:orange"}
+
+    def scatter_by_dtype(ax, x, y, label):
+        for dt, color in (("float32", "tab:blue"), ("float64", "tab:orange")):
+            pts = [r for r in results if r.dtype == dt]
+            if pts:
+                ax.scatter([x(r) for r in pts], [y(r) for r in pts], label=label + dt, color=color, s=18)
+
+    def save(fig, ax, name, title, legend_size):
+        ax.set(xscale="log", yscale="log", title=title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=legend_size)
+        fig.savefig(out_dir / name, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        return out_dir / name
 
     fig, ax = plt.subplots(figsize=(7, 5))
-    for dt in BENCH_DTYPES:
-        pts = [r for r in results if r.dtype == dt]
-        if pts:
-            ax.scatter([r.flops_per_byte for r in pts], [r.gflops_per_s for r in pts], label=f"measured {dt}",
-                       color=colors[dt], s=18)
-    roofs = roofline_lines(target)
+    scatter_by_dtype(ax, lambda r: r.flops_per_byte, lambda r: r.gflops_per_s, "measured ")
     xs = np.logspace(-2, 4, 200)
-    for name, peak_gflops, bw_gbs in roofs:
+    for name, peak_gflops, bw_gbs in roofline_lines(target):
         ax.plot(xs, np.minimum(peak_gflops, xs * bw_gbs), lw=1, label=name)
-    ax.set(xscale="log", yscale="log", xlabel="arithmetic intensity (FLOP / byte moved)", ylabel="GFLOP/s",
-           title="Roofline of this machine with the measured LSTM kernels")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    paths.append(out_dir / "roofline.png")
-    fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    ax.set(xlabel="arithmetic intensity (FLOP / byte moved)", ylabel="GFLOP/s")
+    paths = [save(fig, ax, "roofline.png", "Roofline of this machine with the measured LSTM kernels", 7)]
 
     fig, ax = plt.subplots(figsize=(6, 6))
-    for dt in BENCH_DTYPES:
-        pts = [r for r in results if r.dtype == dt]
-        if pts:
-            ax.scatter([r.measured_s for r in pts], [r.predicted_s for r in pts], label=dt, color=colors[dt], s=18)
+    scatter_by_dtype(ax, lambda r: r.measured_s, lambda r: r.predicted_s, "")
     if results:
         lo = min(min(r.measured_s, r.predicted_s) for r in results) / 2
         hi = max(max(r.measured_s, r.predicted_s) for r in results) * 2
         line = np.array([lo, hi])
         ax.plot(line, line, "k-", lw=1, label="predicted = measured")
         ax.fill_between(line, line * (1 - WITHIN), line * (1 + WITHIN), color="grey", alpha=0.2, label="±15%")
-    ax.set(xscale="log", yscale="log", xlabel="measured (s)", ylabel="predicted (s)",
-           title="Predicted against measured")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    paths.append(out_dir / "predicted_vs_measured.png")
-    fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    ax.set(xlabel="measured (s)", ylabel="predicted (s)")
+    paths.append(save(fig, ax, "predicted_vs_measured.png", "Predicted against measured", 8))
     return paths
 
 

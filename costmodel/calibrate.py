@@ -281,7 +281,7 @@ def _routine_jit():
     matvec, the vectorized exp), timed on random matrices: what each costs on this machine
     at a given shape and in the cache level its operand lives in. None of them is an LSTM."""
     from numba import njit, prange
-    from edgelstm.kernels.cpu import _axpy_multi, _gemm_acc, _vexp_neg
+    from edgelstm.kernels.cpu import _axpy_multi, _epilogue, _finish_row, _gemm_acc, _vexp_neg
 
     @njit
     def block_gemm(X, W, out, m, reps):       # out[:m] += X[:m] W^T, reps times
@@ -320,8 +320,33 @@ def _routine_jit():
                 y[j] = s if x[j] >= 0.0 else a[j] * s
         return y[0]
 
+    # The rows path's per-row elementwise work, as the kernel does it for each active row:
+    # copy the row's gates, `_epilogue`, `_finish_row`; JIT-to-JIT calls included. Rows cycle
+    # through a small random batch, scratch shared as in the kernel's block.
+    @njit
+    def epi_rows(xp, z, c, peep, a, s, ib, hf, whrT, h, y, reps):
+        n = xp.shape[0]
+        for r in range(reps):
+            q = r % n
+            z[0, :] = xp[q]
+            _epilogue(z[0], c[q], peep, False, a, s, ib, hf)
+            _finish_row(hf, whrT, False, h[q], y[q])
+        return y[0, 0]
+
+    @njit(parallel=True)
+    def epi_rows_par(xp, z, c, peep, a, s, ib, hf, whrT, h, y, reps):  # each thread its own rows
+        n = xp.shape[0]
+        for t in prange(z.shape[0]):
+            for r in range(reps):
+                q = r % n
+                z[t, :] = xp[q]
+                _epilogue(z[t], c[t, q], peep, False, a[t], s[t], ib[t], hf[t])
+                _finish_row(hf[t], whrT, False, h[t, q], y[t, q])
+        return y[0, 0, 0]
+
     return dict(block_gemm=block_gemm, block_gemm_par=block_gemm_par, matvec=matvec,
-                matvec_par=matvec_par, sigmoid_pass=sigmoid_pass)
+                matvec_par=matvec_par, sigmoid_pass=sigmoid_pass, epi_rows=epi_rows,
+                epi_rows_par=epi_rows_par)
 
 
 def _best(fn, repeats: int) -> float:
@@ -440,6 +465,75 @@ class _Bench:
         reps = _reps_for(one, self.budget_s)
         return _best(lambda: f(reps), self.repeats) / reps
 
+    def epilogue_rows(self, dtype, H, threads) -> float:
+        """Seconds per row of the rows path's elementwise work (gate copy, `_epilogue`,
+        `_finish_row` on random vectors of 4H), from a JIT loop; with threads > 1, per thread
+        while every thread runs its own rows."""
+        rng = np.random.default_rng(0)
+        G, n, t = 4 * H, 8, max(threads, 1)
+        xp, c = rng.standard_normal((n, G)).astype(dtype), rng.standard_normal((t, n, H)).astype(dtype)
+        peep, whrT = np.zeros((3, 1), dtype), np.zeros((1, 1), dtype)
+        z, hf = np.empty((t, G), dtype), np.empty((t, H), dtype)
+        a, s, ib = np.empty((t, G)), np.empty((t, G)), np.empty((t, G), np.int64)
+        h, y = np.zeros((t, n, H), dtype), np.zeros((t, n, H), dtype)
+        if threads == 1:
+            f = lambda reps: self.k["epi_rows"](xp, z, c[0], peep, a[0], s[0], ib[0], hf[0], whrT, h[0], y[0], reps)
+        else:
+            f = lambda reps: self.k["epi_rows_par"](xp, z, c, peep, a, s, ib, hf, whrT, h, y, reps)
+        f(1)
+        one = _best(lambda: f(8), 2) / 8
+        reps = _reps_for(one, self.budget_s)
+        return _best(lambda: f(reps), self.repeats) / reps
+
+    def epilogue_gemm_step(self, dtype, H, B, njit17_s) -> float:
+        """Seconds per row of the gemm path's per-step epilogue (`_epilogue_gemm_step`, serial,
+        as the kernel runs it below parallel_epilogue_min_elements) over B random rows, one
+        Python call; the call's dispatch (njit_call with its 17 arguments, measured apart) is
+        taken out."""
+        from edgelstm.kernels.cpu import _epilogue_gemm_step_serial as f
+        rng = np.random.default_rng(0)
+        G = 4 * H
+        zb, xp_t = rng.standard_normal((B, G)).astype(dtype), np.zeros((B, G), dtype)
+        c, h, y_t = rng.standard_normal((B, H)).astype(dtype), np.zeros((B, H), dtype), np.zeros((B, H), dtype)
+        whrT, peep, lens = np.zeros((1, 1), dtype), np.zeros((3, 1), dtype), np.ones(B, np.int64)
+        a, s, ib, hf = np.empty((B, G)), np.empty((B, G)), np.empty((B, G), np.int64), np.empty((B, H), dtype)
+        args = (zb, xp_t, 0, whrT, peep, False, False, lens, 0, h, c, y_t, 0, a, s, ib, hf)
+        f(*args)
+        one = _best(lambda: f(*args), 3)
+        reps = max(3, _reps_for(one, self.budget_s))
+
+        def loop():
+            for _ in range(reps):
+                f(*args)
+        return max(_best(loop, self.repeats) / reps - njit17_s, 0.0) / B
+
+    def python_costs(self) -> dict:
+        """Python-side pieces of the lstm() wrapper, each timed alone: a small np.empty, a
+        reshape view, numba.get_num_threads(), and one call of the wrapper's input validation
+        (edgelstm._checks.check_lstm_inputs) on random input."""
+        import numba
+        n = 2000 if self.quick else 20000
+        x = np.zeros((4, 2, 16), np.float32)
+
+        def per(fn):
+            def loop():
+                for _ in range(n):
+                    fn()
+            return _best(loop, self.repeats) / n
+        out = {"py_alloc_s": per(lambda: np.empty((4, 2, 64), np.float32)),
+               "py_view_s": per(lambda: x.reshape(8, 16)),
+               "py_threads_s": per(numba.get_num_threads)}
+        try:
+            from edgelstm._checks import check_lstm_inputs
+            from edgelstm.spec import LSTMSpec
+            from edgelstm.weights import LSTMWeights
+            w = LSTMWeights.random(LSTMSpec(input_size=16, hidden_size=16), seed=0, dtype="float32")
+            xr = np.random.default_rng(0).standard_normal((4, 2, 16)).astype(np.float32)
+            out["check_s"] = per(lambda: check_lstm_inputs(xr, w, None, None, None, False))
+        except ImportError:
+            out["check_s"] = 0.0
+        return out
+
     def inner_calls(self) -> tuple:
         """(seconds of a call between @njit functions taking one array-view argument, seconds
         per further view argument)."""
@@ -544,7 +638,9 @@ GEMM_K = (64, 256, 1024)   # N = 4K: the shape of a gate product
 # beyond (float32: 16 KB, 256 KB, 4 MB, 16 MB; float64 twice that).
 ROUTINE_K = (32, 128, 512, 1024)
 DOT_M = (1, 16, 64, 256, 1024)     # np.dot from Python: rows of a step's product or of a projection
-OWN_M = (4, 32, 256)               # the register-blocked projection GEMM, serial and prange
+OWN_M = (1, 4, 32, 256)            # the register-blocked projection GEMM, serial and prange
+EPI_H = (16, 64, 256, 1024)        # hidden sizes of the elementwise (epilogue) tables
+EPI_B = 64                         # rows of the gemm path's per-step epilogue call
 BLOCK_M = (4, 8)                   # the small GEMM on a block of rows
 SIGMOID_N = (96, 3072)             # elements per vectorized sigmoid pass
 
@@ -595,6 +691,15 @@ def measure(quick: bool = False, log=None) -> dict:
                                   for dt in ("float32", "float64")}
         res["njit_call_s"], res["njit_arg_s"] = b.njit_args()
         res["inner_call_s"], res["inner_arg_s"] = b.inner_calls()
+        log("the CPU kernel's elementwise blocks (epilogue per row) and Python-side wrapper pieces")
+        nj17 = res["njit_call_s"] + 16 * res["njit_arg_s"]
+        ew = res["elementwise"] = []
+        for dt in ("float32", "float64"):
+            for H in EPI_H:
+                for th in thread_counts:
+                    ew.append(("rows", dt, th, H, 1, b.epilogue_rows(dt, H, th)))
+                ew.append(("gemm_step", dt, 1, H, EPI_B, b.epilogue_gemm_step(dt, H, EPI_B, nj17)))
+        res.update(b.python_costs())
         res["alloc_s"] = b.alloc()
     log("read bandwidth per level")
     levels = caches()
@@ -648,6 +753,9 @@ def host_toml(res: dict) -> str:
           *([f"njit_call_s = {res['njit_call_s']:.4g}", f"njit_arg_s = {res['njit_arg_s']:.4g}",
              f"inner_call_s = {res['inner_call_s']:.4g}", f"inner_arg_s = {res['inner_arg_s']:.4g}",
              f"alloc_s = {res['alloc_s']:.4g}"] if "njit_call_s" in res else []),
+          *([f"py_alloc_s = {res['py_alloc_s']:.4g}", f"py_view_s = {res['py_view_s']:.4g}",
+             f"py_threads_s = {res['py_threads_s']:.4g}", f"check_s = {res['check_s']:.4g}"]
+            if "py_alloc_s" in res else []),
           f"source = {_toml_str(src + ': checking wrapper + empty @njit call; @njit loop trip; prange region per trip')}",
           "", "[transcendental]"]
     ns = res.get("sigmoid_ns") or res["transcendental_ns"]
@@ -672,6 +780,9 @@ def host_toml(res: dict) -> str:
     for name, dt, th, m, k, n, flops in res.get("routines", []):
         L += ["[[gemm]]", f"routine = \"{name}\"", f"dtype = \"{dt}\"", f"threads = {th}", f"m = {m}", f"k = {k}",
               f"n = {n}", f"GFLOP_per_s = {flops / 1e9:.4g}", ""]
+    for name, dt, th, H, B, sec in res.get("elementwise", []):
+        L += ["[[elementwise]]", f"routine = \"{name}\"", f"dtype = \"{dt}\"", f"threads = {th}",
+              f"hidden = {H}", f"batch = {B}", f"ns_per_row = {max(sec * 1e9, 1e-3):.4g}", ""]
     import numba
     L += ["[calibration]", f"date = \"{date}\"", f"cpu_model = {_toml_str(model)}",
           f"method = {_toml_str(METHOD)}", f"quick = {'true' if res['quick'] else 'false'}",

@@ -248,6 +248,42 @@ _PRODUCT_ARGS = 4
 _ROWS_ALLOCS = 7
 
 
+def elementwise_row_s(target: Target, routine: str, dtype: str, H: int, threads: int) -> Optional[float]:
+    """Seconds per batch row of the kernel's elementwise block `routine` ("rows": gate copy,
+    `_epilogue`, `_finish_row` from JIT code; "gemm_step": `_epilogue_gemm_step` per row) at
+    hidden size H: the target's measured table, log-log interpolated in H, proportional to H
+    past its largest H, clamped below its smallest. None when the target has no such table."""
+    pts = [e for e in target.elementwise if e.routine == routine and e.dtype == dtype]
+    if not pts:
+        return None
+    counts_ = sorted({e.threads for e in pts})
+    th = max([t for t in counts_ if t <= threads] or counts_[:1])
+    table = sorted((e.hidden, e.ns_per_row) for e in pts if e.threads == th)
+    hs = [h for h, _ in table]
+    if H > hs[-1]:
+        return table[-1][1] * H / hs[-1] * 1e-9
+    lo, hi, f = _bracket(hs, H)
+    ns = dict(table)
+    return math.exp((1 - f) * math.log(ns[lo]) + f * math.log(ns[hi])) * 1e-9
+
+
+def wrapper_once_s(target: Target) -> float:
+    """The lstm() wrapper's fixed Python-side cost per call, counted from edgelstm/run.py and
+    kernels/cpu.py:lstm_cpu: one input validation (check_s), one numba.get_num_threads()
+    (py_threads_s), three allocations (h_n, c_n, lengths: py_alloc_s each) and one
+    ascontiguousarray of x (py_view_s). Without these figures: the target's call_s."""
+    if not target.check_s:
+        return target.call_overhead_s
+    return target.check_s + target.py_threads_s + 3 * target.py_alloc_s + target.py_view_s
+
+
+# Per layer, lstm_cpu allocates xp and y (py_alloc_s each) and takes two reshape views of them
+# (py_view_s each); the gemm path's _layer_gemm allocates 5 scratch arrays, calls
+# numba.get_num_threads() once, and per step slices xp[t] and y[t] (two views).
+_LAYER_PY_ALLOCS, _LAYER_PY_VIEWS = 2, 2
+_GEMM_LAYER_ALLOCS, _GEMM_STEP_VIEWS = 5, 2
+
+
 def inner_calls_s(target: Target, calls: int, args: int) -> float:
     """`calls` JIT-to-JIT calls passing `args` array views in all."""
     return calls * target.inner_call_s + max(args - calls, 0) * target.inner_arg_s
@@ -275,20 +311,26 @@ def _host_kernel_row(r, D: int, T: int, B: int, dt: str, target: Target, threads
     # Per row of the batch and step: the epilogue (sigmoid/tanh passes over 3H then 2H
     # elements, the cell update) and, with a projection, h = W_hr h.
     elementwise = (r.flops_per_step - 2 * r.macs_per_step) / B
-    epi_row = (activation_s(target, dt, r.transcendentals_per_step // B, 2) + elementwise / peak_1
-               + inner_calls_s(target, *_ROW_CALLS))
-    if proj:
-        epi_row += 2 * H * P / gemm_flops_per_s(target, dt, 1, 1, H * P, "matvec")
+    composed = (activation_s(target, dt, r.transcendentals_per_step // B, 2) + elementwise / peak_1
+                + inner_calls_s(target, *_ROW_CALLS))
+    # Measured tables (no projection, no peepholes): add the peephole FMAs (3H) and the
+    # projection matvec h = W_hr hf when the spec has them.
+    extra = (6 * H / peak_1 if peep else 0.0) + (
+        2 * H * P / gemm_flops_per_s(target, dt, 1, 1, H * P, "matvec") if proj else 0.0)
+    py = _LAYER_PY_ALLOCS * target.py_alloc_s + _LAYER_PY_VIEWS * target.py_view_s
     if B >= cfg["gemm_min_batch"]:
         # A BLAS GEMM per step (np.dot from Python) and a JIT epilogue call over all rows.
         dot = 2 * B * P * G / gemm_flops_per_s(target, dt, target.cores, B, P * G, "dot")
         par_epi = t_all > 1 and B * H >= cfg["parallel_epilogue_min_elements"]
         rows_busy = -(-B // t_all) if par_epi else B
-        out["step_overhead"] = njit_call_s(target, _GEMM_STEP_ARGS) + (target.parallel_step_overhead_s
-                                                                      if par_epi else 0.0)
+        table = None if par_epi else elementwise_row_s(target, "gemm_step", dt, H, 1)
+        epi_row = (table if table is not None else composed + (2 * H * P / gemm_flops_per_s(
+            target, dt, 1, 1, H * P, "matvec") if proj else 0.0)) + (extra if table is not None else 0.0)
+        out["step_overhead"] = (njit_call_s(target, _GEMM_STEP_ARGS) + _GEMM_STEP_VIEWS * target.py_view_s
+                                + (target.parallel_step_overhead_s if par_epi else 0.0))
         out["product"] = dot
         out["epilogue"] = rows_busy * epi_row
-        out["layer"] = 0.0
+        out["layer"] = py + _GEMM_LAYER_ALLOCS * target.py_alloc_s + target.py_threads_s
         out["product_level_threads"] = target.cores
         return out
     # Rows path: blocks of rows per thread over the whole sequence, one region per layer.
@@ -307,10 +349,13 @@ def _host_kernel_row(r, D: int, T: int, B: int, dt: str, target: Target, threads
         else:
             product += nr * 2 * P * G / gemm_flops_per_s(target, dt, active, 1, P * G, "matvec")
         left -= nr
+    table = elementwise_row_s(target, "rows", dt, H, active)
+    epi_row = (table + extra) if table is not None else composed + (
+        2 * H * P / gemm_flops_per_s(target, dt, 1, 1, H * P, "matvec") if proj else 0.0)
     out["product"] = product
     out["epilogue"] = rows_busy * epi_row
     out["step_overhead"] = 0.0
-    out["layer"] = (njit_call_s(target, _ROWS_ARGS) + blocks_busy * _ROWS_ALLOCS * target.alloc_s
+    out["layer"] = (py + njit_call_s(target, _ROWS_ARGS) + blocks_busy * _ROWS_ALLOCS * target.alloc_s
                     + (target.parallel_step_overhead_s if active > 1 else 0.0))
     out["product_level_threads"] = active
     return out
@@ -344,10 +389,13 @@ def _model(c: Counts, target: Target, hoisted: bool, threads: int, implementatio
     home_fused = lambda n: place_weights(target, n, threads)
     terms, energy = [], {"macs": 0.0, "elementwise": 0.0, "transcendentals": 0.0,
                          "weight_reads": 0.0, "activation_reads": 0.0}
-    breakdown = {"call_overhead": target.call_overhead_s, "step_overhead": 0.0, "input_gemm": 0.0,
+    # The host CPU kernel's wrapper: its Python-side pieces counted (wrapper_once_s); else call_s.
+    host_call = (hoisted and not persistent and kernel_config(target) is not None and _has_routines(target, dt))
+    call_s = wrapper_once_s(target) if host_call else target.call_overhead_s
+    breakdown = {"call_overhead": call_s, "step_overhead": 0.0, "input_gemm": 0.0,
                  "weight_load": 0.0, "recurrent_compute": 0.0, "weight_memory": 0.0,
                  "activation_memory": 0.0, "epilogue": 0.0}
-    by_bound: Dict[str, float] = {"overhead": target.call_overhead_s, "compute": 0.0}
+    by_bound: Dict[str, float] = {"overhead": call_s, "compute": 0.0}
     if persistent:  # one launch per layer for the whole sequence
         launches = target.step_overhead_s * len(lstm_rows)
         breakdown["call_overhead"] += launches

@@ -108,6 +108,21 @@ class GemmPoint:
 
 
 @dataclass(frozen=True)
+class ElementwisePoint:
+    """Measured seconds per batch row of one of the CPU kernel's elementwise building blocks
+    at hidden size `hidden`, timed on random vectors (host calibration): "rows" (the rows
+    path's per-row sequence: gate copy, `_epilogue`, `_finish_row`, called from a JIT loop;
+    per thread with `threads` running), "gemm_step" (the gemm path's per-step epilogue
+    `_epilogue_gemm_step`, one Python call over `batch` rows, its dispatch taken out)."""
+    routine: str
+    dtype: str
+    threads: int
+    hidden: int
+    ns_per_row: float
+    batch: int = 1
+
+
+@dataclass(frozen=True)
 class Target:
     name: str
     description: str
@@ -133,6 +148,11 @@ class Target:
     inner_call_s: float = 0.0            # a call between JIT functions with one array-view argument
     inner_arg_s: float = 0.0             # each further view argument of such a call
     alloc_s: float = 0.0                 # a small array allocated inside JIT code
+    py_alloc_s: float = 0.0              # a small np.empty / np.zeros called from Python
+    py_view_s: float = 0.0               # a reshape (a view) from Python
+    py_threads_s: float = 0.0            # numba.get_num_threads() from Python
+    check_s: float = 0.0                 # the lstm() input validation (edgelstm._checks), one call
+    elementwise: Tuple[ElementwisePoint, ...] = ()
     transcendental_pass_ns: Dict[str, float] = field(default_factory=dict)  # fixed cost of a vectorized pass
     sources: Dict[str, str] = field(default_factory=dict)
     calibration: Dict[str, object] = field(default_factory=dict)
@@ -302,6 +322,13 @@ def parse_target(data: dict, fname: str, path: str = "") -> Target:
                               GFLOP_per_s=gr.number("GFLOP_per_s"),
                               routine=gr.string("routine", "blas",
                                                 choices=("blas", "dot", "own", "block", "matvec"))))
+    elementwise = []
+    for i, g in enumerate(r.raw("elementwise", [])):
+        gr = _Reader(fname, g, f"elementwise[{i}].")
+        elementwise.append(ElementwisePoint(
+            routine=gr.string("routine", choices=("rows", "gemm_step")),
+            dtype=gr.string("dtype", choices=tuple(_OPS_PJ)), threads=gr.integer("threads"),
+            hidden=gr.integer("hidden"), ns_per_row=gr.number("ns_per_row"), batch=gr.integer("batch", 1)))
     kr = r.sub("kernel", required=False)
     kernel = {k: kr.integer(k) for k in ("gemm_min_batch", "rows_per_block") if k in kr.table} if kr else {}
     t_ns = {k[3:]: tr.number(k) for k in tr.table if k.startswith("ns_")}
@@ -324,6 +351,10 @@ def parse_target(data: dict, fname: str, path: str = "") -> Target:
         inner_call_s=ov.number("inner_call_s", 0.0, positive=False),
         inner_arg_s=ov.number("inner_arg_s", 0.0, positive=False),
         alloc_s=ov.number("alloc_s", 0.0, positive=False),
+        py_alloc_s=ov.number("py_alloc_s", 0.0, positive=False),
+        py_view_s=ov.number("py_view_s", 0.0, positive=False),
+        py_threads_s=ov.number("py_threads_s", 0.0, positive=False),
+        check_s=ov.number("check_s", 0.0, positive=False), elementwise=tuple(elementwise),
         calibration=dict(calib) if isinstance(calib, dict) else {}, path=path)
 
 

@@ -223,3 +223,43 @@ def test_host_kernel_gemm_path_uses_the_dot_rate_per_step(tmp_path):
     # (attributed to the level holding W_hh when that is not a private cache, as here: SRAM)
     product = a.breakdown["recurrent_compute"] + a.breakdown["weight_memory"]
     assert product == pytest.approx(10 * 2 * 64 * 32 * 128 / 50e9)
+
+
+HOSTY_TABLES = HOSTY.replace("alloc_s = 1e-8", "alloc_s = 1e-8\npy_alloc_s = 2e-7\npy_view_s = 1e-7\n"
+                                               "py_threads_s = 5e-7\ncheck_s = 1.5e-6") + "".join(
+    f'\n[[elementwise]]\nroutine = "{r}"\ndtype = "float32"\nthreads = {th}\nhidden = {h}\nbatch = {b}\n'
+    f'ns_per_row = {ns}\n'
+    for r, th, b, pts in (("rows", 1, 1, ((16, 300.0), (64, 600.0))), ("rows", 2, 1, ((16, 200.0), (64, 400.0))),
+                          ("gemm_step", 1, 64, ((16, 350.0), (64, 700.0))))
+    for h, ns in pts)
+
+
+def test_host_kernel_uses_the_elementwise_tables_and_counts_the_wrapper(tmp_path):
+    """With [[elementwise]] tables the per-row epilogue is the table's figure, log-log
+    interpolated in H (H=32 between 16 and 64: the geometric mean), at the running threads;
+    the wrapper's Python pieces are counted: per call validation + get_num_threads + 3 allocs
+    + 1 view; per layer 2 allocs + 2 views (+ 5 allocs + get_num_threads on the gemm path);
+    per gemm step 2 views."""
+    import math
+    from edgelstm.kernels.cpu import config as kc
+    f = tmp_path / "hosty.toml"
+    f.write_text(HOSTY_TABLES)
+    t = load_target(str(f))
+    spec = LSTMSpec(input_size=32, hidden_size=32)
+    B, T, H = 8, 10, 32
+    p = predict(spec, t, batch=B, seq_len=T, dtype="float32", threads=2)
+    assert T * B * 32 * 4 * H < kc.parallel_projection_min_macs and B < kc.gemm_min_batch
+    call = 1.5e-6 + 5e-7 + 3 * 2e-7 + 1e-7
+    proj = 2 * T * B * 32 * 4 * H / 20e9
+    product = 2 * 4 * H * 4 * H / 10e9
+    epi_row = math.sqrt(200.0 * 400.0) * 1e-9                   # 2 threads running
+    layer = 1e-7 + 14 * 1e-8 + 7 * 1e-8 + 3e-6 + 2 * 2e-7 + 2 * 1e-7
+    assert p.breakdown["call_overhead"] == pytest.approx(call)
+    assert p.latency_s == pytest.approx(call + proj + layer + T * (product + 4 * epi_row), rel=1e-9)
+    # B=1: one block, serial: the one-thread table
+    p1 = predict(spec, t, batch=1, seq_len=T, dtype="float32", threads=2)
+    assert p1.breakdown["epilogue"] == pytest.approx(T * math.sqrt(300.0 * 600.0) * 1e-9)
+    # gemm path: the gemm_step table per row; H=128 is past the table: proportional to H
+    g = predict(LSTMSpec(input_size=32, hidden_size=128), t, batch=64, seq_len=T, dtype="float32", threads=2)
+    assert g.breakdown["epilogue"] == pytest.approx(T * 64 * 700.0 * 2 * 1e-9)
+    assert g.breakdown["step_overhead"] == pytest.approx(T * (1e-7 + 16 * 1e-8 + 2 * 1e-7))

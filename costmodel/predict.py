@@ -270,17 +270,18 @@ def elementwise_row_s(target: Target, routine: str, dtype: str, H: int, threads:
 def wrapper_once_s(target: Target) -> float:
     """The lstm() wrapper's fixed Python-side cost per call, counted from edgelstm/run.py and
     kernels/cpu.py:lstm_cpu: one input validation (check_s), one numba.get_num_threads()
-    (py_threads_s), three allocations (h_n, c_n, lengths: py_alloc_s each) and one
-    ascontiguousarray of x (py_view_s). Without these figures: the target's call_s."""
+    (py_threads_s), five allocations (h_n, c_n, lengths, the gate buffer xp, the output y:
+    py_alloc_s each) and two views (ascontiguousarray of x, xp's reshape: py_view_s each).
+    Without these figures: the target's call_s."""
     if not target.check_s:
         return target.call_overhead_s
-    return target.check_s + target.py_threads_s + 3 * target.py_alloc_s + target.py_view_s
+    return target.check_s + target.py_threads_s + 5 * target.py_alloc_s + 2 * target.py_view_s
 
 
-# Per layer, lstm_cpu allocates xp and y (py_alloc_s each) and takes two reshape views of them
-# (py_view_s each); the gemm path's _layer_gemm allocates 5 scratch arrays, calls
-# numba.get_num_threads() once, and per step slices xp[t] and y[t] (two views).
-_LAYER_PY_ALLOCS, _LAYER_PY_VIEWS = 2, 2
+# Per layer, lstm_cpu takes one reshape view of the layer's input (py_view_s); the gemm path's
+# _layer_gemm allocates 5 scratch arrays, calls numba.get_num_threads() once, and per step
+# slices xp[t] and y[t] (two views).
+_LAYER_PY_ALLOCS, _LAYER_PY_VIEWS = 0, 1
 _GEMM_LAYER_ALLOCS, _GEMM_STEP_VIEWS = 5, 2
 
 

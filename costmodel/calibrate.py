@@ -12,6 +12,13 @@ What the model needs, and what measures it:
     fixed cost of a step                       an @njit loop whose trips take array views;
                                                with threads, a prange region per trip
     cost of a transcendental                   an @njit loop of sigmoid (exp) and tanh
+    the CPU kernel's routines                  its own GEMM, block GEMM, matvec, np.dot from
+                                               Python, on random matrices at gate shapes
+    its per-row epilogue                       `_epilogue` + `_finish_row` from a JIT loop, and
+                                               `_epilogue_gemm_step` from Python, on random
+                                               vectors of 4H, H = 16..1024
+    the lstm() wrapper's Python pieces         a small np.empty, a reshape view,
+                                               numba.get_num_threads(), one input validation
 
 Cache sizes come from /sys/devices/system/cpu/cpu0/cache, the CPU model from
 /proc/cpuinfo. Each figure is the best of several repetitions: the machine is shared,
@@ -35,7 +42,9 @@ from .target import HOST_ENV, host_target_path, load_target_file
 
 METHOD = ("BLAS GEMM via np.dot in @njit for peak and skinny shapes; @njit streaming sum per cache "
           "level for bandwidth; empty @njit call behind a checking wrapper; @njit loop trips and "
-          "prange regions for step overhead; @njit sigmoid/tanh loop for transcendentals; best of "
+          "prange regions for step overhead; @njit sigmoid/tanh loop for transcendentals; the CPU "
+          "kernel's GEMM/matvec routines and per-row epilogue blocks on random inputs; Python-side "
+          "wrapper pieces (np.empty, view, get_num_threads, input validation) timed alone; best of "
           "several repetitions")
 
 

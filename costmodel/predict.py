@@ -214,10 +214,12 @@ def kernel_config(target: Target) -> Optional[dict]:
     except Exception:  # no kernels module: what calibration recorded
         return {"gemm_min_batch": target.kernel.get("gemm_min_batch", 1),
                 "max_rows_per_block": target.kernel.get("rows_per_block", 8),
-                "parallel_projection_min_macs": 1 << 62, "parallel_epilogue_min_elements": 1 << 62}
+                "parallel_projection_min_macs": 1 << 62, "parallel_epilogue_min_elements": 1 << 62,
+                "parallel_single_block_min_steps": 1 << 62}
     return {"gemm_min_batch": kc.gemm_min_batch, "max_rows_per_block": kc.max_rows_per_block,
             "parallel_projection_min_macs": kc.parallel_projection_min_macs,
-            "parallel_epilogue_min_elements": kc.parallel_epilogue_min_elements}
+            "parallel_epilogue_min_elements": kc.parallel_epilogue_min_elements,
+            "parallel_single_block_min_steps": getattr(kc, "parallel_single_block_min_steps", 1 << 62)}
 
 
 def _has_routines(target: Target, dtype: str) -> bool:
@@ -356,8 +358,12 @@ def _host_kernel_row(r, D: int, T: int, B: int, dt: str, target: Target, threads
     out["product"] = product
     out["epilogue"] = rows_busy * epi_row
     out["step_overhead"] = 0.0
+    # A parallel region per layer: several blocks, or one block of a long sequence (the kernel
+    # runs the parallel variant there: cpu.config.parallel_single_block_min_steps). Its cost is
+    # parallel_step_s (a prange region of `threads` trips; one trip measured ~1 µs less).
+    region = active > 1 or (t_all > 1 and T >= cfg["parallel_single_block_min_steps"])
     out["layer"] = (py + njit_call_s(target, _ROWS_ARGS) + blocks_busy * _ROWS_ALLOCS * target.alloc_s
-                    + (target.parallel_step_overhead_s if active > 1 else 0.0))
+                    + (target.parallel_step_overhead_s if region else 0.0))
     out["product_level_threads"] = active
     return out
 

@@ -35,6 +35,16 @@ def _cuda_module():
     return cuda
 
 
+_lstm_cpu = None   # kernels.cpu.lstm_cpu, imported on first use (an import statement per call cost 0.5 µs)
+
+
+def _cpu_kernel():
+    global _lstm_cpu
+    from .kernels.cpu import lstm_cpu
+    _lstm_cpu = lstm_cpu
+    return lstm_cpu
+
+
 def weights_as(weights, dtype):
     """weights in `dtype`, cast once and cached on the original weights object."""
     dtype = np.dtype(dtype)
@@ -62,7 +72,7 @@ def lstm(x, weights, h0=None, c0=None, *, lengths=None, batch_first=False, devic
     w = weights_as(weights, info.dtype)
     if device == "cuda":
         return _cuda_module().lstm_cuda(x, w, h0, c0, lengths=info.lengths, batch_first=batch_first)
-    from .kernels.cpu import lstm_cpu
+    lstm_cpu = _lstm_cpu or _cpu_kernel()
     xt = np.asarray(x)
     if batch_first:
         xt = xt.transpose(1, 0, 2)

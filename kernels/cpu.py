@@ -7,7 +7,8 @@ Versions (all numerically interchangeable with kernels/reference.py):
   the whole time loop for them (rows are independent, so no per-step barrier); each step does
   the recurrent product from W_hh^T packed (P, 4H), so the inner loop over 4H is contiguous
   and vectorizes, with all rows of a block sharing each pass over W_hh, then the fused
-  epilogue. One block (B=1) runs serially: no thread team is woken;
+  epilogue. One block (B=1) of a short sequence runs serially (no thread team is woken),
+  of a long one as the parallel variant, which measured faster per step;
 - "gemm" recurrence (`_layer_gemm`): large batches. One BLAS GEMM per step reads W_hh once for
   all rows into a preallocated buffer, then a parallel fused epilogue over rows;
 - `stream_step`: one step of every layer for a streaming caller, no allocation.
@@ -49,6 +50,12 @@ class CPUConfig:
     gemm_min_batch: int = 32        # batch >= this: one BLAS GEMM per step instead of matvecs
     max_rows_per_block: int = 8     # rows sharing one pass over W_hh in the rows kernel
     parallel_epilogue_min_elements: int = 1 << 20   # B*H from this: gemm-path epilogue threaded
+    # One block of rows (B=1 on 2 threads) runs the parallel rows variant from this many steps,
+    # the serial one below. Measured with fresh Numba caches (B=1, T=100, float32): serial 58 µs
+    # vs parallel 45 µs at H=32, 110 vs 86-93 µs at H=64, equal at H=256 (0.14-0.24 µs more per
+    # step serially; cause not identified: the two variants are compiled differently by parfor
+    # lowering); the one-iteration parallel region costs ~1 µs per call (T=1: 3.3 vs 2.3 µs).
+    parallel_single_block_min_steps: int = 32
     # (B=64, H=1024 measured no faster threaded: the per-step GEMM dominates, and every
     # parallel region is a join that a loaded machine can stretch by a time slice)
 
@@ -354,8 +361,8 @@ def _layer_rows_impl(xp, g_off, whhT, whrT, peep, has_proj, has_peep, lengths, r
                 _finish_row(hf, whrT, has_proj, h[b], y[t, b, y_off:y_off + P])
 
 
-# One block of rows runs serially: a parallel region costs a wake-up and a join of every
-# thread even with one iteration, and on a loaded machine that join waits for a time slice.
+# One block of rows runs serially for short sequences (config.parallel_single_block_min_steps):
+# a parallel region costs a wake-up and a join even with one iteration.
 _layer_rows = _jit_variant(_layer_rows_impl, "_parallel", fastmath=FASTMATH, parallel=True)
 _layer_rows_serial = _jit_variant(_layer_rows_impl, "_serial", fastmath=FASTMATH)
 
@@ -444,7 +451,11 @@ def lstm_cpu(x, weights, h0, c0, lengths):
     dt = weights.dtype
     h_n = np.zeros((L * D, B, P), dt) if h0 is None else np.array(h0, dtype=dt, order="C")
     c_n = np.zeros((L * D, B, H), dt) if c0 is None else np.array(c0, dtype=dt, order="C")
-    lens = np.full(B, T, np.int64) if lengths is None else lengths
+    if lengths is None:     # np.empty + fill: np.full costs 0.4 µs more per call
+        lens = np.empty(B, np.int64)
+        lens.fill(T)
+    else:
+        lens = lengths
     use_gemm = B >= config.gemm_min_batch
     nthreads = numba.get_num_threads()
     rows_per_block = max(1, min(config.max_rows_per_block, -(-B // nthreads)))
@@ -475,7 +486,8 @@ def lstm_cpu(x, weights, h0, c0, lengths):
             if use_gemm:
                 _layer_gemm(*args, h_n[l * D + d], c_n[l * D + d], y, d * P)
             else:
-                rows = _layer_rows if rows_per_block < B else _layer_rows_serial
+                rows = (_layer_rows if (rows_per_block < B or (nthreads > 1 and T >= config.parallel_single_block_min_steps))
+                        else _layer_rows_serial)
                 rows(*args, pk.whh[d], rows_per_block, h_n[l * D + d], c_n[l * D + d], y, d * P)
         layer_in = y
     return layer_in, (h_n, c_n)

@@ -59,6 +59,15 @@ def test_matches_reference(spec, dtype, path):
         assert np.all(got[0][4:, 2] == 0)     # past row 2's end (length 4)
 
 
+@pytest.mark.parametrize("min_steps", [1, 10**9])   # B=1: the parallel and the serial variant
+def test_single_block_variants_match_reference(min_steps, monkeypatch):
+    monkeypatch.setattr(cpu.config, "parallel_single_block_min_steps", min_steps)
+    spec = el.LSTMSpec(4, 6, num_layers=2, bidirectional=True, proj_size=3, peephole=True)
+    x, h0, c0 = _inputs(spec, T=9, B=1, dtype="float64")
+    w = el.LSTMWeights.random(spec, seed=2, dtype="float64")
+    _assert_close(lstm(x, w, h0, c0), lstm_reference(x, w, h0, c0), "float64")
+
+
 @settings(max_examples=25, deadline=None)
 @given(E=st.integers(1, 9), H=st.integers(1, 9), layers=st.integers(1, 3), bidir=st.booleans(),
        proj=st.integers(0, 8), bias=st.sampled_from(["pytorch", "keras", "none"]), peep=st.booleans(),

@@ -259,6 +259,14 @@ def test_host_kernel_uses_the_elementwise_tables_and_counts_the_wrapper(tmp_path
     # B=1: one block, serial: the one-thread table
     p1 = predict(spec, t, batch=1, seq_len=T, dtype="float32", threads=2)
     assert p1.breakdown["epilogue"] == pytest.approx(T * math.sqrt(300.0 * 600.0) * 1e-9)
+    # B=1 from parallel_single_block_min_steps steps: the kernel runs the parallel variant,
+    # one parallel region (parallel_step_s) per layer; the epilogue is still the one-thread table
+    Tl = kc.parallel_single_block_min_steps
+    pl = predict(spec, t, batch=1, seq_len=Tl, dtype="float32", threads=2)
+    ps = predict(spec, t, batch=1, seq_len=Tl - 1, dtype="float32", threads=2)
+    assert pl.breakdown["epilogue"] == pytest.approx(Tl * math.sqrt(300.0 * 600.0) * 1e-9)
+    assert (pl.breakdown["input_gemm"] - ps.breakdown["input_gemm"]) == pytest.approx(
+        3e-6 + 2 * 32 * 4 * H / 20e9, rel=1e-6)
     # gemm path: the gemm_step table per row; H=128 is past the table: proportional to H
     g = predict(LSTMSpec(input_size=32, hidden_size=128), t, batch=64, seq_len=T, dtype="float32", threads=2)
     assert g.breakdown["epilogue"] == pytest.approx(T * 64 * 700.0 * 2 * 1e-9)

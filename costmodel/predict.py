@@ -284,6 +284,10 @@ def wrapper_once_s(target: Target) -> float:
 # _layer_gemm allocates 5 scratch arrays, calls numba.get_num_threads() once, and per step
 # slices xp[t] and y[t] (two views).
 _LAYER_PY_ALLOCS, _LAYER_PY_VIEWS = 0, 1
+# Per layer and direction, lstm_cpu indexes h_n[l*D+d] and c_n[l*D+d] for the recurrence call
+# (two views, py_view_s each). (The layer's reshape is counted per direction row too: for a
+# bidirectional layer that counts it twice, 0.1 µs.)
+_DIR_PY_VIEWS = 2
 _GEMM_LAYER_ALLOCS, _GEMM_STEP_VIEWS = 5, 2
 
 
@@ -320,7 +324,7 @@ def _host_kernel_row(r, D: int, T: int, B: int, dt: str, target: Target, threads
     # projection matvec h = W_hr hf when the spec has them.
     extra = (6 * H / peak_1 if peep else 0.0) + (
         2 * H * P / gemm_flops_per_s(target, dt, 1, 1, H * P, "matvec") if proj else 0.0)
-    py = _LAYER_PY_ALLOCS * target.py_alloc_s + _LAYER_PY_VIEWS * target.py_view_s
+    py = _LAYER_PY_ALLOCS * target.py_alloc_s + (_LAYER_PY_VIEWS + _DIR_PY_VIEWS) * target.py_view_s
     if B >= cfg["gemm_min_batch"]:
         # A BLAS GEMM per step (np.dot from Python) and a JIT epilogue call over all rows.
         dot = 2 * B * P * G / gemm_flops_per_s(target, dt, target.cores, B, P * G, "dot")

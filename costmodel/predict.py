@@ -21,7 +21,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Optional, Tuple
 
-from .counts import Counts, check_dtype, count, lstm_layer_macs
+from .counts import ACT_BYTES, Counts, check_dtype, count, lstm_layer_macs
 from .target import OFF_CHIP, MemoryLevel, Target, TargetError, load_target
 
 IMPLEMENTATIONS = ("fused", "persistent")
@@ -91,6 +91,22 @@ def gemm_flops_per_s(target: Target, dtype: str, threads: int, m: int, kn: int, 
     if len(table) != len(ms) * len(kns):
         raise TargetError(f"{target.name}: gemm points for {dtype} do not form an m x (k*n) grid")
     (m0, m1, fm), (k0, k1, fk) = _bracket(ms, m), _bracket(kns, kn)
+    if routine == "matvec" and k0 != k1 and target.memory and dtype in ACT_BYTES:
+        # The matvec (one row: one FMA per weight loaded) streams its k x n matrix, so its
+        # rate is a property of the level holding that matrix (place_weights, one core's
+        # copy): never interpolate it across a level boundary. (The block and projection
+        # GEMMs reuse each loaded weight across rows; their tables interpolate as measured.) Between a point measured in L2 and one in L3, a matrix that lives in L3
+        # takes the L3 point's rate (e.g. W_hh of H=256 float64, 2 MB, was given a rate
+        # interpolated half-way from its 512 KB L2 point).
+        # Only at the boundary to a shared level (L3, DRAM): between private levels (L1, L2)
+        # the rate depends on the matrix's shape (dot length, loop trips) as much as on the
+        # level, and the log-log interpolation follows both.
+        nb = ACT_BYTES[dtype]
+        lv = lambda x: place_weights(target, x * nb, 1)
+        here, lo, hi = lv(kn), lv(k0), lv(k1)
+        if lo.name != hi.name and here.name in (lo.name, hi.name) and (lo.shared or hi.shared):
+            k0 = k1 = k0 if here.name == lo.name else k1
+            fk = 0.0
     logr = ((1 - fm) * (1 - fk) * math.log(table[m0, k0]) + fm * (1 - fk) * math.log(table[m1, k0])
             + (1 - fm) * fk * math.log(table[m0, k1]) + fm * fk * math.log(table[m1, k1]))
     return math.exp(logr)

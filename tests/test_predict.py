@@ -271,3 +271,30 @@ def test_host_kernel_uses_the_elementwise_tables_and_counts_the_wrapper(tmp_path
     g = predict(LSTMSpec(input_size=32, hidden_size=128), t, batch=64, seq_len=T, dtype="float32", threads=2)
     assert g.breakdown["epilogue"] == pytest.approx(T * 64 * 700.0 * 2 * 1e-9)
     assert g.breakdown["step_overhead"] == pytest.approx(T * (1e-7 + 16 * 1e-8 + 2 * 1e-7))
+
+
+def test_matvec_rate_not_interpolated_across_a_shared_level(tmp_path):
+    """The matvec streams its matrix: a matrix held in a shared level (here L3) takes the rate
+    measured there, not one interpolated towards a point measured in a private cache (L2).
+    The block GEMM still interpolates."""
+    import dataclasses
+    import math
+    from edgelstm.costmodel.predict import gemm_flops_per_s
+    from edgelstm.costmodel.target import MemoryLevel
+    f = tmp_path / "hosty.toml"
+    f.write_text(HOSTY.replace('routine = "matvec"\ndtype = "float32"\nthreads = 1\nm = 1\nk = 32\n'
+                               'n = 128\nGFLOP_per_s = 5', 'routine = "matvec"\ndtype = "float32"\n'
+                               'threads = 1\nm = 1\nk = 32\nn = 128\nGFLOP_per_s = 80'))
+    t = load_target(str(f))
+    l2 = MemoryLevel("L2", "cache", 1 << 20, 400.0, 200.0, 1.0, shared=False)
+    l3 = MemoryLevel("L3", "cache", 32 << 20, 200.0, 100.0, 2.0, shared=True)
+    t = dataclasses.replace(t, memory=(l2, l3))
+    # points: kn = 32*128 (16 KB, L2) at 80 GFLOP/s and 1024*4096 (16 MB, L3) at 5 GFLOP/s
+    assert gemm_flops_per_s(t, "float32", 1, 1, 512 * 2048, "matvec") == pytest.approx(5e9)   # 4 MB: L3
+    assert gemm_flops_per_s(t, "float32", 1, 1, 128 * 512, "matvec") == pytest.approx(80e9)  # 256 KB: L2
+    # without the levels: log-log interpolation between the two points
+    t0 = dataclasses.replace(t, memory=())
+    f_mid = (math.log(128 * 512) - math.log(32 * 128)) / (math.log(1024 * 4096) - math.log(32 * 128))
+    assert gemm_flops_per_s(t0, "float32", 1, 1, 128 * 512, "matvec") == pytest.approx(
+        math.exp((1 - f_mid) * math.log(80e9) + f_mid * math.log(5e9)))
+    assert gemm_flops_per_s(t, "float32", 1, 1, 512 * 2048, "block") == pytest.approx(10e9)

@@ -372,7 +372,13 @@ def _host_kernel_row(r, D: int, T: int, B: int, dt: str, target: Target, threads
         else:
             product += nr * 2 * P * G / gemm_flops_per_s(target, dt, active, 1, P * G, "matvec")
         left -= nr
-    table = elementwise_row_s(target, "rows", dt, H, active)
+    # The per-row epilogue figure of the code that runs: the parallel variant's loop body is
+    # parfor-lowered (its gate copy z[r,:] = xp[..] becomes a vector loop) even for one block,
+    # so it takes the "rows" table measured as a prange loop (threads = t_all); the serial
+    # variant takes the serial table (threads = 1). Measured: the prange table is 0.1-0.2 µs
+    # per row faster at H=16-256, as the parallel variant was faster than the serial one.
+    region = active > 1 or (t_all > 1 and T >= cfg["parallel_single_block_min_steps"])
+    table = elementwise_row_s(target, "rows", dt, H, t_all if region else 1)
     epi_row = (table + extra) if table is not None else composed + (
         2 * H * P / gemm_flops_per_s(target, dt, 1, 1, H * P, "matvec") if proj else 0.0)
     out["product"] = product
@@ -381,7 +387,6 @@ def _host_kernel_row(r, D: int, T: int, B: int, dt: str, target: Target, threads
     # A parallel region per layer: several blocks, or one block of a long sequence (the kernel
     # runs the parallel variant there: cpu.config.parallel_single_block_min_steps). Its cost is
     # parallel_step_s (a prange region of `threads` trips; one trip measured ~1 µs less).
-    region = active > 1 or (t_all > 1 and T >= cfg["parallel_single_block_min_steps"])
     out["layer"] = (py + njit_call_s(target, _ROWS_ARGS) + blocks_busy * _ROWS_ALLOCS * target.alloc_s
                     + (target.parallel_step_overhead_s if region else 0.0))
     out["product_level_threads"] = active

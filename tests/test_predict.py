@@ -260,11 +260,13 @@ def test_host_kernel_uses_the_elementwise_tables_and_counts_the_wrapper(tmp_path
     p1 = predict(spec, t, batch=1, seq_len=T, dtype="float32", threads=2)
     assert p1.breakdown["epilogue"] == pytest.approx(T * math.sqrt(300.0 * 600.0) * 1e-9)
     # B=1 from parallel_single_block_min_steps steps: the kernel runs the parallel variant,
-    # one parallel region (parallel_step_s) per layer; the epilogue is still the one-thread table
+    # one parallel region (parallel_step_s) per layer; the epilogue from the prange table
+    # (the parallel variant's parfor-lowered loop body), the serial variant's from the serial one
     Tl = kc.parallel_single_block_min_steps
     pl = predict(spec, t, batch=1, seq_len=Tl, dtype="float32", threads=2)
     ps = predict(spec, t, batch=1, seq_len=Tl - 1, dtype="float32", threads=2)
-    assert pl.breakdown["epilogue"] == pytest.approx(Tl * math.sqrt(300.0 * 600.0) * 1e-9)
+    assert pl.breakdown["epilogue"] == pytest.approx(Tl * math.sqrt(200.0 * 400.0) * 1e-9)
+    assert ps.breakdown["epilogue"] == pytest.approx((Tl - 1) * math.sqrt(300.0 * 600.0) * 1e-9)
     assert (pl.breakdown["input_gemm"] - ps.breakdown["input_gemm"]) == pytest.approx(
         3e-6 + 2 * 32 * 4 * H / 20e9, rel=1e-6)
     # gemm path: the gemm_step table per row; H=128 is past the table: proportional to H

@@ -403,7 +403,7 @@ def load_target(name_or_path) -> Target:
         if not path.exists():
             from .calibrate import calibrate
             print(f"edgelstm: no host calibration at {path}; calibrating this machine now "
-                  f"(quick mode, under 30 s; `edgelstm calibrate` for the full run)", file=sys.stderr)
+                  f"(quick mode, about 25 s, more on a first run that compiles the kernels; `edgelstm calibrate` for the full run)", file=sys.stderr)
             calibrate(quick=True, out=path)
         return load_target_file(path)
     if s.endswith(".toml") or os.sep in s:

@@ -181,7 +181,7 @@ def cmd_targets(args) -> int:
 # -- calibrate ---------------------------------------------------------------------------
 def _add_calibrate(sub):
     p = sub.add_parser("calibrate", help="measure this machine and write the host target file")
-    p.add_argument("--quick", action="store_true", help="fewer repetitions: under 30 s")
+    p.add_argument("--quick", action="store_true", help="fewer repetitions: about 25 s (more on a first run, which compiles the kernels)")
     p.add_argument("--out", metavar="PATH", help="where to write (default $EDGELSTM_HOST_TARGET or "
                                                   "~/.cache/edgelstm/host.toml)")
     p.add_argument("--json", action="store_true", help="print the written target as JSON")

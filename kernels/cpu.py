@@ -210,10 +210,26 @@ def _axpy_multi(z, wT, h, act, na):
         p += 1
 
 
+@njit(inline="always", fastmath=FASTMATH_DOT, error_model="numpy")
+def _dot4x4(x0, x1, x2, x3, w0, w1, w2, w3, K, zero):
+    """The 16 dot products of 4 rows of X with 4 rows of W over K, sharing 8 vector loads per
+    k: the microkernel of both small GEMMs below (inlined, so LLVM sees one loop)."""
+    a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = zero
+    a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = zero
+    for k in range(K):
+        p0, p1, p2, p3 = x0[k], x1[k], x2[k], x3[k]
+        q0, q1, q2, q3 = w0[k], w1[k], w2[k], w3[k]
+        a00 += p0 * q0; a01 += p0 * q1; a02 += p0 * q2; a03 += p0 * q3
+        a10 += p1 * q0; a11 += p1 * q1; a12 += p1 * q2; a13 += p1 * q3
+        a20 += p2 * q0; a21 += p2 * q1; a22 += p2 * q2; a23 += p2 * q3
+        a30 += p3 * q0; a31 += p3 * q1; a32 += p3 * q2; a33 += p3 * q3
+    return (a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23, a30, a31, a32, a33)
+
+
 def _gemm_bias_impl(X, W, bias, out):
-    """out (N,G) = X (N,K) W^T + bias, W (G,K) row-major: 4 rows of X x 4 rows of W per pass
-    (16 dot products sharing 8 vector loads). Serial: used for the small hoisted projections,
-    where a threaded BLAS call costs more in wake-ups than it saves."""
+    """out (N,G) = X (N,K) W^T + bias, W (G,K) row-major, 4 x 4 blocks (_dot4x4). Used for
+    the small hoisted projections, where a threaded BLAS call costs more in wake-ups than it
+    saves; jitted serial and parallel (prange over blocks of rows) below."""
     N, K = X.shape
     G = W.shape[0]
     zero = out.dtype.type(0)
@@ -223,16 +239,9 @@ def _gemm_bias_impl(X, W, bias, out):
         x0, x1, x2, x3 = X[n0], X[n1], X[n2], X[n3]
         for j0 in range(0, G, 4):
             j1, j2, j3 = min(j0 + 1, G - 1), min(j0 + 2, G - 1), min(j0 + 3, G - 1)
-            w0, w1, w2, w3 = W[j0], W[j1], W[j2], W[j3]
-            a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = zero
-            a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = zero
-            for k in range(K):
-                p0, p1, p2, p3 = x0[k], x1[k], x2[k], x3[k]
-                q0, q1, q2, q3 = w0[k], w1[k], w2[k], w3[k]
-                a00 += p0 * q0; a01 += p0 * q1; a02 += p0 * q2; a03 += p0 * q3
-                a10 += p1 * q0; a11 += p1 * q1; a12 += p1 * q2; a13 += p1 * q3
-                a20 += p2 * q0; a21 += p2 * q1; a22 += p2 * q2; a23 += p2 * q3
-                a30 += p3 * q0; a31 += p3 * q1; a32 += p3 * q2; a33 += p3 * q3
+            (a00, a01, a02, a03, a10, a11, a12, a13,
+             a20, a21, a22, a23, a30, a31, a32, a33) = _dot4x4(x0, x1, x2, x3, W[j0], W[j1], W[j2], W[j3],
+                                                               K, zero)
             # Clamped indices repeat the last row/column: the same value is written twice.
             out[n0, j0] = a00 + bias[j0]; out[n0, j1] = a01 + bias[j1]
             out[n0, j2] = a02 + bias[j2]; out[n0, j3] = a03 + bias[j3]
@@ -246,10 +255,8 @@ def _gemm_bias_impl(X, W, bias, out):
 
 @njit(cache=True, fastmath=FASTMATH_DOT, error_model="numpy")
 def _gemm_acc(X, W, out, N):
-    """out[:N] += X[:N] W^T (rows of a block's recurrent product). Otherwise as _gemm_bias:
-    out (N,G) = X (N,K) W^T + bias, W (G,K) row-major: 4 rows of X x 4 rows of W per pass
-    (16 dot products sharing 8 vector loads). Serial: used for the small hoisted projections,
-    where a threaded BLAS call costs more in wake-ups than it saves."""
+    """out[:N] += X[:N] W^T, W (G,K) row-major, 4 x 4 blocks (_dot4x4): the recurrent
+    product of a block of 4 or more active rows in the rows kernel. Serial."""
     K = X.shape[1]
     G = W.shape[0]
     zero = out.dtype.type(0)
@@ -259,16 +266,9 @@ def _gemm_acc(X, W, out, N):
         x0, x1, x2, x3 = X[n0], X[n1], X[n2], X[n3]
         for j0 in range(0, G, 4):
             j1, j2, j3 = min(j0 + 1, G - 1), min(j0 + 2, G - 1), min(j0 + 3, G - 1)
-            w0, w1, w2, w3 = W[j0], W[j1], W[j2], W[j3]
-            a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = zero
-            a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = zero
-            for k in range(K):
-                p0, p1, p2, p3 = x0[k], x1[k], x2[k], x3[k]
-                q0, q1, q2, q3 = w0[k], w1[k], w2[k], w3[k]
-                a00 += p0 * q0; a01 += p0 * q1; a02 += p0 * q2; a03 += p0 * q3
-                a10 += p1 * q0; a11 += p1 * q1; a12 += p1 * q2; a13 += p1 * q3
-                a20 += p2 * q0; a21 += p2 * q1; a22 += p2 * q2; a23 += p2 * q3
-                a30 += p3 * q0; a31 += p3 * q1; a32 += p3 * q2; a33 += p3 * q3
+            (a00, a01, a02, a03, a10, a11, a12, a13,
+             a20, a21, a22, a23, a30, a31, a32, a33) = _dot4x4(x0, x1, x2, x3, W[j0], W[j1], W[j2], W[j3],
+                                                               K, zero)
             # Clamped indices repeat the last row/column: accumulate each (n, j) only once.
             out[n0, j0] += a00
             if j1 != j0:

@@ -378,13 +378,18 @@ class _Bench:
         self.repeats = 3 if quick else 7
         self.budget_s = 0.01 if quick else 0.05   # per timed run
 
+    def per_rep_s(self, f, budget_s=None) -> float:
+        """Seconds per repetition of f(reps): reps sized so one run takes about the time
+        budget, then the best of self.repeats runs."""
+        one = _best(lambda: f(1), 2)
+        reps = _reps_for(one, budget_s or self.budget_s)
+        return _best(lambda: f(reps), self.repeats) / reps
+
     def gemm_flops(self, dtype, m, k, n) -> float:
         rng = np.random.default_rng(0)
         a, b = rng.random((m, k)).astype(dtype), rng.random((k, n)).astype(dtype)
         g = self.k["gemm"]
-        one = _best(lambda: g(a, b, 1), 2)
-        reps = _reps_for(one, self.budget_s)
-        return 2.0 * m * k * n * reps / _best(lambda: g(a, b, reps), self.repeats)
+        return 2.0 * m * k * n / self.per_rep_s(lambda reps: g(a, b, reps))
 
     def read_bandwidth(self, nbytes, threads) -> float:
         """Bytes/s of a streaming sum; each thread reads its own nbytes."""
@@ -395,9 +400,8 @@ class _Bench:
         else:
             a = np.ones((threads, n), np.float32)
             f = lambda reps: self.k["read_parallel"](a, reps)
-        one = _best(lambda: f(1), 2)
-        reps = _reps_for(one, self.budget_s * (1 if nbytes < 64 * 2 ** 20 else 4))
-        return threads * 4.0 * n * reps / _best(lambda: f(reps), self.repeats)
+        budget = self.budget_s * (1 if nbytes < 64 * 2 ** 20 else 4)
+        return threads * 4.0 * n / self.per_rep_s(f, budget)
 
     def blas_call(self, dtype, m, k, n) -> float:
         """FLOP/s of one np.dot(a, b, out=c) called from Python, per call (dispatch, BLAS
@@ -444,9 +448,7 @@ class _Bench:
             outs = np.zeros((threads, 8, n), dtype)
             f = lambda reps: self.k["block_gemm_par"](X, W, outs, m, reps)
         f(1)
-        one = _best(lambda: f(1), 2)
-        reps = _reps_for(one, self.budget_s)
-        return 2.0 * m * k * n * reps / _best(lambda: f(reps), self.repeats)
+        return 2.0 * m * k * n / self.per_rep_s(f)
 
     def matvec(self, dtype, k, n, threads) -> float:
         """FLOP/s per thread of z += W v, W^T packed (k, n) and re-read every call."""
@@ -460,9 +462,7 @@ class _Bench:
             zs = np.zeros((threads, 1, n), dtype)
             f = lambda reps: self.k["matvec_par"](zs, wT, h, act, reps)
         f(1)
-        one = _best(lambda: f(1), 2)
-        reps = _reps_for(one, self.budget_s)
-        return 2.0 * k * n * reps / _best(lambda: f(reps), self.repeats)
+        return 2.0 * k * n / self.per_rep_s(f)
 
     def sigmoid_pass(self, dtype, n) -> float:
         """Seconds of one vectorized sigmoid pass over n elements (the kernel's exp)."""
@@ -470,9 +470,7 @@ class _Bench:
         y, a, ib = np.empty_like(x), np.empty(n), np.empty(n, np.int64)
         f = lambda reps: self.k["sigmoid_pass"](x, y, a, ib, n, reps)
         f(1)
-        one = _best(lambda: f(1), 2)
-        reps = _reps_for(one, self.budget_s)
-        return _best(lambda: f(reps), self.repeats) / reps
+        return self.per_rep_s(f)
 
     def epilogue_rows(self, dtype, H, threads) -> float:
         """Seconds per row of the rows path's elementwise work (gate copy, `_epilogue`,
@@ -635,9 +633,7 @@ class _Bench:
         else:
             f = lambda reps: self.k["transcendentals"](x, y, z, reps)
         f(1)
-        one = _best(lambda: f(1), 2)
-        reps = _reps_for(one, self.budget_s)
-        return _best(lambda: f(reps), self.repeats) / (reps * 2 * x.size)
+        return self.per_rep_s(f) / (2 * x.size)
 
 
 # -- the run -------------------------------------------------------------------------------

@@ -32,13 +32,12 @@ import glob
 import math
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .target import HOST_ENV, host_target_path, load_target_file
+from .target import host_target_path, load_target_file
 
 METHOD = ("BLAS GEMM via np.dot in @njit for peak and skinny shapes; @njit streaming sum per cache "
           "level for bandwidth; empty @njit call behind a checking wrapper; @njit loop trips and "

@@ -18,7 +18,7 @@ element, E_l the layer's input size, P = proj_size or H):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, asdict
 from typing import Dict, Tuple
 
 import numpy as np

@@ -18,7 +18,7 @@ them (`place_weights`); activations in the fastest level they fit (`place_activa
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Dict, Optional, Tuple
 
 from .counts import ACT_BYTES, Counts, check_dtype, count, lstm_layer_macs

@@ -18,7 +18,7 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, Tuple
 
 KINDS = ("mcu", "cpu", "gpu", "accelerator", "host")
 MEMORY_KINDS = ("register", "sram", "cache", "dram", "hbm", "flash")

@@ -9,7 +9,7 @@ projection), L layers, D directions.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Tuple
 
 BIAS_CONVENTIONS = ("pytorch", "keras", "none")

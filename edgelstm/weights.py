@@ -19,7 +19,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from .spec import LSTMSpec, SpecError
+from .spec import LSTMSpec
 
 FLOAT_DTYPES = ("float32", "float64")
 

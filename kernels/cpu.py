@@ -27,7 +27,6 @@ moves each result by O(K eps), far inside the 1e-12 tolerance, and keeps NaN sem
 """
 from __future__ import annotations
 
-import math
 import types
 from dataclasses import dataclass
 

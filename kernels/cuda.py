@@ -386,7 +386,7 @@ def _pack(weights):
     """Per layer: the device arrays the kernels read, in their layouts, all directions stacked."""
     cu = _cuda()
     spec = weights.spec
-    H, P = spec.hidden_size, spec.out_size
+    H = spec.hidden_size
     dt = weights.dtype
     layers = []
     for dirs in weights.layers:

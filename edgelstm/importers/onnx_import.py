@@ -8,7 +8,7 @@ and direction "reverse" are refused as unsupported.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Dict
 
 import numpy as np
 

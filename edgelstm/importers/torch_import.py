@@ -12,8 +12,7 @@ import re
 import numpy as np
 
 from ..convert import ConvertError, from_torch, from_torch_state_dict
-from ..model import (Model, ModelFileError, ModelWeights, UnsupportedModelError, build_model, sniff,
-                     zip_carries_pickle)
+from ..model import (Model, ModelFileError, ModelWeights, UnsupportedModelError, build_model, sniff)
 from ..spec import ModelSpec
 
 SUPPORTED = ("Embedding", "LSTM", "Linear")

@@ -290,10 +290,23 @@ def wrapper_once_s(target: Target) -> float:
     kernels/cpu.py:lstm_cpu: one input validation (check_s), one numba.get_num_threads()
     (py_threads_s), five allocations (h_n, c_n, lengths, the gate buffer xp, the output y:
     py_alloc_s each) and two views (ascontiguousarray of x, xp's reshape: py_view_s each).
-    Without these figures: the target's call_s."""
+    Without these figures: the target's call_s. When calibration timed the wrapper's Python
+    side as a whole (wrapper_s, its JIT calls stood in for), that figure is used instead: it
+    holds these pieces and the interpreter's own statements between them."""
+    if target.wrapper_s:
+        return target.wrapper_s
     if not target.check_s:
         return target.call_overhead_s
     return target.check_s + target.py_threads_s + 5 * target.py_alloc_s + 2 * target.py_view_s
+
+
+def wrapper_row_s(target: Target, D: int) -> float:
+    """lstm_cpu's Python work for one layer and direction (the layer's part shared by its D
+    directions): the measured wrapper_layer_s / wrapper_dir_s when calibration has them,
+    else the views counted (_LAYER_PY_VIEWS, _DIR_PY_VIEWS)."""
+    if target.wrapper_s:
+        return target.wrapper_layer_s / D + target.wrapper_dir_s
+    return _LAYER_PY_ALLOCS * target.py_alloc_s + (_LAYER_PY_VIEWS + _DIR_PY_VIEWS) * target.py_view_s
 
 
 # Per layer, lstm_cpu takes one reshape view of the layer's input (py_view_s); the gemm path's
@@ -340,7 +353,7 @@ def _host_kernel_row(r, D: int, T: int, B: int, dt: str, target: Target, threads
     # projection matvec h = W_hr hf when the spec has them.
     extra = (6 * H / peak_1 if peep else 0.0) + (
         2 * H * P / gemm_flops_per_s(target, dt, 1, 1, H * P, "matvec") if proj else 0.0)
-    py = _LAYER_PY_ALLOCS * target.py_alloc_s + (_LAYER_PY_VIEWS + _DIR_PY_VIEWS) * target.py_view_s
+    py = wrapper_row_s(target, D)
     if B >= cfg["gemm_min_batch"]:
         # A BLAS GEMM per step (np.dot from Python) and a JIT epilogue call over all rows.
         dot = 2 * B * P * G / gemm_flops_per_s(target, dt, target.cores, B, P * G, "dot")

@@ -205,24 +205,41 @@ def time_call(fn: Callable[[], object], min_time_s: float, min_repeats: int = 5,
     return first, times
 
 
-def measure(config: Config, target, threads: int, min_time_s: float) -> Result:
-    """Run the kernel on one configuration and ask the model for the same work."""
-    from . import lstm, predict
-    from .costmodel.counts import count
+def _workload(config: Config):
+    """The call a configuration times: lstm(x, w) on seeded random weights and input (the
+    same arrays on every build)."""
+    from . import lstm
     from .weights import LSTMWeights
     s = config.spec
     w = LSTMWeights.random(s, seed=0, dtype=config.dtype)
     x = np.random.default_rng(1).standard_normal((config.seq_len, config.batch, s.input_size)).astype(config.dtype)
-    first, times = time_call(lambda: lstm(x, w), min_time_s)
+    return lambda: lstm(x, w)
+
+
+def result(config: Config, target, threads: int, first_s: float, times: List[float]) -> Result:
+    """A Result from a configuration's timed repeats: their median beside the model's prediction."""
+    from . import predict
+    from .costmodel.counts import count
+    s = config.spec
     measured = statistics.median(times)
     p = predict(s, target, batch=config.batch, seq_len=config.seq_len, dtype=config.dtype, threads=threads)
     c = count(s, batch=config.batch, seq_len=config.seq_len, dtype=config.dtype)
     breakdown = getattr(p, "breakdown", None)
     return Result(label=config.label(), spec=asdict(s), batch=config.batch, seq_len=config.seq_len,
                   dtype=config.dtype, threads=threads, measured_s=measured, repeats=len(times),
-                  compile_s=max(first - measured, 0.0), predicted_s=p.latency_s, bound=p.bound,
+                  compile_s=max(first_s - measured, 0.0), predicted_s=p.latency_s, bound=p.bound,
                   flops=c.flops_per_sequence, bytes=c.traffic["streamed_hoisted"].bytes_per_sequence,
                   breakdown=dict(breakdown) if isinstance(breakdown, dict) else None)
+
+
+def measure(config: Config, target, threads: int, min_time_s: float) -> Result:
+    """Run the kernel on one configuration (one window of repeats) and ask the model for the
+    same work."""
+    first, times = time_call(_workload(config), min_time_s)
+    return result(config, target, threads, first, times)
+
+
+ROUNDS = 3   # passes over the grid (run): each configuration is timed in this many windows
 
 
 def summarize(results: Iterable[Result]) -> dict:
@@ -282,16 +299,33 @@ class Progress:
 
 
 def run(configs: List[Config], target, threads: int, min_time_s: float = 0.3, progress: bool = True,
-        measure_fn=measure) -> List[Result]:
-    bar = Progress(len(configs)) if progress else None
-    results = []
-    for cfg in configs:
-        r = measure_fn(cfg, target, threads, min_time_s)
-        results.append(r)
-        if bar:
-            bar.update(cfg.label(), f"measured {r.measured_s * 1e3:.3g} ms, predicted {r.predicted_s * 1e3:.3g} ms "
-                                    f"({r.error_pct:+.0f}%)")
-    return results
+        rounds: int = ROUNDS) -> List[Result]:
+    """Time every configuration in `rounds` passes over the whole list, min_time_s / rounds
+    of repeats per pass, and report each one's median over all its repeats.
+
+    Passes rather than one window per configuration: on a shared machine a disturbance
+    (another tenant's burst, a descheduled vCPU) lasts seconds, long enough to spoil every
+    repeat of whichever configuration is being timed then. Spread over passes a whole grid
+    apart, it spoils one window of a configuration at most, and the median sees through it.
+    JIT compile time is the first call's excess in the first pass; later passes rebuild the
+    same arrays and warm up with one untimed call."""
+    rounds = max(1, int(rounds))
+    bar = Progress(len(configs) * rounds) if progress else None
+    first = [0.0] * len(configs)
+    times: List[List[float]] = [[] for _ in configs]
+    results: List[Optional[Result]] = [None] * len(configs)
+    per_window = min_time_s / rounds
+    for rnd in range(rounds):
+        for i, cfg in enumerate(configs):
+            f, t = time_call(_workload(cfg), per_window, min_repeats=max(1, -(-5 // rounds)))
+            if rnd == 0:
+                first[i] = f
+            times[i] += t
+            if bar:
+                r = results[i] = result(cfg, target, threads, first[i], times[i])
+                bar.update(cfg.label(), f"pass {rnd + 1}/{rounds}: measured {r.measured_s * 1e3:.3g} ms, "
+                                        f"predicted {r.predicted_s * 1e3:.3g} ms ({r.error_pct:+.0f}%)")
+    return [result(cfg, target, threads, first[i], times[i]) for i, cfg in enumerate(configs)]
 
 
 # -- reports -----------------------------------------------------------------------------

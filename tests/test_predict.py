@@ -300,3 +300,32 @@ def test_matvec_rate_not_interpolated_across_a_shared_level(tmp_path):
     assert gemm_flops_per_s(t0, "float32", 1, 1, 128 * 512, "matvec") == pytest.approx(
         math.exp((1 - f_mid) * math.log(80e9) + f_mid * math.log(5e9)))
     assert gemm_flops_per_s(t, "float32", 1, 1, 512 * 2048, "block") == pytest.approx(10e9)
+
+
+def test_measured_wrapper_figures_replace_the_counted_pieces(tmp_path):
+    """When calibration timed lstm()'s Python side as a whole (wrapper_s per call,
+    wrapper_layer_s per layer, wrapper_dir_s per direction), the model charges those and not
+    the pieces it would otherwise compose (validation + get_num_threads + allocs + views)."""
+    f = tmp_path / "hosty.toml"
+    f.write_text(HOSTY_TABLES.replace("check_s = 1.5e-6", "check_s = 1.5e-6\nwrapper_s = 4e-6\n"
+                                      "wrapper_layer_s = 6e-7\nwrapper_dir_s = 2e-7"))
+    t = load_target(str(f))
+    base = load_target(_write(tmp_path / "plain.toml", HOSTY_TABLES))
+    assert t.wrapper_s == 4e-6 and base.wrapper_s == 0.0
+    for spec, rows in ((LSTMSpec(32, 32), 1), (LSTMSpec(32, 32, num_layers=3), 3),
+                       (LSTMSpec(32, 32, bidirectional=True), 2)):
+        p = predict(spec, t, batch=1, seq_len=5, dtype="float32", threads=2)
+        q = predict(spec, base, batch=1, seq_len=5, dtype="float32", threads=2)
+        assert p.breakdown["call_overhead"] == pytest.approx(4e-6)
+        assert q.breakdown["call_overhead"] == pytest.approx(1.5e-6 + 5e-7 + 5 * 2e-7 + 2 * 1e-7)
+        # per layer: wrapper_layer_s once (split over its directions) + wrapper_dir_s per
+        # direction, in place of 3 views (1e-7 each) per layer and direction
+        D = 2 if spec.bidirectional else 1
+        per_rows = spec.num_layers * 6e-7 + rows * 2e-7
+        assert (p.breakdown["input_gemm"] - q.breakdown["input_gemm"]) == pytest.approx(
+            per_rows - rows * 3 * 1e-7, rel=1e-6), (spec, D)
+
+
+def _write(path, text):
+    path.write_text(text)
+    return str(path)

@@ -107,3 +107,26 @@ def test_bench_bad_grid_file(tmp_path, capsys):
     g.write_text('{"something": 1}')
     assert main(["bench", "--grid", str(g)]) == 2
     assert "'configs' list" in capsys.readouterr().err
+
+
+def test_run_times_every_configuration_in_passes_over_the_grid(monkeypatch):
+    """run() makes `rounds` passes over the whole list (not one window per configuration)
+    and reports each configuration's median over the repeats of all its passes; the first
+    pass's first call is the one whose excess is reported as compile time."""
+    calls = []
+
+    def fake_time_call(fn, min_time_s, min_repeats=5, max_repeats=200):
+        calls.append((fn, min_time_s, min_repeats))
+        k = len(calls)
+        return 1.0 + k, [1e-3 * k, 1e-3 * k]     # first-call time, two repeats
+
+    monkeypatch.setattr(sweep, "time_call", fake_time_call)
+    monkeypatch.setattr(sweep, "_workload", lambda cfg: cfg)
+    cfgs = [sweep.Config(LSTMSpec(8, 8), 1, 2, "float32"), sweep.Config(LSTMSpec(8, 16), 2, 3, "float64")]
+    res = sweep.run(cfgs, "cortex-a72", threads=1, min_time_s=0.3, progress=False, rounds=3)
+    assert [c[0] for c in calls] == cfgs * 3                         # grid order, three passes
+    assert all(c[1] == pytest.approx(0.1) and c[2] == 2 for c in calls)
+    # config 0 was timed in calls 1, 3, 5 (repeats 1, 3, 5 ms), config 1 in calls 2, 4, 6
+    assert [r.repeats for r in res] == [6, 6]
+    assert res[0].measured_s == pytest.approx(3e-3) and res[1].measured_s == pytest.approx(4e-3)
+    assert res[0].compile_s == pytest.approx(2.0 - 3e-3) and res[1].compile_s == pytest.approx(3.0 - 4e-3)

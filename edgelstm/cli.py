@@ -222,6 +222,11 @@ def _add_bench(sub):
     p.add_argument("--out", default="bench-results", help="directory for results.json, results.md and plots")
     p.add_argument("--threads", type=int, default=None, help="Numba threads (default: all cores)")
     p.add_argument("--min-time", type=float, default=None, help="seconds of repeats per configuration")
+    p.add_argument("--calibrate", nargs="?", const="quick", choices=("quick", "full"), default=None,
+                   help="calibrate this machine first (quick: about 25 s; full: about 2 min) into "
+                        "OUT/host.toml and predict with that file, so the model and the timings see "
+                        "the machine in the same state (on a shared machine it drifts); the host "
+                        "file in your cache is left as it is")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--json", action="store_true", help="print the results JSON on stdout")
     p.set_defaults(func=cmd_bench)
@@ -251,7 +256,19 @@ def cmd_bench(args) -> int:
     from .costmodel.target import load_target
     threads = args.threads or numba.config.NUMBA_NUM_THREADS
     numba.set_num_threads(threads)
-    target = load_target("host")
+    if args.calibrate:
+        from pathlib import Path
+        from .costmodel.calibrate import calibrate
+        out = Path(args.out) / "host.toml"
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"bench: --out {args.out}: cannot create it ({e.strerror})") from None
+        print(f"calibrating this machine ({args.calibrate}) into {out} first", file=sys.stderr)
+        target = load_target(str(calibrate(quick=args.calibrate == "quick", out=out,
+                                           log=lambda m: print(f"calibrate: {m}", file=sys.stderr))))
+    else:
+        target = load_target("host")
     min_time = args.min_time if args.min_time is not None else (0.1 if args.quick else 0.5)
     t0 = time.perf_counter()
     results = sweep.run(configs, target, threads, min_time_s=min_time)

@@ -273,7 +273,7 @@ def machine_info(threads: int, target=None) -> dict:
             "python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__}
     if target is not None:
         info["target"] = getattr(target, "name", str(target))
-        for key in ("calibrated_at", "method", "source"):
+        for key in ("calibrated_at", "method", "source", "path"):
             if getattr(target, key, None):
                 info[f"target_{key}"] = getattr(target, key)
     return info

@@ -130,3 +130,30 @@ def test_run_times_every_configuration_in_passes_over_the_grid(monkeypatch):
     assert [r.repeats for r in res] == [6, 6]
     assert res[0].measured_s == pytest.approx(3e-3) and res[1].measured_s == pytest.approx(4e-3)
     assert res[0].compile_s == pytest.approx(2.0 - 3e-3) and res[1].compile_s == pytest.approx(3.0 - 4e-3)
+
+
+def test_bench_calibrate_first_predicts_with_a_fresh_file_in_out(tmp_path, monkeypatch, capsys):
+    """--calibrate calibrates into OUT/host.toml before measuring and predicts with that file
+    (calibration itself is stood in for here by copying a catalog target: it is tested in
+    test_calibrate.py); the host file in the user's cache is not touched."""
+    import shutil
+    from edgelstm.costmodel import calibrate as cal
+    from edgelstm.costmodel.target import host_target_path
+    src = __import__("pathlib").Path(cal.__file__).parent / "targets" / "cortex-a72.toml"
+    asked = []
+
+    def fake_calibrate(quick=False, out=None, log=None):
+        asked.append(quick)
+        shutil.copy(src, out)
+        return out
+    monkeypatch.setattr(cal, "calibrate", fake_calibrate)
+    monkeypatch.setenv("EDGELSTM_HOST_TARGET", str(tmp_path / "home-host.toml"))
+    out = tmp_path / "res"
+    rc = main(["bench", "--calibrate", "--spec", "hidden_size=8,batch=1,seq_len=2", "--min-time", "0.01",
+               "--no-plots", "--out", str(out)])
+    assert rc == 0 and asked == [True]
+    d = json.loads((out / "results.json").read_text())
+    assert d["machine"]["target_path"] == str(out / "host.toml")
+    assert d["results"][0]["predicted_s"] > 0
+    assert not (tmp_path / "home-host.toml").exists() and host_target_path() == tmp_path / "home-host.toml"
+    assert "calibrating this machine (quick)" in capsys.readouterr().err

@@ -715,8 +715,9 @@ class _Bench:
 GEMM_M = (1, 4, 16, 64, 256)
 GEMM_K = (64, 256, 1024)   # N = 4K: the shape of a gate product
 # The CPU kernel's routines, timed at shapes whose operand W (k x 4k) sits in L1, L2, L3 and
-# beyond (float32: 16 KB, 256 KB, 4 MB, 16 MB; float64 twice that).
-ROUTINE_K = (32, 128, 512, 1024)
+# beyond (float32: 16 KB, 256 KB, 1 MB, 4 MB, 16 MB; float64 twice that).
+ROUTINE_K = (32, 128, 256, 512, 1024)
+ROUTINE_K_QUICK = (32, 128, 512, 1024)   # --quick: without the L2-boundary point (quick stays under 30 s)
 DOT_M = (1, 16, 64, 256, 1024)     # np.dot from Python: rows of a step's product or of a projection
 OWN_M = (1, 4, 32, 256)            # the register-blocked projection GEMM, serial and prange
 EPI_H = (16, 64, 256, 1024)        # hidden sizes of the elementwise (epilogue) tables
@@ -754,7 +755,7 @@ def measure(quick: bool = False, log=None) -> dict:
         def routines():
             rt = []
             for dt in ("float32", "float64"):
-                for k in ROUTINE_K:
+                for k in (ROUTINE_K_QUICK if quick else ROUTINE_K):
                     for m in DOT_M:
                         rt.append(("dot", dt, cores, m, k, 4 * k, b.blas_call(dt, m, k, 4 * k)))
                     for m in OWN_M:

@@ -538,19 +538,23 @@ class _Bench:
                 f(*args)
         return max(_best(loop, self.repeats) / reps - njit17_s, 0.0) / B
 
+    def per_python_call_s(self, fn) -> float:
+        """Seconds per call of fn() from a Python loop (2,000 calls per run with --quick,
+        20,000 otherwise; the best of self.repeats runs)."""
+        n = 2000 if self.quick else 20000
+
+        def loop():
+            for _ in range(n):
+                fn()
+        return _best(loop, self.repeats) / n
+
     def python_costs(self) -> dict:
         """Python-side pieces of the lstm() wrapper, each timed alone: a small np.empty, a
         reshape view, numba.get_num_threads(), and one call of the wrapper's input validation
         (edgelstm._checks.check_lstm_inputs) on random input."""
         import numba
-        n = 2000 if self.quick else 20000
         x = np.zeros((4, 2, 16), np.float32)
-
-        def per(fn):
-            def loop():
-                for _ in range(n):
-                    fn()
-            return _best(loop, self.repeats) / n
+        per = self.per_python_call_s
         out = {"py_alloc_s": per(lambda: np.empty((4, 2, 64), np.float32)),
                "py_view_s": per(lambda: x.reshape(8, 16)),
                "py_threads_s": per(numba.get_num_threads)}
@@ -586,14 +590,8 @@ class _Bench:
 
         def stand_in(*args):
             return None
-        n = 2000 if self.quick else 20000
         x = np.zeros((1, 1, 16), np.float32)
-
-        def per(fn):
-            def loop():
-                for _ in range(n):
-                    fn()
-            return _best(loop, self.repeats) / n
+        per = self.per_python_call_s
         a4, a15 = [x] * 4, [x] * 15
         stub4, stub15 = per(lambda: stand_in(*a4)), per(lambda: stand_in(*a15))
         specs = {"one": LSTMSpec(16, 16), "two": LSTMSpec(16, 16, num_layers=2),

@@ -232,13 +232,6 @@ def result(config: Config, target, threads: int, first_s: float, times: List[flo
                   breakdown=dict(breakdown) if isinstance(breakdown, dict) else None)
 
 
-def measure(config: Config, target, threads: int, min_time_s: float) -> Result:
-    """Run the kernel on one configuration (one window of repeats) and ask the model for the
-    same work."""
-    first, times = time_call(_workload(config), min_time_s)
-    return result(config, target, threads, first, times)
-
-
 ROUNDS = 3   # passes over the grid (run): each configuration is timed in this many windows
 
 
@@ -307,13 +300,13 @@ def run(configs: List[Config], target, threads: int, min_time_s: float = 0.3, pr
     (another tenant's burst, a descheduled vCPU) lasts seconds, long enough to spoil every
     repeat of whichever configuration is being timed then. Spread over passes a whole grid
     apart, it spoils one window of a configuration at most, and the median sees through it.
+    (A state of the host that lasts minutes still moves every pass: docs/targets.md.)
     JIT compile time is the first call's excess in the first pass; later passes rebuild the
     same arrays and warm up with one untimed call."""
     rounds = max(1, int(rounds))
     bar = Progress(len(configs) * rounds) if progress else None
     first = [0.0] * len(configs)
     times: List[List[float]] = [[] for _ in configs]
-    results: List[Optional[Result]] = [None] * len(configs)
     per_window = min_time_s / rounds
     for rnd in range(rounds):
         for i, cfg in enumerate(configs):
@@ -322,7 +315,7 @@ def run(configs: List[Config], target, threads: int, min_time_s: float = 0.3, pr
                 first[i] = f
             times[i] += t
             if bar:
-                r = results[i] = result(cfg, target, threads, first[i], times[i])
+                r = result(cfg, target, threads, first[i], times[i])
                 bar.update(cfg.label(), f"pass {rnd + 1}/{rounds}: measured {r.measured_s * 1e3:.3g} ms, "
                                         f"predicted {r.predicted_s * 1e3:.3g} ms ({r.error_pct:+.0f}%)")
     return [result(cfg, target, threads, first[i], times[i]) for i, cfg in enumerate(configs)]

@@ -188,11 +188,16 @@ def _add_calibrate(sub):
     p.set_defaults(func=cmd_calibrate)
 
 
+def _calibrate_log(msg: str) -> None:
+    """Calibration's progress, a line on stderr (stdout keeps the command's own output)."""
+    print(f"calibrate: {msg}", file=sys.stderr)
+
+
 def cmd_calibrate(args) -> int:
     from .costmodel.calibrate import calibrate
     from .costmodel.target import load_target_file
     path = calibrate(quick=args.quick, out=args.out,
-                     log=None if args.json else (lambda m: print(f"calibrate: {m}", file=sys.stderr)))
+                     log=None if args.json else _calibrate_log)
     t = load_target_file(path)
     if args.json:
         print(json.dumps(dict(t.to_dict(), calibration=t.calibration), indent=2, default=str))
@@ -266,7 +271,7 @@ def cmd_bench(args) -> int:
             raise UsageError(f"bench: --out {args.out}: cannot create it ({e.strerror})") from None
         print(f"calibrating this machine ({args.calibrate}) into {out} first", file=sys.stderr)
         target = load_target(str(calibrate(quick=args.calibrate == "quick", out=out,
-                                           log=lambda m: print(f"calibrate: {m}", file=sys.stderr))))
+                                           log=_calibrate_log)))
     else:
         target = load_target("host")
     min_time = args.min_time if args.min_time is not None else (0.1 if args.quick else 0.5)

@@ -123,9 +123,9 @@ class LSTMStream:
         self._c = np.zeros((L, self.batch, H), dt)
         self._z = np.empty(4 * H, dt)
         self._hf = np.empty(H, dt)
-        self._a = np.empty(4 * H)
-        self._s = np.empty(4 * H)
-        self._ibuf = np.empty(4 * H, np.int64)
+        self._a = np.empty(4 * H, dt)        # epilogue scratch in the model's precision
+        self._s = np.empty(4 * H, dt)
+        self._ibuf = np.empty(4 * H, dt)
         self._xbuf = np.empty((self.batch, E), dt)
         self._out = np.zeros((self.batch, P), dt)
         self._out_view = self._out[0] if self.batch == 1 else self._out

@@ -34,6 +34,10 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from . import guard
+from .activations import vexp_neg
+from .guard import njit_cached
+
 # error_model="numpy" everywhere: Python's model checks every float division for zero and
 # raises, and that branch stops LLVM from vectorizing the epilogue.
 FASTMATH = {"contract"}
@@ -49,24 +53,25 @@ class CPUConfig:
     gemm_min_batch: int = 32        # batch >= this: one BLAS GEMM per step instead of matvecs
     max_rows_per_block: int = 8     # rows sharing one pass over W_hh in the rows kernel
     parallel_epilogue_min_elements: int = 1 << 20   # B*H from this: gemm-path epilogue threaded
-    # One block of rows (B=1 on 2 threads) runs the parallel rows variant from this many steps,
-    # the serial one below. Measured with fresh Numba caches (B=1, T=100, float32): serial 58 µs
-    # vs parallel 45 µs at H=32, 110 vs 86-93 µs at H=64, equal at H=256 (0.14-0.24 µs more per
-    # step serially; cause not identified: the two variants are compiled differently by parfor
-    # lowering); the one-iteration parallel region costs ~1 µs per call (T=1: 3.3 vs 2.3 µs).
-    parallel_single_block_min_steps: int = 32
+    # One block of rows (B=1) runs the serial rows variant unless the sequence has at least this
+    # many steps; the parallel variant (a prange of one iteration) wakes the whole thread team
+    # and joins it, and when another process keeps a core busy that join waits for a time slice:
+    # 8.0 ms against 0.2 ms serially for B=1 H=64 T=100 on the shared 2-core machine. With the
+    # float32 epilogue the serial variant is as fast as the parallel one when idle. Off by default.
+    parallel_single_block_min_steps: int = 1 << 62
+    # The hoisted projection takes the axpy form (rows of W_ih^T, 4 output rows sharing each
+    # load) while 4 output rows of D*4H fit in this many bytes (L1-resident), the dot form
+    # above: measured (T=100, float32) 35 vs 79 µs at E=40 4H=256; 914 vs 379 µs at E=128 4H=1024.
+    projection_axpy_max_bytes: int = 16384
+    # Two independent tasks of one block (the two directions of a layer; the two halves of the
+    # hoisted projection) run on two cores (guard.run_two) from this many MACs per task: below
+    # it the helper thread's wake-up (tens of µs) costs more than the half it saves.
+    two_core_min_macs: int = 1 << 20
     # (B=64, H=1024 measured no faster threaded: the per-step GEMM dominates, and every
     # parallel region is a join that a loaded machine can stretch by a time slice)
 
 
 config = CPUConfig()
-
-# exp(r) on |r| <= ln2/2: Taylor to degree 12 (truncation < 2e-16 relative).
-_LOG2E = 1.4426950408889634
-_LN2_HI = 0.6931471803691238
-_LN2_LO = 1.9082149292705877e-10
-_EXP_MIN_ARG = -708.0
-
 
 def _jit_variant(impl, suffix, **options):
     """njit a copy of `impl` under its own name. Numba's on-disk cache keys a function by
@@ -77,95 +82,77 @@ def _jit_variant(impl, suffix, **options):
                            impl.__defaults__, impl.__closure__)
     f.__qualname__ = impl.__qualname__ + suffix
     f.__doc__ = impl.__doc__
-    return njit(cache=True, error_model="numpy", **options)(f)
+    return njit_cached(error_model="numpy", nogil=True, **options)(f)
 
 
 # ---------------------------------------------------------------------------------------
 # elementwise pieces
 # ---------------------------------------------------------------------------------------
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+@njit_cached(fastmath=FASTMATH, error_model="numpy", nogil=True)
 def _vexp_neg(a, ibuf, n):
-    """a[:n] = exp(a[:n]) in place, for a <= 0 (float64). Branch-free so it vectorizes."""
-    for j in range(n):
-        x = a[j]
-        if x < _EXP_MIN_ARG:               # NaN compares false and stays NaN
-            x = _EXP_MIN_ARG
-        k = np.floor(x * _LOG2E + 0.5)
-        r = (x - k * _LN2_HI) - k * _LN2_LO
-        p = 1.0 / 479001600.0
-        p = p * r + 1.0 / 39916800.0
-        p = p * r + 1.0 / 3628800.0
-        p = p * r + 1.0 / 362880.0
-        p = p * r + 1.0 / 40320.0
-        p = p * r + 1.0 / 5040.0
-        p = p * r + 1.0 / 720.0
-        p = p * r + 1.0 / 120.0
-        p = p * r + 1.0 / 24.0
-        p = p * r + 1.0 / 6.0
-        p = p * r + 0.5
-        p = p * r + 1.0
-        p = p * r + 1.0
-        a[j] = p
-        ibuf[j] = (np.int64(k) + 1023) << 52     # the bits of 2^k
-    scale = ibuf.view(np.float64)
-    for j in range(n):
-        a[j] *= scale[j]
+    """a[:n] = exp(a[:n]) in place, for a <= 0, in a's precision (kernels/activations.py)."""
+    vexp_neg(a, ibuf, n)
 
 
 @njit(inline="always", error_model="numpy")
-def _sig(e, z):
+def _sig(e, z, one):
     """σ(z) given e = exp(-|z|)."""
-    s = 1.0 / (1.0 + e)
-    return s if z >= 0.0 else e * s
+    s = one / (one + e)
+    return s if z >= 0 else e * s
 
 
 @njit(inline="always", error_model="numpy")
-def _tanh(e2, z):
+def _tanh(e2, z, one):
     """tanh(z) given e2 = exp(-2|z|)."""
-    t = (1.0 - e2) / (1.0 + e2)
-    return t if z >= 0.0 else -t
+    t = (one - e2) / (one + e2)
+    return t if z >= 0 else -t
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+@njit_cached(fastmath=FASTMATH, error_model="numpy", nogil=True)
 def _epilogue(z, c, peep, has_peep, a, s, ibuf, hf):
     """Gates from pre-activations z (4H: i,f,g,o) -> c updated in place, hf = o*tanh(c').
 
-    a, s (4H float64) and ibuf (4H int64) are scratch.
+    a, s (4H) and ibuf (4H) are scratch; a's dtype is the precision of the activations and the
+    cell update (float32 scratch with int32 ibuf, or float64 with int64: activations.py).
     """
     H = c.shape[0]
+    ft = a.dtype.type
+    one = ft(1.0)
+    two = ft(2.0)
     for k in range(H):
-        zi = np.float64(z[k])
-        zf = np.float64(z[H + k])
-        zg = np.float64(z[2 * H + k])
+        zi = ft(z[k])
+        zf = ft(z[H + k])
+        zg = ft(z[2 * H + k])
         if has_peep:
-            zi += peep[0, k] * c[k]
-            zf += peep[1, k] * c[k]
+            ck = ft(c[k])
+            zi += ft(peep[0, k]) * ck
+            zf += ft(peep[1, k]) * ck
         s[k] = zi
         s[H + k] = zf
         s[2 * H + k] = zg
         a[k] = -abs(zi)
         a[H + k] = -abs(zf)
-        a[2 * H + k] = -2.0 * abs(zg)
-    _vexp_neg(a, ibuf, 3 * H)
+        a[2 * H + k] = -two * abs(zg)
+    vexp_neg(a, ibuf, 3 * H)
     for k in range(H):
-        i = _sig(a[k], s[k])
-        f = _sig(a[H + k], s[H + k])
-        g = _tanh(a[2 * H + k], s[2 * H + k])
-        cn = f * c[k] + i * g
+        i = _sig(a[k], s[k], one)
+        f = _sig(a[H + k], s[H + k], one)
+        g = _tanh(a[2 * H + k], s[2 * H + k], one)
+        cn = f * ft(c[k]) + i * g
         c[k] = cn
-        zo = np.float64(z[3 * H + k])
+        zo = ft(z[3 * H + k])
         if has_peep:
-            zo += peep[2, k] * cn
+            zo += ft(peep[2, k]) * cn
         s[k] = zo
         s[H + k] = cn
         a[k] = -abs(zo)
-        a[H + k] = -2.0 * abs(cn)
-    _vexp_neg(a, ibuf, 2 * H)
+        a[H + k] = -two * abs(cn)
+    vexp_neg(a, ibuf, 2 * H)
     for k in range(H):
-        hf[k] = _sig(a[k], s[k]) * _tanh(a[H + k], s[H + k])
+        hf[k] = _sig(a[k], s[k], one) * _tanh(a[H + k], s[H + k], one)
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+@njit_cached(fastmath=FASTMATH, error_model="numpy", nogil=True)
 def _axpy_rows(z, wT, v):
     """z[j] += sum_p wT[p, j] * v[p]: the matvec W v with W^T packed (n, G), four p at a time."""
     n, G = wT.shape
@@ -184,7 +171,7 @@ def _axpy_rows(z, wT, v):
         p += 1
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+@njit_cached(fastmath=FASTMATH, error_model="numpy", nogil=True)
 def _axpy_multi(z, wT, h, act, na):
     """z[q, j] += sum_p wT[p, j] * h[act[q], p] for q < na: the recurrent product of several
     rows, each group of four W^T rows loaded into L1 once and used by every row."""
@@ -252,7 +239,7 @@ def _gemm_bias_impl(X, W, bias, out):
             out[n3, j2] = a32 + bias[j2]; out[n3, j3] = a33 + bias[j3]
 
 
-@njit(cache=True, fastmath=FASTMATH_DOT, error_model="numpy")
+@njit_cached(fastmath=FASTMATH_DOT, error_model="numpy", nogil=True)
 def _gemm_acc(X, W, out, N):
     """out[:N] += X[:N] W^T, W (G,K) row-major, 4 x 4 blocks (_dot4x4): the recurrent
     product of a block of 4 or more active rows in the rows kernel. Serial."""
@@ -303,11 +290,56 @@ def _gemm_acc(X, W, out, N):
 
 
 
+@njit_cached(fastmath=FASTMATH, error_model="numpy", nogil=True)
+def _gemm_bias_axpy(X, WT, bias, out):
+    """out (N,G) = X (N,K) WT (K,G) + bias in axpy form: four output rows share each load of a
+    WT row; the form that wins while four rows of G stay in L1 (config.projection_axpy_max_bytes)."""
+    N, K = X.shape
+    G = WT.shape[1]
+    n0 = 0
+    while n0 + 4 <= N:
+        o0, o1, o2, o3 = out[n0], out[n0 + 1], out[n0 + 2], out[n0 + 3]
+        x0, x1, x2, x3 = X[n0], X[n0 + 1], X[n0 + 2], X[n0 + 3]
+        for j in range(G):
+            b = bias[j]
+            o0[j] = b
+            o1[j] = b
+            o2[j] = b
+            o3[j] = b
+        k = 0
+        while k + 2 <= K:
+            w0, w1 = WT[k], WT[k + 1]
+            a0, a1, a2, a3 = x0[k], x1[k], x2[k], x3[k]
+            b0, b1, b2, b3 = x0[k + 1], x1[k + 1], x2[k + 1], x3[k + 1]
+            for j in range(G):
+                u = w0[j]
+                v = w1[j]
+                o0[j] += a0 * u + b0 * v
+                o1[j] += a1 * u + b1 * v
+                o2[j] += a2 * u + b2 * v
+                o3[j] += a3 * u + b3 * v
+            k += 2
+        if k < K:
+            w0 = WT[k]
+            a0, a1, a2, a3 = x0[k], x1[k], x2[k], x3[k]
+            for j in range(G):
+                u = w0[j]
+                o0[j] += a0 * u
+                o1[j] += a1 * u
+                o2[j] += a2 * u
+                o3[j] += a3 * u
+        n0 += 4
+    for n in range(n0, N):
+        o = out[n]
+        o[:] = bias
+        _axpy_rows(o, WT, X[n])
+
+
 _gemm_bias = _jit_variant(_gemm_bias_impl, "_serial", fastmath=FASTMATH_DOT)
 _gemm_bias_parallel = _jit_variant(_gemm_bias_impl, "_parallel", fastmath=FASTMATH_DOT, parallel=True)
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+@njit_cached(fastmath=FASTMATH, error_model="numpy", nogil=True)
 def _finish_row(hf, whrT, has_proj, h, yrow):
     """h = W_hr hf (or hf), and the same values into this step's output row."""
     if has_proj:
@@ -335,9 +367,9 @@ def _layer_rows_impl(xp, g_off, whhT, whrT, peep, has_proj, has_peep, lengths, r
         nr = min(B, r0 + rows_per_block) - r0
         z = np.empty((nr, G), dtype=xp.dtype)
         hf = np.empty(H, dtype=xp.dtype)
-        a = np.empty(G)
-        s = np.empty(G)
-        ibuf = np.empty(G, dtype=np.int64)
+        a = np.empty(G, dtype=xp.dtype)     # activations in the model's precision
+        s = np.empty(G, dtype=xp.dtype)
+        ibuf = np.empty(G, dtype=xp.dtype)
         act = np.empty(nr, dtype=np.int64)
         hact = np.empty((nr, P), dtype=xp.dtype)
         for step in range(T):
@@ -386,23 +418,25 @@ _epilogue_gemm_step = _jit_variant(_epilogue_gemm_step_impl, "_parallel", fastma
 _epilogue_gemm_step_serial = _jit_variant(_epilogue_gemm_step_impl, "_serial", fastmath=FASTMATH)
 
 
-def _layer_gemm(xp, g_off, whhT, whrT, peep, has_proj, has_peep, lengths, reverse, h, c, y, y_off):
+def _layer_gemm(xp, g_off, whhT, whrT, peep, has_proj, has_peep, lengths, reverse, h, c, y, y_off,
+                may_parallel=True):
     """One layer and direction, gemm path: same contract as `_layer_rows`."""
     T, B = xp.shape[0], xp.shape[1]
     G = whhT.shape[1]
     H = G // 4
     zb = np.empty((B, G), dtype=xp.dtype)
-    a = np.empty((B, G))
-    s = np.empty((B, G))
-    ibuf = np.empty((B, G), dtype=np.int64)
+    a = np.empty((B, G), dtype=xp.dtype)
+    s = np.empty((B, G), dtype=xp.dtype)
+    ibuf = np.empty((B, G), dtype=xp.dtype)
     hf = np.empty((B, H), dtype=xp.dtype)
-    parallel = numba.get_num_threads() > 1 and B * H >= config.parallel_epilogue_min_elements
+    parallel = may_parallel and B * H >= config.parallel_epilogue_min_elements
     epilogue = _epilogue_gemm_step if parallel else _epilogue_gemm_step_serial
-    for step in range(T):
-        t = T - 1 - step if reverse else step
-        np.dot(h, whhT, out=zb)
-        epilogue(zb, xp[t], g_off, whrT, peep, has_proj, has_peep, lengths, t,
-                            h, c, y[t], y_off, a, s, ibuf, hf)
+    with guard.parallel_lock() if parallel else guard.NULL_LOCK:
+        for step in range(T):
+            t = T - 1 - step if reverse else step
+            np.dot(h, whhT, out=zb)
+            epilogue(zb, xp[t], g_off, whrT, peep, has_proj, has_peep, lengths, t,
+                     h, c, y[t], y_off, a, s, ibuf, hf)
 
 
 # ---------------------------------------------------------------------------------------
@@ -411,6 +445,7 @@ def _layer_gemm(xp, g_off, whhT, whrT, peep, has_proj, has_peep, lengths, revers
 @dataclass(frozen=True)
 class PackedLayer:
     wih: np.ndarray     # (D*4H, E_l): both directions' input weights stacked, one GEMM
+    wihT: np.ndarray    # (E_l, D*4H): the same transposed, for the axpy-form projection
     bias: np.ndarray    # (D*4H,): b_ih + b_hh per direction
     whhT: tuple         # D x (P, 4H): axpy form for one to three rows
     whh: tuple          # D x (4H, P): dot form for the rows kernel's blocks of four rows
@@ -425,6 +460,7 @@ def _pack(weights) -> tuple:
     for dirs in weights.layers:
         out.append(PackedLayer(
             wih=np.ascontiguousarray(np.concatenate([lw.w_ih for lw in dirs], axis=0)),
+            wihT=np.ascontiguousarray(np.concatenate([lw.w_ih for lw in dirs], axis=0).T),
             bias=np.concatenate([lw.bias_sum() for lw in dirs]).astype(dt),
             whhT=tuple(np.ascontiguousarray(lw.w_hh.T) for lw in dirs),
             whh=tuple(lw.w_hh for lw in dirs),
@@ -437,7 +473,40 @@ def _pack(weights) -> tuple:
 
 def packed_layers(weights) -> tuple:
     """The kernels' layout, built once and cached on the weights object."""
-    return weights.packed("cpu-v2", _pack)
+    return weights.packed("cpu-v3", _pack)
+
+
+def _rows_call(may_parallel):
+    return _layer_rows if may_parallel else _layer_rows_serial
+
+
+def _projection_serial(x2, pk, xp2):
+    if 4 * pk.wihT.shape[1] * pk.wihT.itemsize <= config.projection_axpy_max_bytes:
+        _gemm_bias_axpy(x2, pk.wihT, pk.bias, xp2)
+    else:
+        _gemm_bias(x2, pk.wih, pk.bias, xp2)
+
+
+def _projection(x2, pk, xp2, use_gemm, one_block, may_parallel):
+    """The hoisted input projection xp2 = x2 W_ih^T + bias: one GEMM over all T*B rows and
+    both directions. Large batch: BLAS (and no Numba team awake). One block of rows: two halves
+    of the rows on two cores through guard.run_two when big enough (no team join that a busy
+    core can stall). Several blocks: the prange GEMM when big enough, the serial one below."""
+    N, E_l = x2.shape
+    macs = N * E_l * xp2.shape[1]
+    if use_gemm:
+        np.dot(x2, pk.wih.T, out=xp2)
+        xp2 += pk.bias
+    elif one_block:
+        half = N // 2
+        guard.run_two(lambda: _projection_serial(x2[:half], pk, xp2[:half]),
+                      lambda: _projection_serial(x2[half:], pk, xp2[half:]),
+                      parallel=half >= 4 and macs >= 2 * config.two_core_min_macs)
+    elif may_parallel and macs >= config.parallel_projection_min_macs:
+        with guard.parallel_lock():
+            _gemm_bias_parallel(x2, pk.wih, pk.bias, xp2)
+    else:
+        _projection_serial(x2, pk, xp2)
 
 
 def lstm_cpu(x, weights, h0, c0, lengths):
@@ -457,7 +526,9 @@ def lstm_cpu(x, weights, h0, c0, lengths):
         lens = lengths
     use_gemm = B >= config.gemm_min_batch
     nthreads = numba.get_num_threads()
+    may_parallel = guard.parallel_allowed()          # False in a forked child (guard.py)
     rows_per_block = max(1, min(config.max_rows_per_block, -(-B // nthreads)))
+    one_block = rows_per_block >= B
     layer_in = x
     # One gate buffer and one output buffer for the whole stack: every layer's xp and y have
     # the same shape, and layer l's projection has read y (its input) before its recurrence
@@ -469,25 +540,29 @@ def lstm_cpu(x, weights, h0, c0, lengths):
     xp2 = xp.reshape(T * B, D * 4 * H)
     y = (np.zeros if lengths is not None else np.empty)((T, B, D * P), dt)
     for l, pk in enumerate(packed_layers(weights)):
-        # Hoisted input projection: one GEMM over all T*B rows and both directions.
         E_l = layer_in.shape[2]
         x2 = layer_in.reshape(T * B, E_l)
-        if use_gemm:      # large batch: BLAS everywhere, and no Numba thread team awake
-            np.dot(x2, pk.wih.T, out=xp2)
-            xp2 += pk.bias
-        elif nthreads > 1 and T * B * E_l * D * 4 * H >= config.parallel_projection_min_macs:
-            _gemm_bias_parallel(x2, pk.wih, pk.bias, xp2)
-        else:
-            _gemm_bias(x2, pk.wih, pk.bias, xp2)
+        _projection(x2, pk, xp2, use_gemm, one_block, may_parallel)
+        calls = []
         for d in range(D):
             args = (xp, d * 4 * H, pk.whhT[d], pk.whrT[d], pk.peep[d], spec.proj_size > 0,
                     spec.peephole, lens, d == 1)
+            hd, cd = h_n[l * D + d], c_n[l * D + d]
             if use_gemm:
-                _layer_gemm(*args, h_n[l * D + d], c_n[l * D + d], y, d * P)
+                _layer_gemm(*args, hd, cd, y, d * P, may_parallel)
+            elif not one_block or (may_parallel and T >= config.parallel_single_block_min_steps):
+                with guard.parallel_lock():
+                    _rows_call(may_parallel)(*args, pk.whh[d], rows_per_block, hd, cd, y, d * P)
             else:
-                rows = (_layer_rows if (rows_per_block < B or (nthreads > 1 and T >= config.parallel_single_block_min_steps))
-                        else _layer_rows_serial)
-                rows(*args, pk.whh[d], rows_per_block, h_n[l * D + d], c_n[l * D + d], y, d * P)
+                calls.append((args, pk.whh[d], hd, cd, d * P))
+        if len(calls) == 2:      # one block, both directions: one on each core (guard.run_two)
+            (a0, w0, h0_, c0_, o0), (a1, w1, h1_, c1_, o1) = calls
+            big = T * B * (4 * H * P + (H * P if spec.proj_size else 0)) >= config.two_core_min_macs
+            guard.run_two(lambda: _layer_rows_serial(*a0, w0, B, h0_, c0_, y, o0),
+                          lambda: _layer_rows_serial(*a1, w1, B, h1_, c1_, y, o1), parallel=big)
+        else:
+            for a_, w_, hd, cd, off in calls:
+                _layer_rows_serial(*a_, w_, B, hd, cd, y, off)
         layer_in = y
     return layer_in, (h_n, c_n)
 
@@ -495,7 +570,7 @@ def lstm_cpu(x, weights, h0, c0, lengths):
 # ---------------------------------------------------------------------------------------
 # streaming
 # ---------------------------------------------------------------------------------------
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+@njit_cached(fastmath=FASTMATH, error_model="numpy", nogil=True)
 def stream_step(x, wih0T, wihT_up, whhT, bias, whrT, peep, has_proj, has_peep,
                 h, c, z, hf, a, s, ibuf, out):
     """One time step of every layer (unidirectional), in place.

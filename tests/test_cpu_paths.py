@@ -1,0 +1,98 @@
+"""Every path of kernels/cpu.py, forced by lowering its threshold, against the float64
+reference (kernels/reference.py) and torch.nn.LSTM. The default thresholds send small test
+shapes down the serial paths only; each case below names the routines it makes run."""
+import numpy as np
+import pytest
+
+import edgelstm as el
+from edgelstm.kernels import cpu, guard
+from edgelstm.kernels.reference import lstm_reference
+from edgelstm.run import lstm
+
+BIG = 1 << 62
+PATHS = {
+    # name: config overrides (and whether this process acts as a forked child)
+    "rows-parallel+gemm_bias_parallel": dict(gemm_min_batch=BIG, parallel_projection_min_macs=1),
+    "rows-serial-blocks+dot-projection": dict(gemm_min_batch=BIG, parallel_projection_min_macs=BIG,
+                                              projection_axpy_max_bytes=0),
+    "rows-axpy-projection": dict(gemm_min_batch=BIG, parallel_projection_min_macs=BIG,
+                                 projection_axpy_max_bytes=BIG),
+    "gemm+parallel-epilogue": dict(gemm_min_batch=1, parallel_epilogue_min_elements=1),
+    "gemm+serial-epilogue": dict(gemm_min_batch=1, parallel_epilogue_min_elements=BIG),
+    "one-block-run_two": dict(gemm_min_batch=BIG, max_rows_per_block=BIG, two_core_min_macs=1),
+    "one-block-serial": dict(gemm_min_batch=BIG, max_rows_per_block=BIG, two_core_min_macs=BIG),
+    "one-block-parallel-variant": dict(gemm_min_batch=BIG, max_rows_per_block=BIG,
+                                       parallel_single_block_min_steps=1),
+    "forked-child": dict(gemm_min_batch=BIG, parallel_projection_min_macs=1, forked=True),
+}
+
+
+@pytest.fixture(params=list(PATHS))
+def kernel_path(request, monkeypatch):
+    cfg = dict(PATHS[request.param])
+    if cfg.pop("forked", False):
+        monkeypatch.setitem(guard._state, "forked_child", True)
+    for k, v in cfg.items():
+        monkeypatch.setattr(cpu.config, k, v)
+    return request.param
+
+
+def _inputs(spec, T, B, dtype, seed):
+    rng = np.random.default_rng(seed)
+    LD = spec.num_layers * spec.num_directions
+    return (rng.standard_normal((T, B, spec.input_size)).astype(dtype),
+            rng.standard_normal((LD, B, spec.out_size)).astype(dtype),
+            rng.standard_normal((LD, B, spec.hidden_size)).astype(dtype))
+
+
+def _close(got, ref, dtype):
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == "float64" else dict(rtol=1e-5, atol=1e-5)
+    for a, b in zip((got[0], *got[1]), (ref[0], *ref[1])):
+        assert a.dtype == np.dtype(dtype)
+        np.testing.assert_allclose(a, b, **tol)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("B", [1, 6])
+def test_path_matches_reference(kernel_path, dtype, B):
+    spec = el.LSTMSpec(5, 7, num_layers=2, bidirectional=True, proj_size=3, peephole=True)
+    w = el.LSTMWeights.random(spec, seed=3, dtype=dtype)
+    x, h0, c0 = _inputs(spec, 9, B, dtype, seed=B)
+    lengths = np.array([9, 2, 5, 9, 1, 7][:B])
+    for L in (None, lengths):
+        _close(lstm(x, w, h0, c0, lengths=L), lstm_reference(x, w, h0, c0, lengths=L), dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_path_matches_torch(kernel_path, dtype):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(1)
+    m = torch.nn.LSTM(6, 12, num_layers=2, bidirectional=True).to(getattr(torch, dtype))
+    w = el.LSTMWeights.from_torch(m)
+    x, h0, c0 = _inputs(w.spec, 11, 5, dtype, seed=7)
+    y, (h, c) = lstm(x, w, h0, c0)
+    with torch.no_grad():
+        yt, (ht, ct) = m(torch.from_numpy(x), (torch.from_numpy(h0), torch.from_numpy(c0)))
+    _close((y, (h, c)), (yt.numpy(), (ht.numpy(), ct.numpy())), dtype)
+
+
+def test_run_two_uses_the_helper_and_propagates_errors(monkeypatch):
+    import numba
+    if numba.get_num_threads() < 2:
+        pytest.skip("one Numba thread: run_two runs both tasks in the caller")
+    monkeypatch.setattr(cpu.config, "two_core_min_macs", 1)
+    spec = el.LSTMSpec(4, 6, bidirectional=True)
+    w = el.LSTMWeights.random(spec, seed=0, dtype="float64")
+    x, h0, c0 = _inputs(spec, 50, 1, "float64", seed=0)
+    _close(lstm(x, w, h0, c0), lstm_reference(x, w, h0, c0), "float64")
+    assert guard._helper is not None and guard._helper.thread.is_alive()
+    ran = []
+
+    def boom():
+        raise KeyError("second task")
+    with pytest.raises(KeyError, match="second task"):       # whoever ran it, the caller sees it
+        guard.run_two(lambda: ran.append(1), boom)
+    assert ran == [1]
+    out = []
+    guard.run_two(lambda: out.append("a"), lambda: out.append("b"))   # still usable afterwards
+    assert sorted(out) == ["a", "b"]

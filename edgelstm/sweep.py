@@ -183,12 +183,29 @@ class Result:
     gbytes_per_s: float = 0.0
     flops_per_byte: float = 0.0
     breakdown: Optional[dict] = None
+    roofline_s: float = 0.0      # the roofline bound (roofline_s()); 0 when not computed
+    roofline_pct: float = 0.0    # roofline_s / measured_s x 100
 
     def __post_init__(self):
         self.error_pct = 100.0 * (self.predicted_s - self.measured_s) / self.measured_s
         self.gflops_per_s = self.flops / self.measured_s / 1e9
         self.gbytes_per_s = self.bytes / self.measured_s / 1e9
         self.flops_per_byte = self.flops / self.bytes if self.bytes else math.inf
+        self.roofline_pct = 100.0 * self.roofline_s / self.measured_s if self.roofline_s else 0.0
+
+
+def roofline_s(spec, target, batch: int, seq_len: int, dtype: str, threads: int) -> float:
+    """The roofline bound of one lstm() call on `target`: the sequence's FLOPs at the target's
+    peak for `threads` cores, or its streamed bytes (hoisted input projection) at the bandwidth
+    of the level that holds the weights, whichever takes longer."""
+    from . import load_target, predict
+    from .costmodel.counts import count
+    target = load_target(target)
+    c = count(spec, batch=batch, seq_len=seq_len, dtype=dtype)
+    p = predict(spec, target, batch=batch, seq_len=seq_len, dtype=dtype, threads=threads)
+    compute = c.flops_per_sequence / (2 * target.peak_macs_per_s(dtype, threads))
+    memory = c.traffic["streamed_hoisted"].bytes_per_sequence / target.level(p.weights_level).bandwidth_for(threads)
+    return max(compute, memory)
 
 
 def time_call(fn: Callable[[], object], min_time_s: float, min_repeats: int = 5, max_repeats: int = 200):
@@ -229,7 +246,8 @@ def result(config: Config, target, threads: int, first_s: float, times: List[flo
                   dtype=config.dtype, threads=threads, measured_s=measured, repeats=len(times),
                   compile_s=max(first_s - measured, 0.0), predicted_s=p.latency_s, bound=p.bound,
                   flops=c.flops_per_sequence, bytes=c.traffic["streamed_hoisted"].bytes_per_sequence,
-                  breakdown=dict(breakdown) if isinstance(breakdown, dict) else None)
+                  breakdown=dict(breakdown) if isinstance(breakdown, dict) else None,
+                  roofline_s=roofline_s(s, target, config.batch, config.seq_len, config.dtype, threads))
 
 
 ROUNDS = 3   # passes over the grid (run): each configuration is timed in this many windows
@@ -335,11 +353,11 @@ def to_markdown(results: List[Result], machine: dict) -> str:
     lines = [f"# edgelstm bench: measured against predicted", "",
              f"Machine: {machine.get('cpu', '?')}, {machine.get('threads')} thread(s); "
              f"prediction target `{machine.get('target', 'host')}`.", "",
-             "| config | measured | predicted | error % | bound | GFLOP/s | compile |",
-             "| --- | ---: | ---: | ---: | --- | ---: | ---: |"]
+             "| config | measured | predicted | error % | bound | GFLOP/s | % of roofline | compile |",
+             "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]
     for r in results:
         lines.append(f"| {r.label} | {_ms(r.measured_s)} | {_ms(r.predicted_s)} | {r.error_pct:+.1f} | {r.bound} "
-                     f"| {r.gflops_per_s:.3g} | {r.compile_s:.2f} s |")
+                     f"| {r.gflops_per_s:.3g} | {r.roofline_pct:.0f} | {r.compile_s:.2f} s |")
     lines += ["", summary_line(summarize(results)), ""]
     return "\n".join(lines)
 

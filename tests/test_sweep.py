@@ -47,7 +47,7 @@ def test_json_schema_and_markdown(tmp_path):
     assert row["dtype"] == "float64" and row["error_pct"] == pytest.approx(-25.0)
     md = (tmp_path / "results.md").read_text().splitlines()
     header = next(l for l in md if l.startswith("| config"))
-    assert header == "| config | measured | predicted | error % | bound | GFLOP/s | compile |"
+    assert header == "| config | measured | predicted | error % | bound | GFLOP/s | % of roofline | compile |"
     assert sum(l.startswith("| E=") for l in md) == 4
     assert md[-1] == "median |error| 7.5%, 75% within ±15% (3/4 configurations)"
     assert [p.name for p in paths] == ["results.json", "results.md"]
@@ -157,3 +157,18 @@ def test_bench_calibrate_first_predicts_with_a_fresh_file_in_out(tmp_path, monke
     assert d["results"][0]["predicted_s"] > 0
     assert not (tmp_path / "home-host.toml").exists() and host_target_path() == tmp_path / "home-host.toml"
     assert "calibrating this machine (quick)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("target", ["cortex-m7", "cortex-a76", "a100"])
+@pytest.mark.parametrize("spec", [LSTMSpec(40, 64), LSTMSpec(128, 256, num_layers=2)], ids=str)
+def test_roofline_bound_is_below_the_prediction(target, spec):
+    """The model's latency adds overheads, the epilogue and the projection to the bound that
+    limits each step: it can never beat the plain roofline of the same counts."""
+    from edgelstm import load_target, predict
+    t = load_target(target)
+    roof = sweep.roofline_s(spec, t, 1, 100, "float32", 1)
+    assert 0 < roof <= predict(spec, t, batch=1, seq_len=100, dtype="float32", threads=1).latency_s
+    r = synthetic(2 * roof, roof)
+    r.roofline_s = roof
+    r.__post_init__()
+    assert r.roofline_pct == pytest.approx(50.0)

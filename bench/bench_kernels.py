@@ -2,6 +2,14 @@
 same process, 2 threads each.
 
     python -m pytest bench/bench_kernels.py --benchmark-only
+    python bench/bench_kernels.py [--contention]     # the issue-12 table, interleaved medians
+
+`test_interleaved` times every peer of a case in turn, round after round (a disturbance on a
+shared machine then hits all peers alike), and records the median of each, edgelstm's ratio
+to each peer (> 1: edgelstm faster) and its share of the roofline bound computed from the
+calibrated host target (edgelstm.sweep.roofline_s). `test_contention` does the same for B=1
+with and without a child process that keeps one core busy (a plain busy loop) and records how
+much each peer's latency grows.
 
 Inputs and peers are built outside the timed region; every callable runs once before timing
 so JIT compilation (and lazy packing) is excluded. extra_info records the spec, batch, T,
@@ -41,9 +49,11 @@ def torch_module(weights):
 
 
 def ort_session(weights, batch, seq_len, with_lengths=False):
-    """One ONNX LSTM node per layer (direction forward), Squeeze between layers."""
+    """One ONNX LSTM node per layer, its y reshaped to (T, B, D*H) between layers."""
     from onnx import TensorProto, helper, numpy_helper
     spec = weights.spec
+    D = spec.num_directions
+    direction = "bidirectional" if spec.bidirectional else "forward"
     elem = TensorProto.DOUBLE if weights.dtype == np.float64 else TensorProto.FLOAT
     H = spec.hidden_size
     nodes, inits = [], []
@@ -58,13 +68,16 @@ def ort_session(weights, batch, seq_len, with_lengths=False):
             names.append(f"{key}{l}")
         names.append("lengths" if with_lengths else "")
         nodes.append(helper.make_node("LSTM", names, [f"y{l}", f"h{l}", f"c{l}"],
-                                      hidden_size=H, direction="forward"))
-        axes = f"axes{l}"
-        inits.append(numpy_helper.from_array(np.array([1], np.int64), axes))
-        nodes.append(helper.make_node("Squeeze", [f"y{l}", axes], [f"x{l + 1}"]))
+                                      hidden_size=H, direction=direction))
+        # y (T, D, B, H) -> (T, B, D*H): the next layer's input, as edgelstm's y
+        perm = f"y{l}t"
+        nodes.append(helper.make_node("Transpose", [f"y{l}"], [perm], perm=[0, 2, 1, 3]))
+        shape = f"shape{l}"
+        inits.append(numpy_helper.from_array(np.array([seq_len, batch, D * H], np.int64), shape))
+        nodes.append(helper.make_node("Reshape", [perm, shape], [f"x{l + 1}"]))
         cur = f"x{l + 1}"
     graph = helper.make_graph(nodes, "lstm", inputs,
-                              [helper.make_tensor_value_info(cur, elem, [seq_len, batch, H])], inits)
+                              [helper.make_tensor_value_info(cur, elem, [seq_len, batch, D * H])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     opts = ort.SessionOptions()
@@ -80,8 +93,11 @@ CASES = {
     # name: (spec, batch, seq_len, dtype, variable lengths)
     "b1-E40-H64": (el.LSTMSpec(40, 64), 1, 100, "float32", False),
     "b1-E128-H256-L2": (el.LSTMSpec(128, 256, num_layers=2), 1, 100, "float32", False),
+    "b1-E64-H192-bi": (el.LSTMSpec(64, 192, bidirectional=True), 1, 100, "float32", False),
     "b64-E512-H1024": (el.LSTMSpec(512, 1024), 64, 100, "float32", False),
+    "b4-E128-H128-f64": (el.LSTMSpec(128, 128), 4, 100, "float64", False),
     "b1-E128-H256-f64": (el.LSTMSpec(128, 256), 1, 100, "float64", False),
+    "b1-E128-H256-P128": (el.LSTMSpec(128, 256, proj_size=128), 1, 100, "float32", False),
     "b8-E128-H256-P64": (el.LSTMSpec(128, 256, proj_size=64), 8, 100, "float32", False),
     "b16-E128-H256-varlen": (el.LSTMSpec(128, 256), 16, 100, "float32", True),
 }
@@ -173,3 +189,133 @@ def test_stream_step(benchmark, peer):
     flops = _record(benchmark, spec, 1, 1, "float32")
     benchmark(run)
     benchmark.extra_info["GFLOP_per_s"] = flops / benchmark.stats.stats.median / 1e9
+
+
+# ---------------------------------------------------------------------------------------
+# interleaved ratios, roofline share, contention
+# ---------------------------------------------------------------------------------------
+def _peers(name):
+    """{peer: callable} for one case, each run once (JIT, packing, warm caches)."""
+    spec, B, T, w, x, lengths = _case(name)
+    runs = {}
+    for peer in PEERS:
+        try:
+            runs[peer] = _runner(peer, w, x, lengths)
+        except pytest.skip.Exception:
+            continue
+    for f in runs.values():
+        f()
+        f()
+    return runs
+
+
+def interleaved_medians(runs: dict, rounds: int, budget_s: float = None) -> dict:
+    """Median seconds per peer, the peers timed in turn in every round."""
+    import statistics
+    import time
+    times = {p: [] for p in runs}
+    start = time.perf_counter()
+    for r in range(rounds):
+        for p, f in runs.items():
+            t0 = time.perf_counter()
+            f()
+            times[p].append(time.perf_counter() - t0)
+        if budget_s and r >= 4 and time.perf_counter() - start > budget_s:
+            break
+    return {p: statistics.median(v) for p, v in times.items()}
+
+
+def _host_target():
+    try:
+        return el.load_target("host")
+    except Exception:            # no calibration possible here: no roofline figures
+        return None
+
+
+def case_row(name, rounds=None, target=None) -> dict:
+    """The case's medians, edgelstm's speed-up over each peer and its share of the roofline."""
+    from edgelstm.sweep import roofline_s
+    spec, B, T, dtype, _ = CASES[name]
+    runs = _peers(name)
+    big = el.count(spec, batch=B, seq_len=T, dtype=dtype).flops_per_sequence > 5e9
+    med = interleaved_medians(runs, rounds or (7 if big else 41), budget_s=60)
+    row = {"case": name, "median_s": med,
+           "speedup": {p: med[p] / med["edgelstm"] for p in med if p != "edgelstm"}}
+    if target is not None:
+        roof = roofline_s(spec, target, B, T, dtype, THREADS)
+        row["roofline_s"] = roof
+        row["roofline_pct"] = 100 * roof / med["edgelstm"]
+    return row
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_interleaved(benchmark, case):
+    row = case_row(case, target=_host_target())
+    benchmark.group = "interleaved-" + case
+    benchmark.extra_info.update({k: v for k, v in row.items() if k != "case"})
+    run = _runner("edgelstm", *_case(case)[3:])
+    benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
+
+
+def _busy_child():
+    """A child process that keeps one core busy until killed."""
+    import subprocess
+    import sys
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
+def contention_row(name="b1-E40-H64", rounds=41) -> dict:
+    """Medians without and with a busy child process, and each peer's growth (with / without)."""
+    import time
+    runs = _peers(name)
+    idle = interleaved_medians(runs, rounds, budget_s=60)
+    child = _busy_child()
+    try:
+        time.sleep(0.2)
+        busy = interleaved_medians(runs, rounds, budget_s=60)
+    finally:
+        child.kill()
+        child.wait()
+    return {"case": name, "idle_s": idle, "busy_s": busy, "growth": {p: busy[p] / idle[p] for p in idle}}
+
+
+@pytest.mark.parametrize("case", ["b1-E40-H64", "b1-E128-H256-L2"])
+def test_contention(benchmark, case):
+    row = contention_row(case)
+    benchmark.group = "contention-" + case
+    benchmark.extra_info.update({k: v for k, v in row.items() if k != "case"})
+    run = _runner("edgelstm", *_case(case)[3:])
+    benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
+
+
+def _main(argv=None):
+    import argparse
+    import numba
+    ap = argparse.ArgumentParser(description="edgelstm against torch and onnxruntime, interleaved medians")
+    ap.add_argument("--cases", default=",".join(CASES))
+    ap.add_argument("--contention", action="store_true", help="also the busy-core measurement")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(THREADS)
+    numba.set_num_threads(THREADS)
+    target = _host_target()
+    print("| case | edgelstm | torch | onnxruntime | x torch | x onnxruntime | % of roofline |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name in args.cases.split(","):
+        r = case_row(name, target=target)
+        m, sp = r["median_s"], r["speedup"]
+        cell = lambda p: f"{m[p] * 1e3:.3f} ms" if p in m else "–"
+        ratio = lambda p: f"{sp[p]:.2f}" if p in sp else "–"
+        roof = f"{r['roofline_pct']:.0f}" if "roofline_pct" in r else "–"
+        print(f"| {name} | {cell('edgelstm')} | {cell('torch')} | {cell('onnxruntime')} | {ratio('torch')} "
+              f"| {ratio('onnxruntime')} | {roof} |", flush=True)
+    if args.contention:
+        print("\n| case | peer | idle | one core busy | growth |\n| --- | --- | ---: | ---: | ---: |")
+        for name in ("b1-E40-H64", "b1-E128-H256-L2"):
+            r = contention_row(name)
+            for p in r["idle_s"]:
+                print(f"| {name} | {p} | {r['idle_s'][p] * 1e3:.3f} ms | {r['busy_s'][p] * 1e3:.3f} ms "
+                      f"| {r['growth'][p]:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    _main()

@@ -27,6 +27,8 @@ moves each result by O(K eps), far inside the 1e-12 tolerance, and keeps NaN sem
 """
 from __future__ import annotations
 
+import threading
+import time
 import types
 from dataclasses import dataclass
 
@@ -34,14 +36,12 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from . import guard
-from .activations import vexp_neg
+from . import guard, team
 from .guard import njit_cached
+from .rowops import FASTMATH, FASTMATH_DOT, _axpy_rows, _epilogue, _sig, _tanh, _vexp_neg  # noqa: F401
 
 # error_model="numpy" everywhere: Python's model checks every float division for zero and
 # raises, and that branch stops LLVM from vectorizing the epilogue.
-FASTMATH = {"contract"}
-FASTMATH_DOT = {"contract", "reassoc"}   # dot products only: lets LLVM vectorize the sums
 
 
 @dataclass
@@ -67,6 +67,18 @@ class CPUConfig:
     # hoisted projection) run on two cores (guard.run_two) from this many MACs per task: below
     # it the helper thread's wake-up (tens of µs) costs more than the half it saves.
     two_core_min_macs: int = 1 << 20
+    # B=1, one direction, no projection: the two-thread team (team.py) from this hidden size.
+    # Off by default: on the shared 2-core machine it was measured (load average 9-10) only
+    # slower: H=64 T=100 0.65 ms at best against 0.13 ms serially; a bare barrier crossing
+    # (bench/bench_kernels.py::test_barrier_crossing) took 2-170 µs there, where the team needs
+    # well under 1 µs per step to win. Its fallback keeps it near the serial time when enabled.
+    team_min_hidden: int = 1 << 62
+    team_claim_spins: int = 20000     # pauses the caller waits for the helper to claim the team
+    team_spin_limit: int = 2000       # pauses before a waiting team thread yields its core
+    team_max_yields: int = 200000     # then the team aborts and the layer is recomputed serially
+    # After a team call that yielded on more than 1/8 of its steps, or could not start, the
+    # next calls run serially for this long (a core is busy elsewhere), then the team is tried again.
+    team_backoff_s: float = 0.2
     # (B=64, H=1024 measured no faster threaded: the per-step GEMM dominates, and every
     # parallel region is a join that a loaded machine can stretch by a time slice)
 
@@ -88,89 +100,6 @@ def _jit_variant(impl, suffix, **options):
 # ---------------------------------------------------------------------------------------
 # elementwise pieces
 # ---------------------------------------------------------------------------------------
-@njit_cached(fastmath=FASTMATH, error_model="numpy", nogil=True)
-def _vexp_neg(a, ibuf, n):
-    """a[:n] = exp(a[:n]) in place, for a <= 0, in a's precision (kernels/activations.py)."""
-    vexp_neg(a, ibuf, n)
-
-
-@njit(inline="always", error_model="numpy")
-def _sig(e, z, one):
-    """σ(z) given e = exp(-|z|)."""
-    s = one / (one + e)
-    return s if z >= 0 else e * s
-
-
-@njit(inline="always", error_model="numpy")
-def _tanh(e2, z, one):
-    """tanh(z) given e2 = exp(-2|z|)."""
-    t = (one - e2) / (one + e2)
-    return t if z >= 0 else -t
-
-
-@njit_cached(fastmath=FASTMATH, error_model="numpy", nogil=True)
-def _epilogue(z, c, peep, has_peep, a, s, ibuf, hf):
-    """Gates from pre-activations z (4H: i,f,g,o) -> c updated in place, hf = o*tanh(c').
-
-    a, s (4H) and ibuf (4H) are scratch; a's dtype is the precision of the activations and the
-    cell update (float32 scratch with int32 ibuf, or float64 with int64: activations.py).
-    """
-    H = c.shape[0]
-    ft = a.dtype.type
-    one = ft(1.0)
-    two = ft(2.0)
-    for k in range(H):
-        zi = ft(z[k])
-        zf = ft(z[H + k])
-        zg = ft(z[2 * H + k])
-        if has_peep:
-            ck = ft(c[k])
-            zi += ft(peep[0, k]) * ck
-            zf += ft(peep[1, k]) * ck
-        s[k] = zi
-        s[H + k] = zf
-        s[2 * H + k] = zg
-        a[k] = -abs(zi)
-        a[H + k] = -abs(zf)
-        a[2 * H + k] = -two * abs(zg)
-    vexp_neg(a, ibuf, 3 * H)
-    for k in range(H):
-        i = _sig(a[k], s[k], one)
-        f = _sig(a[H + k], s[H + k], one)
-        g = _tanh(a[2 * H + k], s[2 * H + k], one)
-        cn = f * ft(c[k]) + i * g
-        c[k] = cn
-        zo = ft(z[3 * H + k])
-        if has_peep:
-            zo += ft(peep[2, k]) * cn
-        s[k] = zo
-        s[H + k] = cn
-        a[k] = -abs(zo)
-        a[H + k] = -two * abs(cn)
-    vexp_neg(a, ibuf, 2 * H)
-    for k in range(H):
-        hf[k] = _sig(a[k], s[k], one) * _tanh(a[H + k], s[H + k], one)
-
-
-@njit_cached(fastmath=FASTMATH, error_model="numpy", nogil=True)
-def _axpy_rows(z, wT, v):
-    """z[j] += sum_p wT[p, j] * v[p]: the matvec W v with W^T packed (n, G), four p at a time."""
-    n, G = wT.shape
-    p = 0
-    while p + 4 <= n:
-        v0, v1, v2, v3 = v[p], v[p + 1], v[p + 2], v[p + 3]
-        w0, w1, w2, w3 = wT[p], wT[p + 1], wT[p + 2], wT[p + 3]
-        for j in range(G):
-            z[j] += v0 * w0[j] + v1 * w1[j] + v2 * w2[j] + v3 * w3[j]
-        p += 4
-    while p < n:
-        v0 = v[p]
-        w0 = wT[p]
-        for j in range(G):
-            z[j] += v0 * w0[j]
-        p += 1
-
-
 @njit_cached(fastmath=FASTMATH, error_model="numpy", nogil=True)
 def _axpy_multi(z, wT, h, act, na):
     """z[q, j] += sum_p wT[p, j] * h[act[q], p] for q < na: the recurrent product of several
@@ -509,6 +438,70 @@ def _projection(x2, pk, xp2, use_gemm, one_block, may_parallel):
         _projection_serial(x2, pk, xp2)
 
 
+_team_state = {"serial_until": 0.0, "runs": 0, "fallbacks": 0}
+
+
+def _team_eligible(spec, B, H) -> bool:
+    return (B == 1 and not spec.proj_size and H >= config.team_min_hidden
+            and numba.get_num_threads() > 1 and time.monotonic() >= _team_state["serial_until"])
+
+
+def _team_parts(weights):
+    """Per layer: (k0, k1) twice and each thread's (W_hh^T panel, peepholes), cached."""
+    def build(w):
+        out = []
+        for pk in packed_layers(w):
+            H = pk.whhT[0].shape[1] // 4
+            splits = team.split_units(H)
+            out.append((splits, tuple(team.pack_part(pk.whhT[0], pk.peep[0], H, k0, k1, w.spec.peephole)
+                                      for k0, k1 in splits)))
+        return tuple(out)
+    return weights.packed("cpu-team-v1", build)
+
+
+def _layer_team_or_serial(weights, l, args, whh, hd, cd, y, y_off):
+    """One unidirectional layer at B=1 through the two-thread team (team.py), or serially when
+    the helper is busy, does not claim in time, or the team aborts (then from saved state)."""
+    xp, g_off, whhT, whrT, peep, has_proj, has_peep, lens, reverse = args
+    n = int(lens[0])
+    parts = _team_parts(weights)[l]
+    (k0, k1), (k2, k3) = parts[0]
+    (w0, p0), (w1, p1) = parts[1]
+    H = cd.shape[1]
+    hbuf = np.empty((2, H), xp.dtype)
+    hbuf[0] = hd[0]
+    c = cd[0]
+    c_saved = c.copy()
+    sync = team.new_sync()
+    cfg = config
+    helper_done = threading.Event()
+
+    def helper():
+        try:
+            if team.claim_as_helper(sync):
+                team.team_layer(xp, g_off, w1, p1, has_peep, k2, k3, n, reverse, hbuf, c, y, y_off, sync, 1,
+                                cfg.team_spin_limit, cfg.team_max_yields)
+        finally:
+            helper_done.set()
+    if not (guard.post_to_helper(helper) and team.claim_wait(sync, cfg.team_claim_spins)):
+        _team_state["serial_until"] = time.monotonic() + cfg.team_backoff_s
+        _layer_rows_serial(*args, whh, 1, hd, cd, y, y_off)
+        return
+    r = team.team_layer(xp, g_off, w0, p0, has_peep, k0, k1, n, reverse, hbuf, c, y, y_off, sync, 0,
+                        cfg.team_spin_limit, cfg.team_max_yields)
+    _team_state["runs"] += 1
+    if r < 0:                                   # aborted: recompute from the saved state
+        helper_done.wait()                      # once the helper has stopped writing
+        _team_state["fallbacks"] += 1
+        _team_state["serial_until"] = time.monotonic() + cfg.team_backoff_s
+        c[:] = c_saved
+        _layer_rows_serial(*args, whh, 1, hd, cd, y, y_off)
+        return
+    if r > n // 8:
+        _team_state["serial_until"] = time.monotonic() + cfg.team_backoff_s
+    hd[0] = hbuf[n & 1]
+
+
 def lstm_cpu(x, weights, h0, c0, lengths):
     """Run the stack. x (T,B,E) C-contiguous in weights.dtype; h0 (L*D,B,P), c0 (L*D,B,H) or
     None; lengths (B,) int64 or None. Inputs must already be validated (edgelstm._checks).
@@ -555,7 +548,10 @@ def lstm_cpu(x, weights, h0, c0, lengths):
                     _rows_call(may_parallel)(*args, pk.whh[d], rows_per_block, hd, cd, y, d * P)
             else:
                 calls.append((args, pk.whh[d], hd, cd, d * P))
-        if len(calls) == 2:      # one block, both directions: one on each core (guard.run_two)
+        if len(calls) == 1 and _team_eligible(spec, B, H):
+            a_, w_, hd, cd, off = calls[0]
+            _layer_team_or_serial(weights, l, a_, w_, hd, cd, y, off)
+        elif len(calls) == 2:      # one block, both directions: one on each core (guard.run_two)
             (a0, w0, h0_, c0_, o0), (a1, w1, h1_, c1_, o1) = calls
             big = T * B * (4 * H * P + (H * P if spec.proj_size else 0)) >= config.two_core_min_macs
             guard.run_two(lambda: _layer_rows_serial(*a0, w0, B, h0_, c0_, y, o0),

@@ -182,6 +182,22 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def post_to_helper(fn) -> bool:
+    """Start fn() on the helper thread without waiting for it, if no other caller is using the
+    helper (returns False then, and fn is not run). The caller must not rely on fn having run:
+    kernels/team.py pairs this with a claim word that the caller can cancel."""
+    global _helper
+    if numba.get_num_threads() < 2 or not _helper_lock.acquire(blocking=False):
+        return False
+    try:
+        if _helper is None:
+            _helper = _Helper()
+        _helper.post(_Job(fn))
+    finally:
+        _helper_lock.release()
+    return True
+
+
 def run_two(first, second, parallel: bool = True):
     """first(); second() — on two cores when `parallel` and a helper is free (see above)."""
     global _helper

@@ -96,3 +96,57 @@ def test_run_two_uses_the_helper_and_propagates_errors(monkeypatch):
     out = []
     guard.run_two(lambda: out.append("a"), lambda: out.append("b"))   # still usable afterwards
     assert sorted(out) == ["a", "b"]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("spec", [el.LSTMSpec(5, 33, num_layers=2, peephole=True),
+                                  el.LSTMSpec(3, 70, bidirectional=True, bias="keras")], ids=str)
+def test_team_matches_reference(spec, dtype, monkeypatch):
+    """The two-thread B=1 team (team.py), forced on for every layer; a bidirectional spec runs
+    its directions through run_two instead, so it checks that the team is not taken there."""
+    import numba
+    if numba.get_num_threads() < 2:
+        pytest.skip("one Numba thread: no team")
+    monkeypatch.setattr(cpu.config, "team_min_hidden", 1)
+    monkeypatch.setattr(cpu.config, "team_claim_spins", 1 << 40)   # always wait for the helper
+    w = el.LSTMWeights.random(spec, seed=4, dtype=dtype)
+    x, h0, c0 = _inputs(spec, 13, 1, dtype, seed=5)
+    runs = cpu._team_state["runs"]
+    for L in (None, np.array([6])):
+        cpu._team_state["serial_until"] = 0.0
+        _close(lstm(x, w, h0, c0, lengths=L), lstm_reference(x, w, h0, c0, lengths=L), dtype)
+    assert (cpu._team_state["runs"] > runs) == (not spec.bidirectional)
+
+
+def test_team_abort_and_cancel_fall_back_to_serial(monkeypatch):
+    """A partner that never answers: the caller gives up (cancelled claim, or an abort after
+    max_yields) and the layer is recomputed serially from its saved state."""
+    import numba
+    if numba.get_num_threads() < 2:
+        pytest.skip("one Numba thread: no team")
+    spec = el.LSTMSpec(4, 40, num_layers=2)
+    w = el.LSTMWeights.random(spec, seed=6, dtype="float64")
+    x, h0, c0 = _inputs(spec, 9, 1, "float64", seed=6)
+    ref = lstm_reference(x, w, h0, c0)
+    monkeypatch.setattr(cpu.config, "team_min_hidden", 1)
+    # 1) the helper is never asked: the claim is cancelled after team_claim_spins
+    monkeypatch.setattr(guard, "post_to_helper", lambda fn: True)
+    cpu._team_state["serial_until"] = 0.0
+    _close(lstm(x, w, h0, c0), ref, "float64")
+    assert cpu._team_state["serial_until"] > 0.0          # backs off after a failed start
+    # 2) the helper claims, then never takes a step: the caller aborts after max_yields
+    monkeypatch.undo()
+    from edgelstm.kernels import team
+    real = team.team_layer
+
+    def lazy_partner(*args):
+        return 0 if args[14] == 1 else real(*args)       # args[14]: tid
+    monkeypatch.setattr(team, "team_layer", lazy_partner)
+    monkeypatch.setattr(cpu.config, "team_min_hidden", 1)
+    monkeypatch.setattr(cpu.config, "team_claim_spins", 1 << 40)
+    monkeypatch.setattr(cpu.config, "team_spin_limit", 10)
+    monkeypatch.setattr(cpu.config, "team_max_yields", 50)
+    cpu._team_state["serial_until"] = 0.0
+    fallbacks = cpu._team_state["fallbacks"]
+    _close(lstm(x, w, h0, c0), ref, "float64")
+    assert cpu._team_state["fallbacks"] > fallbacks

@@ -288,12 +288,47 @@ def test_contention(benchmark, case):
     benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
 
 
+_WARM_START = """
+import time
+t0 = time.perf_counter()
+import numpy as np
+import edgelstm as el
+t1 = time.perf_counter()
+w = el.LSTMWeights.random(el.LSTMSpec(40, 64), seed=0, dtype="float32")
+el.lstm(np.ones((100, 1, 40), np.float32), w)
+t2 = time.perf_counter()
+print(t1 - t0, t2 - t1)
+"""
+
+
+def warm_start_s() -> tuple:
+    """(import seconds, first lstm() seconds, whole process seconds) of a fresh interpreter
+    whose Numba cache is warm (this process has compiled and cached the kernels first)."""
+    import subprocess
+    import sys
+    import time
+    subprocess.run([sys.executable, "-c", _WARM_START], check=True, capture_output=True)  # warms the cache
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", _WARM_START], check=True, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    imp, first = map(float, out.stdout.split())
+    return imp, first, wall
+
+
+def test_warm_start(benchmark):
+    benchmark.group = "warm-start"
+    imp, first, wall = warm_start_s()
+    benchmark.extra_info.update(import_s=imp, first_lstm_s=first, process_s=wall)
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+
+
 def _main(argv=None):
     import argparse
     import numba
     ap = argparse.ArgumentParser(description="edgelstm against torch and onnxruntime, interleaved medians")
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--contention", action="store_true", help="also the busy-core measurement")
+    ap.add_argument("--warm-start", action="store_true", help="also a second process's first result")
     args = ap.parse_args(argv)
     torch.set_num_threads(THREADS)
     numba.set_num_threads(THREADS)
@@ -308,6 +343,11 @@ def _main(argv=None):
         roof = f"{r['roofline_pct']:.0f}" if "roofline_pct" in r else "–"
         print(f"| {name} | {cell('edgelstm')} | {cell('torch')} | {cell('onnxruntime')} | {ratio('torch')} "
               f"| {ratio('onnxruntime')} | {roof} |", flush=True)
+    if args.warm_start:
+        runs = [warm_start_s() for _ in range(3)]
+        for imp, first, wall in runs:
+            print(f"warm start: import {imp:.3f} s + first lstm() {first:.3f} s = {imp + first:.3f} s "
+                  f"(process wall {wall:.3f} s)")
     if args.contention:
         print("\n| case | peer | idle | one core busy | growth |\n| --- | --- | ---: | ---: | ---: |")
         for name in ("b1-E40-H64", "b1-E128-H256-L2"):

@@ -122,11 +122,6 @@ def _layers(source: str, cfg: dict) -> List[_Layer]:
         if l.cfg.get("stateful", False):
             raise UnsupportedModelError(f"{source}: LSTM {l.cfg.get('name')!r}: unsupported stateful=True "
                                         f"(use el.LSTMStream to keep state between calls)")
-    for l in out:
-        if l.kind == "embedding" and l.cfg.get("mask_zero", False):
-            raise UnsupportedModelError(f"{source}: Embedding {l.cfg.get('name')!r}: unsupported mask_zero=True "
-                                        f"(Keras skips the steps of token 0; edgelstm runs every step: pass "
-                                        f"el.lstm(..., lengths=) for padded batches)")
     return out
 
 

@@ -172,3 +172,18 @@ def test_roofline_bound_is_below_the_prediction(target, spec):
     r.roofline_s = roof
     r.__post_init__()
     assert r.roofline_pct == pytest.approx(50.0)
+
+
+def test_machine_info_reports_the_targets_calibration(tmp_path):
+    """results.json's machine block names the target file and its [calibration] table
+    (it read fields Target never had, so these were always missing)."""
+    from edgelstm.costmodel.target import catalog_dir, load_target
+    text = (catalog_dir() / "cortex-a72.toml").read_text()
+    p = tmp_path / "calibrated.toml"
+    p.write_text(text + '\n[calibration]\ndate = "2026-11-29T10:00:00"\nmethod = "micro-benchmarks"\n'
+                        'cpu_model = "Some CPU"\nquick = true\n')
+    info = sweep.machine_info(1, load_target(str(p)))
+    assert info["target_path"] == str(p)
+    assert info["target_calibrated_at"] == "2026-11-29T10:00:00"
+    assert info["target_method"] == "micro-benchmarks" and info["target_calibrated_on"] == "Some CPU"
+    assert info["target_quick_calibration"] is True

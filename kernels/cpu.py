@@ -392,10 +392,12 @@ def _pack(weights) -> tuple:
             wihT=np.ascontiguousarray(np.concatenate([lw.w_ih for lw in dirs], axis=0).T),
             bias=np.concatenate([lw.bias_sum() for lw in dirs]).astype(dt),
             whhT=tuple(np.ascontiguousarray(lw.w_hh.T) for lw in dirs),
-            whh=tuple(lw.w_hh for lw in dirs),
+            # writable copies of the frozen weights: a read-only array is another Numba type,
+            # and every kernel would be compiled a second time for it
+            whh=tuple(np.array(lw.w_hh) for lw in dirs),
             whrT=tuple(np.ascontiguousarray(lw.w_hr.T) if spec.proj_size else np.zeros((1, 1), dt)
                        for lw in dirs),
-            peep=tuple(lw.peep if spec.peephole else np.zeros((3, 1), dt) for lw in dirs),
+            peep=tuple(np.array(lw.peep) if spec.peephole else np.zeros((3, 1), dt) for lw in dirs),
         ))
     return tuple(out)
 

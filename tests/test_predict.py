@@ -234,7 +234,7 @@ HOSTY_TABLES = HOSTY.replace("alloc_s = 1e-8", "alloc_s = 1e-8\npy_alloc_s = 2e-
     for h, ns in pts)
 
 
-def test_host_kernel_uses_the_elementwise_tables_and_counts_the_wrapper(tmp_path):
+def test_host_kernel_uses_the_elementwise_tables_and_counts_the_wrapper(tmp_path, monkeypatch):
     """With [[elementwise]] tables the per-row epilogue is the table's figure, log-log
     interpolated in H (H=32 between 16 and 64: the geometric mean), at the running threads;
     the wrapper's Python pieces are counted: per call validation + get_num_threads + 5 allocs
@@ -262,6 +262,7 @@ def test_host_kernel_uses_the_elementwise_tables_and_counts_the_wrapper(tmp_path
     # B=1 from parallel_single_block_min_steps steps: the kernel runs the parallel variant,
     # one parallel region (parallel_step_s) per layer; the epilogue from the prange table
     # (the parallel variant's parfor-lowered loop body), the serial variant's from the serial one
+    monkeypatch.setattr(kc, "parallel_single_block_min_steps", 32)   # off by default in the kernel
     Tl = kc.parallel_single_block_min_steps
     pl = predict(spec, t, batch=1, seq_len=Tl, dtype="float32", threads=2)
     ps = predict(spec, t, batch=1, seq_len=Tl - 1, dtype="float32", threads=2)

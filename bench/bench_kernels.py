@@ -18,8 +18,20 @@ reached. bench/conftest.py prints each group's median ratios at the end.
 """
 from __future__ import annotations
 
-import numpy as np
-import pytest
+import os
+import sys
+
+# --passive (script mode) or EDGELSTM_BENCH_PASSIVE=1: the peers' thread pools sleep between
+# calls (OpenMP's OMP_WAIT_POLICY=PASSIVE for torch, no intra-op spinning for onnxruntime).
+# Timed in turn in one process, a peer whose threads keep spinning after its call takes the
+# cores from the next one: on the loaded shared machine torch's spinning made every other
+# peer (and itself) 5-10x slower. Must be decided before torch is imported.
+PASSIVE = "--passive" in sys.argv or os.environ.get("EDGELSTM_BENCH_PASSIVE") == "1"
+if PASSIVE:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 import edgelstm as el
 from edgelstm.convert import to_onnx, torch_lstm_kwargs
@@ -83,6 +95,8 @@ def ort_session(weights, batch, seq_len, with_lengths=False):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = THREADS
     opts.inter_op_num_threads = 1
+    if PASSIVE:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
@@ -332,11 +346,14 @@ def _main(argv=None):
     ap = argparse.ArgumentParser(description="edgelstm against torch and onnxruntime, interleaved medians")
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--contention", action="store_true", help="also the busy-core measurement")
+    ap.add_argument("--passive", action="store_true", help="peers' thread pools sleep between calls (see PASSIVE)")
     ap.add_argument("--warm-start", action="store_true", help="also a second process's first result")
     args = ap.parse_args(argv)
     torch.set_num_threads(THREADS)
     numba.set_num_threads(THREADS)
     target = _host_target()
+    print(f"threads {THREADS}; peers {'passive' if PASSIVE else 'with their default spinning'}; "
+          f"load average {os.getloadavg()[0]:.1f}")
     print("| case | edgelstm | torch | onnxruntime | x torch | x onnxruntime | % of roofline |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name in args.cases.split(","):

@@ -27,6 +27,7 @@ moves each result by O(K eps), far inside the 1e-12 tolerance, and keeps NaN sem
 """
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import types
@@ -79,6 +80,9 @@ class CPUConfig:
     # After a team call that yielded on more than 1/8 of its steps, or could not start, the
     # next calls run serially for this long (a core is busy elsewhere), then the team is tried again.
     team_backoff_s: float = 0.2
+    # Large batch without projection: both GEMMs are edgelstm's own (_gemm_rowblocks), split in
+    # two halves over guard.run_two; with a projection, BLAS (np.dot) and the row epilogue.
+    gemm_row_block: int = 64          # rows of X per pass over W (64 x 1024 float32 = 256 KB, L2)
     # (B=64, H=1024 measured no faster threaded: the per-step GEMM dominates, and every
     # parallel region is a join that a loaded machine can stretch by a time slice)
 
@@ -368,6 +372,104 @@ def _layer_gemm(xp, g_off, whhT, whrT, peep, has_proj, has_peep, lengths, revers
                      h, c, y[t], y_off, a, s, ibuf, hf)
 
 
+@njit_cached(fastmath=FASTMATH_DOT, error_model="numpy", nogil=True)
+def _gemm_rowblocks(X, W, bias, out, row_block):
+    """out (N,G) = X (N,K) W^T + bias, W (G,K) row-major, by blocks of `row_block` rows of X:
+    within a block, each group of 4 W rows (in L1) meets every 4 rows of the block (in L2), so W
+    is streamed once per block instead of once per 4 rows (`_gemm_bias`'s order). The large-batch
+    GEMMs (B >= gemm_min_batch) use it instead of BLAS: measured here a threaded OpenBLAS call
+    per step (64 x 1024 x 4096) took 59 ms median on the loaded 2-core machine, a 1-thread one 21 ms."""
+    N, K = X.shape
+    G = W.shape[0]
+    zero = out.dtype.type(0)
+    for r0 in range(0, N, row_block):
+        r1 = min(N, r0 + row_block)
+        for j0 in range(0, G, 4):
+            j1, j2, j3 = min(j0 + 1, G - 1), min(j0 + 2, G - 1), min(j0 + 3, G - 1)
+            w0, w1, w2, w3 = W[j0], W[j1], W[j2], W[j3]
+            b0, b1, b2, b3 = bias[j0], bias[j1], bias[j2], bias[j3]
+            for n0 in range(r0, r1, 4):
+                n1, n2, n3 = min(n0 + 1, r1 - 1), min(n0 + 2, r1 - 1), min(n0 + 3, r1 - 1)
+                (a00, a01, a02, a03, a10, a11, a12, a13,
+                 a20, a21, a22, a23, a30, a31, a32, a33) = _dot4x4(X[n0], X[n1], X[n2], X[n3],
+                                                                   w0, w1, w2, w3, K, zero)
+                # Clamped indices repeat the last row/column: the same value is written twice.
+                out[n0, j0] = a00 + b0; out[n0, j1] = a01 + b1; out[n0, j2] = a02 + b2; out[n0, j3] = a03 + b3
+                out[n1, j0] = a10 + b0; out[n1, j1] = a11 + b1; out[n1, j2] = a12 + b2; out[n1, j3] = a13 + b3
+                out[n2, j0] = a20 + b0; out[n2, j1] = a21 + b1; out[n2, j2] = a22 + b2; out[n2, j3] = a23 + b3
+                out[n3, j0] = a30 + b0; out[n3, j1] = a31 + b1; out[n3, j2] = a32 + b2; out[n3, j3] = a33 + b3
+
+
+@njit_cached(fastmath=FASTMATH, error_model="numpy", nogil=True)
+def _gemm_step_part(hcur, wpart, zero_bias, xp_t, g_off, H, k0, k1, peep_part, has_peep, lengths, t,
+                    c, hnext, y_t, y_off, zb, a, s, ib, hf, row_block):
+    """One thread's half of a large-batch step, hidden units k0:k1 of every row: their gate
+    pre-activations h W_part^T (W_part (4*hk, P): the 4 gates' rows of those units), the input
+    gates from xp_t, the fused epilogue, then hnext, c and y_t for those units. Rows past their
+    end carry their state over (h is double-buffered)."""
+    B = hcur.shape[0]
+    hk = k1 - k0
+    _gemm_rowblocks(hcur, wpart, zero_bias, zb, row_block)
+    for b in range(B):
+        if t < lengths[b]:
+            zr = zb[b]
+            xr = xp_t[b]
+            for q in range(4):
+                src = g_off + q * H + k0
+                for j in range(hk):
+                    zr[q * hk + j] += xr[src + j]
+            _epilogue(zr, c[b, k0:k1], peep_part, has_peep, a, s, ib, hf)
+            for j in range(hk):
+                hnext[b, k0 + j] = hf[j]
+                y_t[b, y_off + k0 + j] = hf[j]
+        else:
+            for j in range(hk):
+                hnext[b, k0 + j] = hcur[b, k0 + j]
+
+
+def _gemm_parts(weights):
+    """Per layer and direction: the two threads' (k0, k1), W_part (4*hk, P) and peepholes."""
+    def build(w):
+        out = []
+        for pk in packed_layers(w):
+            H = pk.whhT[0].shape[1] // 4
+            dirs = []
+            for d in range(len(pk.whhT)):
+                parts = []
+                for k0, k1 in team.split_units(H):
+                    wT, pp = team.pack_part(pk.whhT[d], pk.peep[d], H, k0, k1, w.spec.peephole)
+                    parts.append((k0, k1, np.ascontiguousarray(wT.T), pp))
+                dirs.append(tuple(parts))
+            out.append(tuple(dirs))
+        return tuple(out)
+    return weights.packed("cpu-gemm-parts-v1", build)
+
+
+def _layer_gemm_split(parts, xp, g_off, has_peep, lengths, reverse, h, c, y, y_off):
+    """One layer and direction of the large-batch path without projection: per step, the two
+    halves of the hidden units on two cores (guard.run_two: the helper takes the second half if
+    it is free, else the caller does), each with its own GEMM and epilogue."""
+    T, B = xp.shape[0], xp.shape[1]
+    H = c.shape[1]
+    dt = xp.dtype
+    hbuf = np.empty((2, B, h.shape[1]), dt)
+    hbuf[0] = h
+    scratch = []
+    for k0, k1, wpart, pp in parts:
+        G = 4 * (k1 - k0)
+        scratch.append((np.zeros(G, dt), np.empty((B, G), dt), np.empty(G, dt), np.empty(G, dt),
+                        np.empty(G, dt), np.empty(k1 - k0, dt)))
+    rb = config.gemm_row_block
+    for step in range(T):
+        t = T - 1 - step if reverse else step
+        hcur, hnext = hbuf[step & 1], hbuf[(step + 1) & 1]
+        calls = [functools.partial(_gemm_step_part, hcur, wpart, zb0, xp[t], g_off, H, k0, k1, pp, has_peep,
+                                   lengths, t, c, hnext, y[t], y_off, zb, a, s, ib, hf, rb)
+                 for (k0, k1, wpart, pp), (zb0, zb, a, s, ib, hf) in zip(parts, scratch)]
+        guard.run_two(calls[0], calls[1])
+    h[:] = hbuf[T & 1]
+
+
 # ---------------------------------------------------------------------------------------
 # packing and the stack driver
 # ---------------------------------------------------------------------------------------
@@ -420,14 +522,17 @@ def _projection_serial(x2, pk, xp2):
 
 def _projection(x2, pk, xp2, use_gemm, one_block, may_parallel):
     """The hoisted input projection xp2 = x2 W_ih^T + bias: one GEMM over all T*B rows and
-    both directions. Large batch: BLAS (and no Numba team awake). One block of rows: two halves
+    both directions. Large batch: edgelstm's row-blocked GEMM, two halves of the rows through
+    guard.run_two (no Numba team, no BLAS pool). One block of rows: two halves
     of the rows on two cores through guard.run_two when big enough (no team join that a busy
     core can stall). Several blocks: the prange GEMM when big enough, the serial one below."""
     N, E_l = x2.shape
     macs = N * E_l * xp2.shape[1]
     if use_gemm:
-        np.dot(x2, pk.wih.T, out=xp2)
-        xp2 += pk.bias
+        half = (N // 2 + 3) // 4 * 4
+        rb = config.gemm_row_block
+        guard.run_two(lambda: _gemm_rowblocks(x2[:half], pk.wih, pk.bias, xp2[:half], rb),
+                      lambda: _gemm_rowblocks(x2[half:], pk.wih, pk.bias, xp2[half:], rb))
     elif one_block:
         half = N // 2
         guard.run_two(lambda: _projection_serial(x2[:half], pk, xp2[:half]),
@@ -543,7 +648,10 @@ def lstm_cpu(x, weights, h0, c0, lengths):
             args = (xp, d * 4 * H, pk.whhT[d], pk.whrT[d], pk.peep[d], spec.proj_size > 0,
                     spec.peephole, lens, d == 1)
             hd, cd = h_n[l * D + d], c_n[l * D + d]
-            if use_gemm:
+            if use_gemm and not spec.proj_size:
+                _layer_gemm_split(_gemm_parts(weights)[l][d], xp, d * 4 * H, spec.peephole, lens, d == 1,
+                                  hd, cd, y, d * P)
+            elif use_gemm:
                 _layer_gemm(*args, hd, cd, y, d * P, may_parallel)
             elif not one_block or (may_parallel and T >= config.parallel_single_block_min_steps):
                 with guard.parallel_lock():

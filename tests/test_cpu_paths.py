@@ -17,6 +17,9 @@ PATHS = {
                                               projection_axpy_max_bytes=0),
     "rows-axpy-projection": dict(gemm_min_batch=BIG, parallel_projection_min_macs=BIG,
                                  projection_axpy_max_bytes=BIG),
+    # gemm path: without a projection the split GEMM + epilogue halves (_layer_gemm_split over
+    # guard.run_two, small row blocks so several run); with one, BLAS and the row epilogue
+    "gemm-split": dict(gemm_min_batch=1, gemm_row_block=4),
     "gemm+parallel-epilogue": dict(gemm_min_batch=1, parallel_epilogue_min_elements=1),
     "gemm+serial-epilogue": dict(gemm_min_batch=1, parallel_epilogue_min_elements=BIG),
     "one-block-run_two": dict(gemm_min_batch=BIG, max_rows_per_block=BIG, two_core_min_macs=1),
@@ -52,10 +55,11 @@ def _close(got, ref, dtype):
         np.testing.assert_allclose(a, b, **tol)
 
 
+@pytest.mark.parametrize("proj", [3, 0])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("B", [1, 6])
-def test_path_matches_reference(kernel_path, dtype, B):
-    spec = el.LSTMSpec(5, 7, num_layers=2, bidirectional=True, proj_size=3, peephole=True)
+def test_path_matches_reference(kernel_path, dtype, B, proj):
+    spec = el.LSTMSpec(5, 7, num_layers=2, bidirectional=True, proj_size=proj, peephole=True)
     w = el.LSTMWeights.random(spec, seed=3, dtype=dtype)
     x, h0, c0 = _inputs(spec, 9, B, dtype, seed=B)
     lengths = np.array([9, 2, 5, 9, 1, 7][:B])

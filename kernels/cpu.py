@@ -653,6 +653,16 @@ def lstm_cpu(x, weights, h0, c0, lengths):
                                   hd, cd, y, d * P)
             elif use_gemm:
                 _layer_gemm(*args, hd, cd, y, d * P, may_parallel)
+            elif not one_block and -(-B // rows_per_block) == 2:
+                # Two blocks: one on each core through guard.run_two, not a Numba region whose
+                # join a busy core stalls (the halves are views, so this compiles an 'A'-layout
+                # specialization of the serial kernel once).
+                r = rows_per_block
+                a0 = (xp[:, :r], *args[1:7], lens[:r], args[8])
+                a1 = (xp[:, r:], *args[1:7], lens[r:], args[8])
+                guard.run_two(
+                    lambda: _layer_rows_serial(*a0, pk.whh[d], r, hd[:r], cd[:r], y[:, :r], d * P),
+                    lambda: _layer_rows_serial(*a1, pk.whh[d], r, hd[r:], cd[r:], y[:, r:], d * P))
             elif not one_block or (may_parallel and T >= config.parallel_single_block_min_steps):
                 with guard.parallel_lock():
                     _rows_call(may_parallel)(*args, pk.whh[d], rows_per_block, hd, cd, y, d * P)

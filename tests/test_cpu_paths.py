@@ -12,7 +12,10 @@ from edgelstm.run import lstm
 BIG = 1 << 62
 PATHS = {
     # name: config overrides (and whether this process acts as a forked child)
-    "rows-parallel+gemm_bias_parallel": dict(gemm_min_batch=BIG, parallel_projection_min_macs=1),
+    # blocks of 2 rows: B=6 makes 3 blocks, the prange rows kernel (2 blocks go through run_two)
+    "rows-parallel+gemm_bias_parallel": dict(gemm_min_batch=BIG, parallel_projection_min_macs=1,
+                                             max_rows_per_block=2),
+    "rows-two-blocks-run_two": dict(gemm_min_batch=BIG, max_rows_per_block=3),
     "rows-serial-blocks+dot-projection": dict(gemm_min_batch=BIG, parallel_projection_min_macs=BIG,
                                               projection_axpy_max_bytes=0),
     "rows-axpy-projection": dict(gemm_min_batch=BIG, parallel_projection_min_macs=BIG,
@@ -26,7 +29,8 @@ PATHS = {
     "one-block-serial": dict(gemm_min_batch=BIG, max_rows_per_block=BIG, two_core_min_macs=BIG),
     "one-block-parallel-variant": dict(gemm_min_batch=BIG, max_rows_per_block=BIG,
                                        parallel_single_block_min_steps=1),
-    "forked-child": dict(gemm_min_batch=BIG, parallel_projection_min_macs=1, forked=True),
+    "forked-child": dict(gemm_min_batch=BIG, parallel_projection_min_macs=1, max_rows_per_block=2,
+                         forked=True),
 }
 
 

@@ -2,28 +2,26 @@
 
 Versions (all numerically interchangeable with kernels/reference.py):
 - the input projection W_ih x + (b_ih + b_hh) for every time step, both directions, is one
-  BLAS GEMM hoisted out of the recurrence (`_input_projection`);
-- "rows" recurrence (`_layer_rows`): small batches. Threads take blocks of batch rows and run
-  the whole time loop for them (rows are independent, so no per-step barrier); each step does
-  the recurrent product from W_hh^T packed (P, 4H), so the inner loop over 4H is contiguous
-  and vectorizes, with all rows of a block sharing each pass over W_hh, then the fused
-  epilogue. One block (B=1) of a short sequence runs serially (no thread team is woken),
-  of a long one as the parallel variant, which measured faster per step;
-- "gemm" recurrence (`_layer_gemm`): large batches. One BLAS GEMM per step reads W_hh once for
-  all rows into a preallocated buffer, then a parallel fused epilogue over rows;
+  GEMM hoisted out of the recurrence (`_projection`): axpy form while 4 output rows fit L1
+  (`_gemm_bias_axpy`), 4x4 dot form otherwise (`_gemm_bias`), row-blocked for large batches
+  (`_gemm_rowblocks`); large ones in two halves on two cores (guard.run_two), or as a prange
+  (`_gemm_bias_parallel`) when there are more than two blocks of rows;
+- "rows" recurrence (`_layer_rows`): small batches. Each block of rows runs the whole time
+  loop (rows are independent, so no per-step barrier); each step does the recurrent product
+  from W_hh^T packed (P, 4H), the inner loop over 4H contiguous, all rows of a block sharing
+  each pass over W_hh, then the fused epilogue. One block (B=1) runs serially; a bidirectional
+  layer's two directions, or two blocks, run on two cores through guard.run_two; more blocks
+  as a prange region;
+- B=1 two-thread team (team.py): hidden units split between two threads with a per-step
+  barrier; off by default (config.team_min_hidden: measured slower on the loaded machine);
+- "gemm" recurrence, large batches: without a projection `_layer_gemm_split` (per step, each
+  half of the hidden units does its own GEMM and epilogue on its core); with one
+  `_layer_gemm` (a BLAS GEMM per step, then the row epilogue, threaded when large);
 - `stream_step`: one step of every layer for a streaming caller, no allocation.
 
-The fused epilogue (`_epilogue`) does peepholes, sigmoid/tanh, the cell and hidden update in
-passes over small preallocated scratch (L1-resident), with a branch-free exp (`_vexp_neg`)
-that LLVM vectorizes: there is no SVML here, and libm exp/tanh one element at a time cost
-more than the B=1 matvec itself. Sigmoid and tanh only ever exponentiate -|z|, so |z| = 1e4
-cannot overflow; the argument is clamped at -708 (exp = 3e-308, i.e. 0 to the tolerance).
-
-fastmath: only {"contract"} (fused multiply-add). "nnan"/"ninf" would let LLVM drop the NaN
-propagation users rely on and the inf/0 behaviour of saturated gates; "reassoc" is not needed
-because the matvec is written as axpys over contiguous 4H rows, which vectorize without it.
-The one exception is `_gemm_bias` (dot products, FASTMATH_DOT): reassociating a K-term sum
-moves each result by O(K eps), far inside the 1e-12 tolerance, and keeps NaN semantics.
+The fused epilogue (rowops.py) computes in the model's precision (activations.py's float32
+or float64 exp); guard.py makes the kernels safe under fork, Python threads and an unusable
+Numba cache. fastmath choices are explained in rowops.py.
 """
 from __future__ import annotations
 

@@ -268,6 +268,20 @@ def load_model(path_or_module, spec: Optional[ModelSpec] = None, **options) -> M
         raise FileNotFoundError(f"{path}: no such file")
     if os.path.isdir(path):
         raise ModelFileError(f"{path}: is a directory, expected a model file")
+    if not os.path.isfile(path):      # /dev/zero, a FIFO: refused before a byte is read
+        raise ModelFileError(f"{os.path.abspath(path)}: not a regular file, expected a model file")
+    try:
+        return _load_file(path, spec, options)
+    except ModelFileError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError, RecursionError) as e:
+        # The importers check what they read; this names the file for anything a hostile file
+        # still reaches past them (a spec no LSTMSpec can hold, a malformed structure).
+        raise ModelFileError(f"{path}: malformed model file ({type(e).__name__}: "
+                             f"{str(e).strip()[:300]})") from None
+
+
+def _load_file(path: str, spec, options) -> Model:
     ext = os.path.splitext(path)[1].lower()
     kind = sniff(path)
     if ext == ".onnx":

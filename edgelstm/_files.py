@@ -136,10 +136,13 @@ def check_writable(path, what: str = "output", error: Type[Exception] = ValueErr
     folder = full if is_dir else os.path.dirname(full)
     if not is_dir and os.path.isdir(full):
         raise error(f"{full}: the {what} is a directory, expected a file path")
+    if not is_dir and os.path.exists(full) and not os.path.isfile(full):
+        raise error(f"{full}: the {what} exists and is not a regular file (a device or a FIFO?)")
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as e:
-        raise error(f"{full}: cannot create the {what}'s directory {folder} ({e.strerror})") from None
+        where = "" if is_dir else f"'s folder {folder}"
+        raise error(f"{full}: cannot create the {what}{where} ({e.strerror})") from None
     try:
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".edgelstm-probe-")
         os.close(fd)

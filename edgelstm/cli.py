@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 import time
 
@@ -24,6 +26,22 @@ class _Parser(argparse.ArgumentParser):
 
 
 # -- formatting --------------------------------------------------------------------------
+def _finite(v):
+    """JSON has no Infinity or NaN: a float figure that overflowed (absurd sizes) is null."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    return v
+
+
+def dumps(obj, **kw) -> str:
+    """json.dumps that never writes Infinity or NaN (they become null)."""
+    return json.dumps(_finite(obj), allow_nan=False, **kw)
+
+
 def human(n: float, unit: str = "") -> str:
     """1234567 -> '1.23 M'. Exact integers are in --json; tables are for reading."""
     for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
@@ -90,7 +108,7 @@ def spec_from_args(args):
 
 
 def size_report(c) -> str:
-    rows = [(l.name, l.input_size, l.hidden_size or "", l.out_size, f"{l.params_total:,}",
+    rows = [(l.name + (f" (x{l.repeat:,})" if l.repeat > 1 else ""), l.input_size, l.hidden_size or "", l.out_size, f"{l.params_total:,}",
              human(l.weight_bytes, "B"), human(l.macs_per_step), human(l.flops_per_step))
             for l in c.layers]
     rows.append(("total", "", "", "", f"{c.params:,}", human(c.weight_bytes, "B"),
@@ -123,7 +141,7 @@ def cmd_size(args) -> int:
         d = c.to_dict()
         if args.target:
             d["predictions"] = [p.to_dict() for p in preds]
-        print(json.dumps(d, indent=2))
+        print(dumps(d, indent=2))
     else:
         print(size_report(c))
         if preds:
@@ -172,7 +190,7 @@ def cmd_targets(args) -> int:
                      human(2 * peak, "FLOP/s"), " / ".join(f"{m.name} {human(m.capacity_bytes, 'B')}" for m in t.memory)))
         items.append(dict(t.to_dict(), name=name, calibrated=True))
     if args.json:
-        print(json.dumps({"targets": items}, indent=2))
+        print(dumps({"targets": items}, indent=2, default=str))
     else:
         print(table(("target", "kind", "clock", "dtypes", "peak", "memory"), rows))
     return 0
@@ -194,13 +212,16 @@ def _calibrate_log(msg: str) -> None:
 
 
 def cmd_calibrate(args) -> int:
+    from ._files import check_writable
     from .costmodel.calibrate import calibrate
-    from .costmodel.target import load_target_file
+    from .costmodel.target import host_target_path, load_target_file
+    # Checked before a minute of measuring, not when the file is written.
+    check_writable(args.out or host_target_path(), "host target file", error=UsageError)
     path = calibrate(quick=args.quick, out=args.out,
                      log=None if args.json else _calibrate_log)
     t = load_target_file(path)
     if args.json:
-        print(json.dumps(dict(t.to_dict(), calibration=t.calibration), indent=2, default=str))
+        print(dumps(dict(t.to_dict(), calibration=t.calibration), indent=2, default=str))
         return 0
     cal = t.calibration
     print(f"wrote {path} ({cal.get('cpu_model')}, {cal.get('duration_s')} s)")
@@ -224,6 +245,8 @@ def _add_bench(sub):
                    help="a configuration, e.g. hidden_size=128,batch=1|8,seq_len=100,dtype=float32 "
                         "(| gives several values; repeatable)")
     p.add_argument("--grid", help="a JSON or TOML file with 'configs' and/or 'axes'")
+    p.add_argument("--max-configs", type=int, default=None,
+                   help="refuse a grid larger than this (default $EDGELSTM_MAX_CONFIGS or 10000)")
     p.add_argument("--out", default="bench-results", help="directory for results.json, results.md and plots")
     p.add_argument("--threads", type=int, default=None, help="Numba threads (default: all cores)")
     p.add_argument("--min-time", type=float, default=None, help="seconds of repeats per configuration")
@@ -237,6 +260,18 @@ def _add_bench(sub):
     p.set_defaults(func=cmd_bench)
 
 
+def _check_bench_outputs(args) -> None:
+    """Everything bench will write, checked before the sweep (minutes) rather than after:
+    the --out directory, and the host target file when a first run calibrates into it."""
+    from ._files import check_writable
+    from .costmodel.target import HOST_ENV, host_target_path
+    check_writable(args.out, "bench --out directory", error=UsageError, is_dir=True)
+    if not args.calibrate:
+        host = host_target_path()
+        if not host.exists():
+            check_writable(host, f"host target file (${HOST_ENV} or the default)", error=UsageError)
+
+
 def cmd_bench(args) -> int:
     import os
     from . import sweep
@@ -246,11 +281,13 @@ def cmd_bench(args) -> int:
         raise UsageError(f"bench: --min-time: expected a positive number of seconds, got {args.min_time}")
     configs = []
     for text in args.spec:
-        configs += sweep.parse_spec_string(text)
+        configs += sweep.parse_spec_string(text, args.max_configs)
     if args.grid:
-        configs += sweep.load_grid(args.grid)
+        configs += sweep.load_grid(args.grid, args.max_configs)
     if not configs:
         configs = sweep.default_grid(quick=args.quick)
+    sweep.check_sizes(configs)
+    _check_bench_outputs(args)
     plots = not args.no_plots
     if plots:
         try:
@@ -280,7 +317,7 @@ def cmd_bench(args) -> int:
     machine = sweep.machine_info(threads, target)
     paths = sweep.write_reports(results, machine, args.out, target=target, plots=plots)
     if args.json:
-        print(json.dumps(sweep.to_json(results, machine), indent=2))
+        print(dumps(sweep.to_json(results, machine), indent=2))
     else:
         print(sweep.to_markdown(results, machine))
         print("wrote " + ", ".join(str(p) for p in paths) + f" in {time.perf_counter() - t0:.0f} s")
@@ -305,12 +342,19 @@ def main(argv=None) -> int:
         return args.func(args)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
-    except (SpecError, ValueError, KeyError, FileNotFoundError, PermissionError, IsADirectoryError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"error: {msg}", file=sys.stderr)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
     except BrokenPipeError:  # `edgelstm size ... | head`: the reader left; say nothing
         sys.stderr.close()
         return 0
+    except (SpecError, ValueError, KeyError, OSError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        if isinstance(e, OSError) and not str(e).startswith(("/", "error")) and e.filename:
+            msg = f"{e.filename}: {e.strerror or e}"
+        print(f"error: {' '.join(str(msg).split())}", file=sys.stderr)
+    except OverflowError as e:   # sizes whose figures exceed a float (10**154 units and up)
+        print(f"error: the sizes given are too large for the cost model's floating-point figures ({e})",
+              file=sys.stderr)
+    except RecursionError:
+        print("error: input nested too deeply", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
     return EXIT_USAGE

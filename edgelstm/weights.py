@@ -60,6 +60,14 @@ def expected_shapes(spec: LSTMSpec, layer: int) -> Dict[str, Optional[Tuple[int,
     }
 
 
+def weight_count(spec: LSTMSpec) -> int:
+    """Elements of all the stack's tensors (closed form in num_layers: layers above the first
+    have one shape), to size an allocation before it is made."""
+    per = [sum(int(np.prod(s, dtype=object)) for s in expected_shapes(spec, l).values() if s is not None)
+           for l in range(min(spec.num_layers, 2))]
+    return spec.num_directions * (per[0] + (spec.num_layers - 1) * (per[1] if len(per) > 1 else 0))
+
+
 def _dtype_name(dtype) -> str:
     name = np.dtype(dtype).name
     if name not in FLOAT_DTYPES:
@@ -117,19 +125,36 @@ class LSTMWeights:
 
     # -- construction ---------------------------------------------------------------
     @classmethod
-    def random(cls, spec: LSTMSpec, seed: int = 0, dtype="float32", scale: Optional[float] = None):
-        """Uniform(-k, k) with k = 1/sqrt(H), PyTorch's initialisation."""
+    def random(cls, spec: LSTMSpec, seed: int = 0, dtype="float32", scale: Optional[float] = None, *,
+               max_bytes: Optional[int] = None):
+        """Uniform(-k, k) with k = 1/sqrt(H), PyTorch's initialisation, drawn in `dtype`.
+
+        The weights' size is computed first and refused above the byte limit (max_bytes,
+        else $EDGELSTM_MAX_BYTES, else 1 GiB: edgelstm._files) before anything is drawn."""
+        from ._files import check_bytes
+        if not isinstance(spec, LSTMSpec):
+            raise WeightsError(f"spec: expected an LSTMSpec, got {type(spec).__name__}")
+        dt = np.dtype(_dtype_name(dtype))
+        check_bytes(weight_count(spec) * dt.itemsize, f"LSTMWeights.random({spec}, dtype={dt.name})",
+                    max_bytes, error=WeightsError)
         rng = np.random.default_rng(seed)
         k = scale if scale is not None else 1.0 / np.sqrt(spec.hidden_size)
+
+        def draw(shape):            # in dt directly: no float64 copy of the whole tensor
+            a = rng.random(shape, dtype=dt)
+            a *= dt.type(2 * k)
+            a -= dt.type(k)
+            return a
+
         layers = []
         for l in range(spec.num_layers):
             dirs = []
             for _ in range(spec.num_directions):
-                t = {name: (None if shape is None else rng.uniform(-k, k, size=shape))
+                t = {name: (None if shape is None else draw(shape))
                      for name, shape in expected_shapes(spec, l).items()}
                 dirs.append(LayerWeights(**t))
             layers.append(dirs)
-        return cls(spec, layers, dtype=dtype)
+        return cls(spec, layers, dtype=dt)
 
     # -- other frameworks (edgelstm.convert; torch/keras/onnx stay optional) ----------
     @classmethod

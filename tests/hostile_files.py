@@ -85,3 +85,30 @@ def onnx_chain(n_lstm: int, E=2, H=2, seed=0):
     graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [T, 1, E])],
                               [helper.make_tensor_value_info(x, TensorProto.FLOAT, None)], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+
+
+# -- a child process with a memory cap -----------------------------------------------------
+_CAP = '''
+import resource
+def _vm_bytes():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+_limit = _vm_bytes() + {cap}
+resource.setrlimit(resource.RLIMIT_AS, (_limit, _limit))
+'''
+
+
+def run_capped(setup: str, body: str, cap_bytes: int, env=None, timeout: float = 300):
+    """Run `setup` (imports) in a fresh Python, then cap its address space at what it uses
+    plus cap_bytes (resource.setrlimit RLIMIT_AS) and run `body`: an allocation beyond the
+    cap raises MemoryError in the child. Returns the CompletedProcess."""
+    import os
+    import subprocess
+    import sys
+    code = "\n".join([setup, _CAP.format(cap=int(cap_bytes)), body])
+    e = dict(os.environ, **(env or {}))
+    e["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(os.path.abspath(__file__)),
+                                                    e.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=e)

@@ -12,7 +12,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from hostile_files import keras_config, keras_zip, lstm_vars, onnx_chain, replace_var, weights_h5
+from hostile_files import keras_config, keras_zip, lstm_vars, onnx_chain, replace_var, run_capped, weights_h5
 
 import edgelstm as el
 from edgelstm.model import ModelFileError, load_model
@@ -125,3 +125,198 @@ def test_onnx_external_data_is_refused(tmp_path):
     path.write_bytes(m.SerializeToString())
     with pytest.raises(ModelFileError, match=r"extdata\.onnx: .*'W0'.*external"):
         load_model(path)
+
+
+# -- 2. memory before allocation ------------------------------------------------------------
+def _bomb(path, nbytes, config=None):
+    """A .keras whose model.weights.h5 is `nbytes` of deflated zeros (about nbytes/1000 on disk)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        z.writestr("config.json", json.dumps(config or keras_config()))
+        with z.open("model.weights.h5", "w", force_zip64=True) as f:
+            chunk = bytes(1 << 24)
+            for _ in range(nbytes // len(chunk)):
+                f.write(chunk)
+    return path
+
+
+def test_keras_zip_bomb_is_refused_before_decompressing(tmp_path):
+    """The issue's bomb: 1.5 GiB of zeros as model.weights.h5. Refused by its declared size,
+    in a child whose address space may grow by 256 MiB only (it reached 3.1 GB before)."""
+    path = _bomb(tmp_path / "bomb.keras", 3 * 2**29)
+    assert path.stat().st_size < 10 * 2**20
+    r = run_capped_load(path, 256 * 2**20)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "ModelFileError" in r.stdout and "model.weights.h5 (decompressed) needs 1.5 GiB" in r.stdout
+    assert "above the limit of 1 GiB" in r.stdout and "EDGELSTM_MAX_BYTES" in r.stdout
+
+
+def run_capped_load(path, cap, env=None):
+    return run_capped("from edgelstm.model import load_model, ModelFileError\nimport h5py, onnx, zipfile",
+                      f"try:\n    load_model({str(path)!r})\n    print('LOADED')\n"
+                      f"except ModelFileError as e:\n    print('ModelFileError', e)", cap, env)
+
+
+def test_max_bytes_is_overridable(tmp_path, monkeypatch):
+    path = _bomb(tmp_path / "small-bomb.keras", 2**25)          # 32 MiB of zeros
+    monkeypatch.setenv("EDGELSTM_MAX_BYTES", "16MiB")
+    with pytest.raises(ModelFileError, match=r"needs 32 MiB \(33,554,432 bytes\), above the limit of 16 MiB"):
+        load_model(path)
+    monkeypatch.setenv("EDGELSTM_MAX_BYTES", "64MiB")           # allowed now: read, then not HDF5
+    with pytest.raises(ModelFileError, match="not a readable HDF5 file"):
+        load_model(path)
+    monkeypatch.setenv("EDGELSTM_MAX_BYTES", "lots")
+    with pytest.raises(ModelFileError, match="EDGELSTM_MAX_BYTES: expected a number of bytes"):
+        load_model(path)
+
+
+@pytest.mark.parametrize("units, shape, words", [
+    (4, (4, 10**9), r"expected shape \(\?, 16\) from the config, got \(4, 1000000000\)"),
+    (4, (10**6, 10**6), r"expected shape \(\?, 16\) from the config, got \(1000000, 1000000\)"),
+    (250_000_000, (4, 10**9), r"the weights read so far needs 14.9 GiB"),   # the shape the config implies
+])
+def test_h5_dataset_declaring_its_own_shape_is_checked_before_it_is_read(tmp_path, units, shape, words):
+    """A 3 KB h5 dataset of shape (4, 1e9) (a fill value, no data): refused before it is read."""
+    h5 = weights_h5(edit=replace_var("0", shape=shape, dtype=np.float32, fillvalue=1.0, chunks=(1, 1024)))
+    assert len(h5) < 16 * 1024
+    cfg = keras_config(E=4, H=units)
+    path = keras_zip(tmp_path / "shape.keras", config=cfg, h5=h5)
+    r = run_capped_load(path, 256 * 2**20)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "ModelFileError" in r.stdout
+    import re
+    assert re.search(words, r.stdout), r.stdout
+
+
+def test_bench_grid_of_a_billion_configs_is_counted_not_built(tmp_path, capsys, monkeypatch):
+    from edgelstm import sweep
+    from edgelstm.cli import main
+    grid = tmp_path / "grid.json"
+    axes = {"hidden_size": list(range(1, 1001)), "batch": list(range(1, 1001)), "seq_len": list(range(1, 1001))}
+    grid.write_text(json.dumps({"axes": axes}))
+    built = []
+    monkeypatch.setattr(sweep, "_config", lambda *a: built.append(a))
+    assert main(["bench", "--grid", str(grid), "--no-plots"]) == 2
+    err = capsys.readouterr().err
+    assert built == [] and len(err.strip().splitlines()) == 1
+    assert f"{grid}: axes: 1,000,000,000 configurations, above the limit of 10,000" in err
+    monkeypatch.setenv("EDGELSTM_MAX_CONFIGS", "5")
+    with pytest.raises(sweep.BenchError, match="6 configurations, above the limit of 5"):
+        sweep.parse_spec_string("hidden_size=1|2|3,batch=1|2")
+
+
+def test_size_a_billion_layers_is_closed_form(capsys):
+    """count() of 1e9 layers: layers above the first are one row x (L-1). Its totals equal
+    the vectorized count_grid's, and below the merge threshold the per-layer rows."""
+    from edgelstm.cli import main
+    from edgelstm.costmodel.counts import MAX_LAYER_ROWS, count_grid
+    assert main(["size", "--input-size", "4", "--hidden-size", "8", "--num-layers", "1000000000", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    g = count_grid(4, 8, num_layers=10**9)
+    assert d["params"] == int(g["params"]) and d["macs_per_step"] == int(g["macs_per_step"])
+    assert len(d["layers"]) == 2 and d["layers"][1]["repeat"] == 10**9 - 1
+    spec = el.LSTMSpec(4, 8, num_layers=MAX_LAYER_ROWS + 1)          # merged
+    flat = el.LSTMSpec(4, 8, num_layers=MAX_LAYER_ROWS)               # one row per layer
+    a, b = el.count(spec, batch=3, seq_len=5), el.count(flat, batch=3, seq_len=5)
+    row = b.layers[-1]
+    assert a.params - b.params == row.params_total and a.macs_per_sequence - b.macs_per_sequence == 5 * row.macs_per_step
+    for case in a.traffic:
+        assert a.traffic[case].bytes_per_sequence > b.traffic[case].bytes_per_sequence
+
+
+def test_count_of_many_layers_matches_torch(monkeypatch):
+    """Above the merge threshold (lowered to 8 rows here: a torch.nn.LSTM of 2049 layers
+    takes seconds to build), params equal torch.nn.LSTM's own parameter count."""
+    torch = pytest.importorskip("torch")
+    from edgelstm.costmodel import counts
+    monkeypatch.setattr(counts, "MAX_LAYER_ROWS", 8)
+    for L, bi, proj in ((9, False, 0), (5, True, 1), (30, True, 0)):
+        m = torch.nn.LSTM(3, 2, num_layers=L, bidirectional=bi, proj_size=proj)
+        c = el.count(el.LSTMSpec(3, 2, num_layers=L, bidirectional=bi, proj_size=proj), batch=2)
+        assert [r.repeat for r in c.layers] == [1] * (1 + bi) + [L - 1] * (1 + bi)
+        assert c.params == sum(p.numel() for p in m.parameters())
+
+
+def test_target_dev_zero_is_refused_before_reading(monkeypatch, capsys):
+    from edgelstm.cli import main
+    from edgelstm.costmodel.target import TargetError, load_target
+    with pytest.raises(TargetError, match="/dev/zero: is a device, expected a target file"):
+        load_target("/dev/zero")
+    monkeypatch.setenv("EDGELSTM_HOST_TARGET", "/dev/zero")
+    with pytest.raises(TargetError, match="/dev/zero: is a device"):
+        load_target("host")
+    assert main(["size", "--input-size", "3", "--hidden-size", "4", "--target", "host"]) == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
+
+
+def test_model_file_that_is_a_fifo_or_device_is_refused(tmp_path):
+    fifo = tmp_path / "m.onnx"
+    os.mkfifo(fifo)                     # open() would block forever on a FIFO without a writer
+    with pytest.raises(ModelFileError, match="not a regular file"):
+        load_model(fifo)
+    with pytest.raises(ModelFileError, match="not a regular file"):
+        load_model("/dev/zero")
+
+
+def test_weights_random_huge_is_refused_before_allocating():
+    spec = el.LSTMSpec(8, 20000)
+    with pytest.raises(el.weights.WeightsError, match=r"needs 5.96 GiB \(6,403,200,000 bytes\), above the "
+                                                      r"limit of 1 GiB"):
+        el.LSTMWeights.random(spec)
+    # Drawn in the dtype asked for, within PyTorch's U(-1/sqrt(H), 1/sqrt(H)).
+    w = el.LSTMWeights.random(el.LSTMSpec(8, 64, 2, True, 16), dtype="float32")
+    a = w.layers[1][1].w_ih
+    assert a.dtype == np.float32 and np.abs(a).max() <= 1 / 8 and a.std() > 0.06
+    with pytest.raises(el.weights.WeightsError, match="above the limit of 1 KiB"):
+        el.LSTMWeights.random(el.LSTMSpec(8, 64), max_bytes=1024)
+
+
+def test_weight_count_matches_torch():
+    torch = pytest.importorskip("torch")
+    from edgelstm.weights import weight_count
+    for s in (el.LSTMSpec(5, 7), el.LSTMSpec(5, 7, 3, True, 2), el.LSTMSpec(5, 7, 2, bias="none")):
+        m = torch.nn.LSTM(s.input_size, s.hidden_size, s.num_layers, bias=s.bias != "none",
+                          bidirectional=s.bidirectional, proj_size=s.proj_size)
+        assert weight_count(s) == sum(p.numel() for p in m.parameters())
+
+
+def test_bench_spec_hidden_size_a_million_is_one_line(capsys):
+    from edgelstm.cli import main
+    assert main(["bench", "--spec", "hidden_size=1000000", "--no-plots"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "configuration E=1000000 H=1000000" in err and "above the limit of 1 GiB" in err
+
+
+# -- 4. environments: output locations checked before the work ------------------------------
+def _unwritable(tmp_path):
+    """A path below a regular file: no user (root included) can create it."""
+    f = tmp_path / "a-file"
+    f.write_text("x")
+    return f / "sub" / "host.toml"
+
+
+def test_calibrate_into_unwritable_host_target_fails_before_measuring(tmp_path, monkeypatch, capsys):
+    from edgelstm.cli import main
+    from edgelstm.costmodel import calibrate as cal
+    monkeypatch.setattr(cal, "calibrate", lambda *a, **k: pytest.fail("calibration ran"))
+    monkeypatch.setenv("EDGELSTM_HOST_TARGET", str(_unwritable(tmp_path)))
+    assert main(["calibrate", "--quick"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "cannot create the host target file" in err
+    assert main(["calibrate", "--quick", "--out", "/dev/zero"]) == 2
+    assert "not a regular file" in capsys.readouterr().err
+    # bench's first run calibrates into the same place: checked before too
+    monkeypatch.setattr("edgelstm.sweep.run", lambda *a, **k: pytest.fail("the sweep ran"))
+    assert main(["bench", "--quick", "--no-plots", "--out", str(tmp_path / "out")]) == 2
+    assert "cannot create the host target file" in capsys.readouterr().err
+
+
+def test_bench_unwritable_out_fails_before_the_sweep(tmp_path, monkeypatch, capsys):
+    from edgelstm.cli import main
+    monkeypatch.setattr("edgelstm.sweep.run", lambda *a, **k: pytest.fail("the sweep ran"))
+    f = tmp_path / "a-file"
+    f.write_text("x")
+    for out in (str(f / "x"), "/etc/passwd/x", str(f)):
+        assert main(["bench", "--quick", "--no-plots", "--out", out]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "bench --out directory" in err, err

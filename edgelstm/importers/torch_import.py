@@ -11,7 +11,7 @@ import re
 
 import numpy as np
 
-from ..convert import ConvertError, from_torch, from_torch_state_dict
+from ..convert import ConvertError, from_torch, from_torch_state_dict, torch_to_numpy
 from ..model import (Model, ModelFileError, ModelWeights, UnsupportedModelError, build_model, sniff)
 from ..spec import ModelSpec
 
@@ -19,7 +19,7 @@ SUPPORTED = ("Embedding", "LSTM", "Linear")
 
 
 def _np(t) -> np.ndarray:
-    return t.detach().cpu().numpy()
+    return torch_to_numpy(t)
 
 
 def load_torch_module(module, every_step: bool = True) -> Model:

@@ -320,3 +320,243 @@ def test_bench_unwritable_out_fails_before_the_sweep(tmp_path, monkeypatch, caps
         assert main(["bench", "--quick", "--no-plots", "--out", out]) == 2
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and "bench --out directory" in err, err
+
+
+# -- 5. one-line errors naming the file -------------------------------------------------------
+def _onnx_file(tmp_path, name, mutate, n=2):
+    pytest.importorskip("onnx")
+    m = onnx_chain(n)
+    mutate(m)
+    p = tmp_path / name
+    p.write_bytes(m.SerializeToString())
+    return p
+
+
+def _cli_one_line(capsys, *argv):
+    from edgelstm.cli import main
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, (code, out, err)
+    return err
+
+
+def _set_attr(node, name, value):
+    from onnx import helper
+    for a in list(node.attribute):
+        if a.name == name:
+            node.attribute.remove(a)
+    node.attribute.append(helper.make_attribute(name, value))
+
+
+def _gather_without_inputs(m):
+    from onnx import helper
+    m.graph.node.insert(0, helper.make_node("Gather", [], ["E0"], name="emb"))
+    m.graph.node[1].input[0] = "E0"
+
+
+def _matmul_without_weight(m):
+    from onnx import helper
+    m.graph.node.append(helper.make_node("MatMul", ["Z1"], ["OUT"], name="head"))
+
+
+ONNX_CASES = [
+    ("lstm-no-inputs.onnx", lambda m: m.graph.node[0].ClearField("input"),
+     r"LSTM node 'lstm0': expected an input X and an output, got inputs \[\]"),
+    ("lstm-no-weights.onnx", lambda m: m.graph.node[0].input.__delitem__(slice(1, None)),
+     "LSTM node 'lstm0': W and R inputs are required"),
+    ("matmul-no-weight.onnx", _matmul_without_weight, "MatMul node 'head': expected 2 inputs and an output, got 1"),
+    ("gather-no-inputs.onnx", _gather_without_inputs,
+     r"Gather node 'emb' before the first LSTM: expected 2 inputs \(data, indices\), got \[\]"),
+    ("hidden-abc.onnx", lambda m: _set_attr(m.graph.node[0], "hidden_size", "abc"),
+     "LSTM node 'lstm0': hidden_size: expected an integer >= 1, got 'abc'"),
+    ("dims.onnx", lambda m: m.graph.initializer[1].dims.__setitem__(slice(None), [1, 8, 7]),
+     r"initializer 'W0': its data does not match its dims \[1, 8, 7\]"),
+]
+
+
+@pytest.mark.parametrize("name, mutate, words", ONNX_CASES, ids=[c[0] for c in ONNX_CASES])
+def test_onnx_malformed_nodes_are_one_line_errors_naming_the_file(tmp_path, capsys, name, mutate, words):
+    import re
+    path = _onnx_file(tmp_path, name, mutate)
+    with pytest.raises(ModelFileError) as e:
+        load_model(path)
+    assert str(e.value).startswith(f"{path}: ") and re.search(words, str(e.value)), str(e.value)
+    err = _cli_one_line(capsys, "size", "--model", str(path))
+    assert str(path) in err
+
+
+def _keras_cfg(edit):
+    c = keras_config()
+    edit(c)
+    return c
+
+
+def _units(v):
+    return lambda c: c["config"]["layers"][1]["config"].__setitem__("units", v)
+
+
+KERAS_CASES = [
+    ("config-list", lambda c: c.__setitem__("config", [1]), r"config: expected a JSON object, got \[1\]"),
+    ("layers-ints", lambda c: c["config"].__setitem__("layers", [1, 2, 3]),
+     r"config.layers\[0\]: expected a JSON object, got 1"),
+    ("units-null", _units(None), r"layer 'lstm' \(LSTM\): units: expected an integer >= 1, got None"),
+    ("units-inf", _units(float("inf")), r"units: expected an integer >= 1, got inf"),
+    ("units-abc", _units("abc"), r"units: expected an integer >= 1, got 'abc'"),
+    ("units-float", _units(4.5), r"units: expected an integer >= 1, got 4.5"),
+]
+
+
+@pytest.mark.parametrize("name, edit, words", KERAS_CASES, ids=[c[0] for c in KERAS_CASES])
+@pytest.mark.parametrize("ext", [".keras", ".json"])
+def test_keras_malformed_configs_are_one_line_errors_naming_the_file(tmp_path, capsys, name, edit, words, ext):
+    import re
+    cfg = _keras_cfg(edit)
+    path = tmp_path / (name + ext)
+    if ext == ".keras":
+        keras_zip(path, config=cfg)
+    else:
+        path.write_text(json.dumps(cfg))          # json writes inf as Infinity, as a hostile file may
+    with pytest.raises(ModelFileError) as e:
+        load_model(path)
+    assert str(e.value).startswith(f"{path}: ") and re.search(words, str(e.value)), str(e.value)
+    assert str(path) in _cli_one_line(capsys, "size", "--model", str(path))
+
+
+def test_keras_config_nested_100k_deep(tmp_path, capsys):
+    for path in (tmp_path / "deep.json", tmp_path / "deep.keras"):
+        text = "[" * 100_000 + "]" * 100_000
+        if path.suffix == ".keras":
+            keras_zip(path, config=text)
+        else:
+            path.write_text(text)
+        with pytest.raises(ModelFileError, match=f"{path}: the Keras config is nested too deeply"):
+            load_model(path)
+        _cli_one_line(capsys, "size", "--model", str(path))
+
+
+def test_non_utf8_files_are_named_by_full_path(tmp_path, monkeypatch, capsys):
+    from edgelstm import sweep
+    from edgelstm.costmodel.target import TargetError, load_target
+    monkeypatch.chdir(tmp_path)
+    for name in ("t.toml", "g.json", "k.json"):
+        (tmp_path / name).write_bytes(b'{"class_name": "Sequential", "x": "caf\xe9"}')
+    with pytest.raises(TargetError, match=f"^{tmp_path}/t.toml: the target file is not UTF-8 text"):
+        load_target("./t.toml")
+    with pytest.raises(sweep.BenchError, match=f"^{tmp_path}/g.json: the grid file is not UTF-8 text"):
+        sweep.load_grid("g.json")
+    with pytest.raises(ModelFileError, match=r"k.json: the Keras config is not UTF-8 text \(byte 38\)"):
+        load_model("k.json")
+
+
+TOML_GOOD = """name = "t"
+kind = "mcu"
+clock_MHz = 100
+source = "test"
+[macs_per_cycle]
+float32 = 1
+source = "test"
+[overhead]
+step_s = 1e-6
+source = "test"
+[[memory]]
+name = "sram"
+kind = "sram"
+capacity_bytes = 65536
+bandwidth_GB_per_s = 1
+source = "test"
+"""
+
+
+@pytest.mark.parametrize("extra, words", [
+    ("gemm = 5\n", r"gemm: expected an array of tables \(\[\[gemm\]\]\), got 5"),
+    ("elementwise = [1]\n", r"elementwise\[0\]: expected a table, got 1"),
+])
+def test_target_toml_wrong_value_types_name_the_file_and_key(tmp_path, capsys, extra, words):
+    from edgelstm.costmodel.target import TargetError, load_target
+    path = tmp_path / "t.toml"
+    path.write_text(extra + TOML_GOOD)
+    with pytest.raises(TargetError, match=f"^{path}: {words}"):
+        load_target(str(path))
+    _cli_one_line(capsys, "size", "--input-size", "3", "--hidden-size", "4", "--target", str(path))
+    path.write_text(TOML_GOOD)
+    assert load_target(str(path)).name == "t"
+
+
+@pytest.mark.parametrize("grid, words", [
+    ({"configs": 5}, "configs: expected a list of tables, got 5"),
+    ({"configs": [5]}, r"configs: expected a list of tables, got \[5\]"),
+    ({"axes": [1, 2]}, r"axes: expected a table of key: \[values\], got \[1, 2\]"),
+    ({"axes": {"hidden_size": [[8]]}}, r"hidden_size: expected a value or a list of values, got \[8\]"),
+    ({"axes": {"hidden_size": []}}, "hidden_size: expected one or more values"),
+])
+def test_grid_wrong_shapes_are_one_line(tmp_path, capsys, grid, words):
+    from edgelstm import sweep
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps(grid))
+    with pytest.raises(sweep.BenchError, match=words):
+        sweep.load_grid(path)
+    assert str(path) in _cli_one_line(capsys, "bench", "--grid", str(path), "--no-plots")
+
+
+@pytest.mark.filterwarnings("ignore:.*bfloat16")
+def test_torch_bfloat16_weights_are_converted_to_float32(tmp_path):
+    """bfloat16 -> float32 is exact: the imported weights run like torch's float32 LSTM on the
+    same (bf16-rounded) values, and a warning says they were converted."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    m = torch.nn.LSTM(3, 5, num_layers=2).to(torch.bfloat16)
+    ref_m = torch.nn.LSTM(3, 5, num_layers=2)
+    ref_m.load_state_dict({k: v.float() for k, v in m.state_dict().items()})
+    x = np.random.default_rng(0).standard_normal((4, 2, 3)).astype(np.float32)
+    with torch.no_grad():
+        ref = ref_m(torch.from_numpy(x))[0].numpy()
+    with pytest.warns(UserWarning, match="bfloat16 weights converted to float32"):
+        w = el.LSTMWeights.from_torch(m)
+    np.testing.assert_allclose(el.lstm(x, w)[0], ref, atol=1e-5)
+    torch.save(m.state_dict(), tmp_path / "bf16.pt")
+    with pytest.warns(UserWarning, match="bfloat16"):
+        model = load_model(tmp_path / "bf16.pt", spec=el.ModelSpec(el.LSTMSpec(3, 5, 2)))
+    np.testing.assert_allclose(model(x), ref, atol=1e-5)
+    with pytest.warns(UserWarning, match="bfloat16"):
+        module_model = load_model(torch.nn.Sequential(m))
+    np.testing.assert_allclose(module_model(x), ref, atol=1e-5)
+
+
+def test_size_json_never_prints_infinity(capsys):
+    """Sizes whose figures overflow a float: JSON null, never Infinity (not JSON); larger
+    still, one line and exit 2 instead of an OverflowError traceback."""
+    from edgelstm.cli import main
+    big = str(10**153)
+    assert main(["size", "--input-size", "4", "--hidden-size", big, "--target", "cortex-m7", "--json"]) == 0
+    out = capsys.readouterr().out
+    d = json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+    assert d["params"] > 10**306 and None in d["predictions"][0].values()
+    _cli_one_line(capsys, "size", "--input-size", "4", "--hidden-size", str(10**170), "--target", "cortex-m7")
+    assert main(["size", "--input-size", "4", "--hidden-size", str(10**400), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+    assert d["params"] > 10**800
+
+
+# -- 6. time: ONNX import is linear in the graph ----------------------------------------------
+def test_onnx_import_work_is_linear_in_the_chain_length(tmp_path, monkeypatch):
+    """N chained LSTM nodes took 4.5 s at N=1000 and 78 s at N=4000 (each LSTM's successor was
+    found by walking up from every LSTM: N^2 walks). Work is counted, not timed: nodes visited
+    by the importer's graph walks, at N and 4N, and per node. (bench/bench_import.py times it.)"""
+    pytest.importorskip("onnx")
+    from edgelstm.importers import onnx_import
+    graphs = []
+
+    class Counting(onnx_import._Graph):
+        def __init__(self, *a):
+            super().__init__(*a)
+            graphs.append(self)
+    monkeypatch.setattr(onnx_import, "_Graph", Counting)
+    visits = {}
+    for n in (100, 400):
+        p = tmp_path / f"chain{n}.onnx"
+        p.write_bytes(onnx_chain(n).SerializeToString())
+        m = load_model(p)
+        assert m.spec.stacks[0].num_layers == n
+        visits[n] = graphs[-1].visits
+        assert visits[n] <= 3 * len(graphs[-1].nodes)        # each node a bounded number of times
+    assert visits[400] <= 4.2 * visits[100]

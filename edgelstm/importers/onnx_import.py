@@ -196,9 +196,13 @@ def _lstm_layer(G: _Graph, node, k: int):
 
 def _embedding(G: _Graph, first_lstm):
     """A Gather whose data is a 2-D constant table and whose indices come from the graph input."""
-    g = G.upstream(_inp(first_lstm, 0), lambda n: n.op_type == "Gather" and _inp(n, 0) in G.consts)
+    g = G.upstream(_inp(first_lstm, 0), lambda n: n.op_type == "Gather" and (len(n.input) < 2 or
+                                                                           n.input[0] in G.consts))
     if g is None:
         return None
+    if len(g.input) < 2 or not g.input[1]:
+        raise ModelFileError(f"{G.path}: Gather node {g.name!r} before the first LSTM: expected 2 inputs (data, "
+                             f"indices), got {list(g.input)}")
     table = G.consts[g.input[0]]
     if table.ndim != 2 or _attrs(g, G.path).get("axis", 0) != 0:
         raise UnsupportedModelError(f"{G.path}: Gather {g.name!r} before the first LSTM is not an embedding "

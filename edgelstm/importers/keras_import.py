@@ -25,6 +25,7 @@ import json
 import os
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -379,7 +380,7 @@ def load_keras(path: str, kind: str = "other") -> Model:
             data = _member(z, path, "model.weights.h5", limit)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError) as e:
         raise ModelFileError(f"{path}: not a readable .keras zip (truncated or corrupt?): {e}") from None
-    except (OSError, RuntimeError) as e:     # zlib errors, encrypted members
+    except (OSError, RuntimeError, zlib.error) as e:     # corrupt deflate data, encrypted members
         raise ModelFileError(f"{path}: cannot read the .keras zip: {type(e).__name__}: {e}") from None
     try:
         import h5py

@@ -560,3 +560,18 @@ def test_onnx_import_work_is_linear_in_the_chain_length(tmp_path, monkeypatch):
         visits[n] = graphs[-1].visits
         assert visits[n] <= 3 * len(graphs[-1].nodes)        # each node a bounded number of times
     assert visits[400] <= 4.2 * visits[100]
+
+
+def test_torch_state_dict_records_are_sized_before_torch_load(tmp_path, monkeypatch):
+    """A torch zip whose records inflate past the limit is refused before torch.load
+    allocates storages for them (the .pt twin of the .keras bomb)."""
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "bomb.pt"
+    torch.save(torch.nn.LSTM(3, 4).state_dict(), path)
+    with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED) as z:
+        with z.open("bomb/data/99", "w", force_zip64=True) as f:
+            for _ in range(4):
+                f.write(bytes(1 << 23))
+    monkeypatch.setenv("EDGELSTM_MAX_BYTES", "16MiB")
+    with pytest.raises(ModelFileError, match=r"bomb\.pt: the state_dict's tensors \(decompressed\) needs 32"):
+        load_model(path, spec=el.ModelSpec(el.LSTMSpec(3, 4)))

@@ -56,6 +56,22 @@ def load_torch_module(module, every_step: bool = True) -> Model:
                        return_sequences=every_step)
 
 
+def _check_size(path: str, kind: str) -> None:
+    """The file, and for torch's zip format every record by its declared size, within the
+    byte limit (EDGELSTM_MAX_BYTES) before torch.load allocates storages for them."""
+    import os
+    import zipfile
+    from .._files import check_bytes
+    check_bytes(os.path.getsize(path), f"{path}: the state_dict file", error=ModelFileError)
+    if kind == "zip":
+        try:
+            with zipfile.ZipFile(path) as z:
+                total = sum(i.file_size for i in z.infolist())
+        except (zipfile.BadZipFile, OSError, ValueError) as e:
+            raise ModelFileError(f"{path}: not a readable PyTorch zip file (truncated or corrupt?): {e}") from None
+        check_bytes(total, f"{path}: the state_dict's tensors (decompressed)", error=ModelFileError)
+
+
 def _torch_load(path: str):
     import pickle
     try:
@@ -63,6 +79,7 @@ def _torch_load(path: str):
     except ImportError:
         raise ModelFileError(f"{path}: reading PyTorch files needs torch (pip install torch)") from None
     kind = sniff(path)
+    _check_size(path, kind)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

@@ -270,6 +270,8 @@ def load_model(path_or_module, spec: Optional[ModelSpec] = None, **options) -> M
         raise ModelFileError(f"{path}: is a directory, expected a model file")
     if not os.path.isfile(path):      # /dev/zero, a FIFO: refused before a byte is read
         raise ModelFileError(f"{os.path.abspath(path)}: not a regular file, expected a model file")
+    from ._files import max_bytes
+    max_bytes()                       # a malformed EDGELSTM_MAX_BYTES is the environment's error, not the file's
     try:
         return _load_file(path, spec, options)
     except ModelFileError:

@@ -165,7 +165,7 @@ def test_max_bytes_is_overridable(tmp_path, monkeypatch):
     with pytest.raises(ModelFileError, match="not a readable HDF5 file"):
         load_model(path)
     monkeypatch.setenv("EDGELSTM_MAX_BYTES", "lots")
-    with pytest.raises(ModelFileError, match="EDGELSTM_MAX_BYTES: expected a number of bytes"):
+    with pytest.raises(ValueError, match="^EDGELSTM_MAX_BYTES: expected a number of bytes"):
         load_model(path)
 
 

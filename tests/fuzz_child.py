@@ -237,7 +237,7 @@ def _mutate_onnx(data, model):
             del node.input[data.draw(st.integers(0, len(node.input))):]
         elif op == "attr" and node is not None:
             name = data.draw(st.sampled_from(["hidden_size", "direction", "layout", "activations", "clip",
-                                              "input_forget", "alpha", "transB", "axis", "value"]))
+                                              "input_forget", "alpha", "transB", "axis", "value", "perm"]))
             value = data.draw(st.one_of(st.integers(-3, 2**40), st.floats(allow_nan=True), st.text(max_size=5),
                                         st.lists(st.integers(-2, 5), max_size=3),
                                         st.lists(st.sampled_from(["Sigmoid", "Tanh", "Relu"]), max_size=6)))
@@ -250,7 +250,8 @@ def _mutate_onnx(data, model):
                 pass
         elif op == "op" and node is not None:
             node.op_type = data.draw(st.sampled_from(["LSTM", "MatMul", "Gemm", "Gather", "Add", "Reshape",
-                                                      "Squeeze", "Constant", "Concat", "Slice", "Relu"]))
+                                                      "Squeeze", "Constant", "Concat", "Slice", "Relu",
+                                                      "Transpose", "Identity", "Cast"]))
         elif op == "rewire" and node is not None and node.input:
             node.input[data.draw(st.integers(0, len(node.input) - 1))] = data.draw(st.sampled_from(names))
         elif op == "dims" and init is not None:
@@ -268,7 +269,7 @@ def _mutate_onnx(data, model):
             init.raw_data = data.draw(st.binary(max_size=80))
         elif op == "node":
             g.node.append(helper.make_node(
-                data.draw(st.sampled_from(["LSTM", "MatMul", "Gemm", "Gather", "Constant", "Add"])),
+                data.draw(st.sampled_from(["LSTM", "MatMul", "Gemm", "Gather", "Constant", "Add", "Transpose"])),
                 data.draw(st.lists(st.sampled_from(names), max_size=4)),
                 data.draw(st.lists(st.sampled_from(names + ["new"]), max_size=2))))
     blob = m.SerializeToString()

@@ -575,3 +575,24 @@ def test_torch_state_dict_records_are_sized_before_torch_load(tmp_path, monkeypa
     monkeypatch.setenv("EDGELSTM_MAX_BYTES", "16MiB")
     with pytest.raises(ModelFileError, match=r"bomb\.pt: the state_dict's tensors \(decompressed\) needs 32"):
         load_model(path, spec=el.ModelSpec(el.LSTMSpec(3, 4)))
+
+
+def test_onnx_file_starting_like_a_zip_is_refused(tmp_path):
+    """Found by tests/test_fuzz.py: b'PK\\x03\\x04' then garbage raised zipfile.BadZipFile."""
+    path = tmp_path / "pk.onnx"
+    path.write_bytes(b"PK\x03\x04" + onnx_chain(1).SerializeToString())
+    with pytest.raises(ModelFileError, match=r"pk\.onnx: refused: the file is a zip archive, not an ONNX model"):
+        load_model(path)
+
+
+def test_keras_corrupt_deflate_stream_is_a_model_file_error(tmp_path):
+    """Found by tests/test_fuzz.py: one flipped byte in a deflated member raised zlib.error."""
+    path = keras_zip(tmp_path / "z.keras")
+    blob = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo("model.weights.h5")
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    blob[start + info.compress_size // 2] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    with pytest.raises(ModelFileError, match=r"z\.keras: (cannot read the \.keras zip|not a readable \.keras zip)"):
+        load_model(path)

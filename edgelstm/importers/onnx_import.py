@@ -323,8 +323,11 @@ def load_onnx(path: str, kind: str = "other") -> Model:
                              f"loads pickles")
     if kind == "zip":
         import zipfile
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError):
+            names = []                      # starts like a zip and is not one: refused all the same
         what = "carries a pickle (a torch.save file?)" if zip_carries_pickle(names) else "is a zip archive"
         raise ModelFileError(f"{path}: refused: the file {what}, not an ONNX model")
     data = read_bytes(path, "ONNX model", error=ModelFileError)

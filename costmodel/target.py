@@ -386,7 +386,7 @@ def load_target_file(path) -> Target:
     from edgelstm._files import read_text
     p = Path(path).absolute()
     try:
-        text = read_text(p, "target file", MAX_TARGET_FILE_BYTES, error=TargetError)
+        text = read_text(p, "target file", MAX_TARGET_FILE_BYTES, error=TargetError, fixed_limit=True)
     except FileNotFoundError:
         raise TargetError(f"{p}: no such target file") from None
     try:

@@ -59,9 +59,11 @@ def human_bytes(n: int) -> str:
     return f"{n} bytes"
 
 
-def limit_message(what: str, nbytes: int, limit: int) -> str:
+def limit_message(what: str, nbytes: int, limit: int, overridable: bool = True) -> str:
+    how = (f"set {MAX_BYTES_ENV} (or max_bytes=) to allow more" if overridable else
+           "a fixed limit for this kind of file")
     return (f"{what} needs {human_bytes(nbytes)} ({nbytes:,} bytes), above the limit of "
-            f"{human_bytes(limit)} ({limit:,} bytes); set {MAX_BYTES_ENV} (or max_bytes=) to allow more")
+            f"{human_bytes(limit)} ({limit:,} bytes); {how}")
 
 
 def check_bytes(nbytes: int, what: str, limit: Optional[int] = None,
@@ -74,7 +76,7 @@ def check_bytes(nbytes: int, what: str, limit: Optional[int] = None,
 
 
 def read_bytes(path, what: str = "file", limit: Optional[int] = None,
-               error: Type[Exception] = ValueError) -> bytes:
+               error: Type[Exception] = ValueError, fixed_limit: bool = False) -> bytes:
     """The bytes of a regular file, at most `limit` of them (else `error`).
 
     Opened without blocking (a FIFO does not hang) and checked with fstat before a byte
@@ -97,7 +99,7 @@ def read_bytes(path, what: str = "file", limit: Optional[int] = None,
                     stat.S_ISFIFO(st.st_mode) else "not a regular file")
             raise error(f"{full}: is {kind}, expected a {what} (a regular file)")
         if st.st_size > limit:
-            raise error(limit_message(f"{full}: the {what}", st.st_size, limit))
+            raise error(limit_message(f"{full}: the {what}", st.st_size, limit, not fixed_limit))
         chunks, total = [], 0
         while True:
             try:
@@ -109,16 +111,16 @@ def read_bytes(path, what: str = "file", limit: Optional[int] = None,
             chunks.append(b)
             total += len(b)
             if total > limit:     # the file grew while read
-                raise error(limit_message(f"{full}: the {what}", total, limit))
+                raise error(limit_message(f"{full}: the {what}", total, limit, not fixed_limit))
         return b"".join(chunks)
     finally:
         os.close(fd)
 
 
 def read_text(path, what: str = "file", limit: Optional[int] = None,
-              error: Type[Exception] = ValueError) -> str:
+              error: Type[Exception] = ValueError, fixed_limit: bool = False) -> str:
     """read_bytes decoded as UTF-8; a bad byte is reported with the file and its offset."""
-    data = read_bytes(path, what, limit, error)
+    data = read_bytes(path, what, limit, error, fixed_limit)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -208,7 +208,8 @@ def load_grid(path, max_configs: Optional[int] = None) -> List[Config]:
     from ._files import max_bytes, read_text
     p = Path(path).absolute()
     try:
-        text = read_text(p, "grid file", min(MAX_GRID_FILE_BYTES, max_bytes()), error=BenchError)
+        text = read_text(p, "grid file", min(MAX_GRID_FILE_BYTES, max_bytes()), error=BenchError,
+                         fixed_limit=max_bytes() > MAX_GRID_FILE_BYTES)
     except FileNotFoundError:
         raise BenchError(f"--grid {p}: cannot read it (no such file)") from None
     try:

@@ -347,12 +347,12 @@ def _read_json(source: str, data: bytes) -> dict:
         raise ModelFileError(f"{source}: the Keras config is nested too deeply to be a model config") from None
 
 
-def _member(z: zipfile.ZipFile, path: str, name: str, limit: int) -> bytes:
+def _member(z: zipfile.ZipFile, path: str, name: str, limit: int, overridable: bool = True) -> bytes:
     """One archive member, its declared size checked before it is decompressed (zipfile
     stops at the declared size and checks the CRC, so a member cannot grow past it)."""
     size = z.getinfo(name).file_size
     if size > limit:
-        raise ModelFileError(limit_message(f"{path}: {name} (decompressed)", size, limit))
+        raise ModelFileError(limit_message(f"{path}: {name} (decompressed)", size, limit, overridable))
     return z.read(name)
 
 
@@ -364,7 +364,7 @@ def load_keras(path: str, kind: str = "other") -> Model:
         raise UnsupportedModelError(f"{path}: a legacy Keras HDF5 model file; save it as .keras (Keras 3)")
     if kind == "json" or path.lower().endswith(".json"):
         cfg = _read_json(path, read_bytes(path, "Keras model JSON", min(MAX_CONFIG_BYTES, max_bytes()),
-                                          error=ModelFileError))
+                                          error=ModelFileError, fixed_limit=max_bytes() > MAX_CONFIG_BYTES))
         return _spec_only(path, cfg, _layers(path, cfg))
     if kind != "zip":
         raise ModelFileError(f"{path}: not a .keras file (expected a zip of config.json and model.weights.h5)")
@@ -378,7 +378,8 @@ def load_keras(path: str, kind: str = "other") -> Model:
                                      f"({next(n for n in names if n.endswith(('.pkl', '.pickle')))})")
             if "config.json" not in names:
                 raise ModelFileError(f"{path}: the .keras archive has no config.json")
-            cfg = _read_json(path, _member(z, path, "config.json", min(MAX_CONFIG_BYTES, limit)))
+            cfg = _read_json(path, _member(z, path, "config.json", min(MAX_CONFIG_BYTES, limit),
+                                           overridable=limit <= MAX_CONFIG_BYTES))
             layers = _layers(path, cfg)
             if "model.weights.h5" not in names:
                 raise ModelFileError(f"{path}: the .keras archive has no weights (model.weights.h5)")

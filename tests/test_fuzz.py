@@ -22,7 +22,7 @@ if not sys.platform.startswith("linux"):
     pytest.skip("the fuzz children use Linux's RLIMIT_AS and inotify", allow_module_level=True)
 
 CAP = 768 * 2**20
-EXAMPLES = {"onnx": 150, "keras": 120, "target": 120, "grid": 120}
+EXAMPLES = {"onnx": 300, "keras": 150, "target": 200, "grid": 150}
 
 
 @pytest.mark.parametrize("kind", list(EXAMPLES))

@@ -155,44 +155,66 @@ def operand_traffic(M, N, K, rows, cols, code):
                 filter_passes=filter_passes, filter_tile_words=filter_tile_words)
 
 
-def gemm_memory_cycles(M, N, K, rows, cols, code, ifmap_cap_words, filter_cap_words, ofmap_cap_words,
-                       dram_words_per_cycle, ifmap_dram=True, filter_dram=True, ofmap_dram=True):
-    """Cycles of one GEMM with its memory traffic, vectorized (no validation: callers validate).
-
-    *_cap_words: each double buffer's capacity in words (half is active). *_dram: the
-    operand comes from (goes to) DRAM; an on-chip operand that does not fit the active
-    half of its buffer spills to DRAM anyway. Returns a dict: cycles, compute, fill,
-    stream, drain (cycles) and dram_words, plus the operand_traffic entries."""
+def shape_terms(M, N, K, rows, cols, code) -> dict:
+    """Everything about a GEMM on an array that does not depend on the memories: compute
+    cycles, operand words as stored, SRAM reads and writes, and the words streamed per
+    run when an operand does not fit (passes x words). Broadcasts."""
     tr = operand_traffic(M, N, K, rows, cols, code)
-    compute = fold_geometry(M, N, K, rows, cols, code)
-    compute = compute[0] * compute[1] * compute[2] - 1
+    rf, cf, per_fold = fold_geometry(M, N, K, rows, cols, code)
+    tr["compute"] = rf * cf * per_fold - 1
+    tr["ifmap_stream_words"] = tr["ifmap_passes"] * tr["ifmap_words"]
+    tr["filter_stream_words"] = tr["filter_passes"] * tr["filter_words"]
+    return tr
+
+
+def memory_cycles(t: dict, ifmap_valid, filter_valid, ifmap_active, filter_active, ofmap_active,
+                  dram_words_per_cycle, ifmap_dram=True, filter_dram=True, ofmap_dram=True) -> dict:
+    """Cycles of one GEMM with its memory traffic, from its shape_terms `t`.
+
+    *_valid: the operand's real words (M*K, K*N); *_active: the active half of each double
+    buffer, in words. *_dram: the operand comes from (goes to) DRAM; an on-chip operand
+    that does not fit the active half of its buffer spills to DRAM anyway. An operand that
+    fits is fetched once (its tiles, padding included); one that does not is streamed,
+    its first active half before compute and the rest overlapped with it."""
     bw = dram_words_per_cycle
-    a_if, a_f, a_o = np.ceil(ifmap_cap_words / 2), np.ceil(filter_cap_words / 2), np.ceil(ofmap_cap_words / 2)
 
-    def read_side(words, valid, active, passes, from_dram, tile_ok=None):
-        # Whether it fits counts the operand's real words; fetching moves the padded tiles.
-        fits = valid <= active
-        dram = from_dram | ~fits
-        first = np.where(dram, np.minimum(words, active), 0)
-        p = passes if tile_ok is None else np.where(tile_ok, 1, passes)
-        streamed = np.where(fits | ~dram, 0, p * words - first)
-        return first, streamed
+    def read_side(words, stream_words, valid, active, from_dram):
+        spill = valid > active
+        first = np.minimum(words, active)
+        if from_dram is not True:
+            first = first * (spill | from_dram)
+        return first, (stream_words - first) * spill
 
-    f_if, s_if = read_side(tr["ifmap_words"], M * K, a_if, tr["ifmap_passes"], ifmap_dram)
-    tile_ok = (code == 0) & (tr["filter_tile_words"] <= a_f) | (code != 0)
-    f_f, s_f = read_side(tr["filter_words"], K * N, a_f, tr["filter_passes"], filter_dram, tile_ok)
-    w = tr["ofmap_writes"]
-    o_out = ofmap_dram | (w > a_o)
-    tail = np.where(o_out, np.minimum(w, a_o), 0)
-    s_o = np.where(o_out, w - tail, 0)
+    f_if, s_if = read_side(t["ifmap_words"], t["ifmap_stream_words"], ifmap_valid, ifmap_active, ifmap_dram)
+    # os re-reads the filter once per row fold only when one K x C tile does not fit.
+    f_stream = np.where(t["filter_tile_words"] > filter_active, t["filter_stream_words"], t["filter_words"])
+    f_f, s_f = read_side(t["filter_words"], f_stream, filter_valid, filter_active, filter_dram)
+    w = t["ofmap_writes"]
+    tail = np.minimum(w, ofmap_active)
+    s_o = w - tail
+    if ofmap_dram is not True:
+        o_out = (w > ofmap_active) | ofmap_dram
+        tail = tail * o_out
+        s_o = s_o * o_out
     fill = np.maximum(f_if, f_f) / bw
     stream = np.maximum(np.maximum(s_if, s_f), s_o) / bw
     drain = tail / bw
-    cycles = fill + np.maximum(compute, stream) + drain
-    dram_words = f_if + s_if + f_f + s_f + tail + s_o
-    return dict(tr, cycles=cycles, compute=compute, fill=fill, stream=stream, drain=drain,
-                dram_words=dram_words, ifmap_dram_words=f_if + s_if, filter_dram_words=f_f + s_f,
-                ofmap_dram_words=tail + s_o)
+    return dict(cycles=fill + np.maximum(t["compute"], stream) + drain, fill=fill, stream=stream, drain=drain,
+                ifmap_dram_words=f_if + s_if, filter_dram_words=f_f + s_f, ofmap_dram_words=tail + s_o)
+
+
+def gemm_memory_cycles(M, N, K, rows, cols, code, ifmap_cap_words, filter_cap_words, ofmap_cap_words,
+                       dram_words_per_cycle, ifmap_dram=True, filter_dram=True, ofmap_dram=True):
+    """Cycles of one GEMM with its memory traffic, vectorized (no validation: callers
+    validate). *_cap_words: each double buffer's capacity in words (half is active).
+    Returns a dict: cycles, compute, fill, stream, drain, the DRAM words per operand and
+    dram_words, plus the shape_terms entries."""
+    t = shape_terms(M, N, K, rows, cols, code)
+    m = memory_cycles(t, M * K, K * N, np.ceil(np.asarray(ifmap_cap_words) / 2),
+                      np.ceil(np.asarray(filter_cap_words) / 2), np.ceil(np.asarray(ofmap_cap_words) / 2),
+                      dram_words_per_cycle, ifmap_dram, filter_dram, ofmap_dram)
+    m["dram_words"] = m["ifmap_dram_words"] + m["filter_dram_words"] + m["ofmap_dram_words"]
+    return dict(t, **m)
 
 
 # -- technology: area and energy --------------------------------------------------------------
@@ -362,147 +384,221 @@ def normalize_designs(designs) -> dict:
 
 
 # -- an LSTM on the array -------------------------------------------------------------------
-def _epilogue_cycles(H, B, peephole, d):
+CHUNK = 1 << 15  # designs per pass: keeps the temporaries in cache
+CORE_KEYS = ("latency_s", "step_latency_s", "energy_j", "step_energy_j", "area_mm2", "power_w",
+             "utilization", "fits")
+
+
+def _triples(d):
+    """Unique (rows, cols, dataflow) triples and each design's index into them: the shape
+    terms of a GEMM depend on nothing else, so they are computed once per triple."""
+    R, C, code = d["rows"], d["cols"], d["code"]
+    cmax = int(C.max()) + 1
+    key = (R * cmax + C) * 3 + code
+    size = (int(R.max()) + 1) * cmax * 3
+    if size <= 1 << 24:  # a dense table: O(n), no sort
+        present = np.zeros(size, dtype=bool)
+        present[key] = True
+        ukey = np.flatnonzero(present)
+        lut = np.zeros(size, dtype=np.int64)
+        lut[ukey] = np.arange(ukey.size)
+        inv = lut[key]
+    else:
+        ukey, inv = np.unique(key, return_inverse=True)
+    return ukey // 3 // cmax, ukey // 3 % cmax, ukey % 3, inv
+
+
+class _Gemm:
+    """One GEMM shape's terms on every unique triple, gathered per design on demand."""
+
+    KEYS = ("compute", "ifmap_words", "ifmap_stream_words", "filter_words", "filter_stream_words",
+            "filter_tile_words", "ofmap_writes", "ifmap_reads", "filter_reads")
+
+    def __init__(self, M, N, K, uR, uC, ucode):
+        self.M, self.N, self.K = M, N, K
+        t = shape_terms(M, N, K, uR, uC, ucode)
+        self.t = {k: np.asarray(t[k], dtype=np.float64) for k in self.KEYS}
+
+    def terms(self, inv):
+        return {k: v[inv] for k, v in self.t.items()}
+
+
+def _epilogue_cycles(H, B, peephole, sig, tanh, lanes):
     """Vector-unit cycles of one step's epilogue for B rows of H units: gate sums, the
     activations (sigmoid and tanh units run in parallel), the cell update, tanh(c'), the
     output product; peepholes add 3 products and 3 sums."""
     hb = H * B
-    lanes = d["lanes"]
-    act = np.maximum(_cdiv(3 * hb, d["sigmoid"]), _cdiv(hb, d["tanh"]))
+    act = np.maximum(_cdiv(3 * hb, sig), _cdiv(hb, tanh))
     ew = _cdiv(4 * hb, lanes) + _cdiv(3 * hb, lanes) + _cdiv(hb, lanes) + peephole * _cdiv(6 * hb, lanes)
-    return act + ew + _cdiv(hb, d["tanh"])
+    return act + ew + _cdiv(hb, tanh)
 
 
-def lstm_cost(counts, designs, tech: Optional[dict] = None) -> dict:
-    """Latency, energy, area and utilization of the LSTM described by `counts` (a Counts from
-    costmodel.counts: its per-layer rows give E, H, P, batch, steps and dtype) on every
-    design of `designs` (see normalize_designs). Returns a dict of arrays, one entry per
-    design: latency_s (the sequence), step_latency_s (a streamed step), energy_j,
-    step_energy_j, area_mm2, power_w (energy / latency), utilization (MACs / (cycles x
-    rows x cols)), fits (the recurrent weights, the states and the step's gates all stay
-    in their buffers), and cycle and energy breakdowns."""
+def _layer_rows(counts):
+    """(kind, row) of the rows the array runs: LSTM layers and dense heads."""
+    return [r for r in counts.layers if r.kind in ("lstm", "dense")]
+
+
+def lstm_cost(counts, designs, tech: Optional[dict] = None, breakdown: bool = True) -> dict:
+    """Latency, energy, area and utilization of the model described by `counts` (a Counts
+    from costmodel.counts: its per-layer rows give E, H, P, the batch, the steps and the
+    dtype) on every design of `designs` (see normalize_designs). Returns a dict of arrays,
+    one entry per design: latency_s (the sequence), step_latency_s (one streamed step, the
+    weights already in place), energy_j, step_energy_j, area_mm2, power_w (energy_j /
+    latency_s), utilization (MACs / (cycles x rows x cols)), fits (every weight matrix
+    stays in the filter buffer, the states and gates in theirs), and with `breakdown`,
+    cycles_*, energy_*_j and area_*_mm2 breakdowns."""
     dtype = counts.dtype
     if dtype not in WORD_BYTES:
         raise ArrayError(f"dtype: the array model supports {', '.join(ARRAY_DTYPES)}, got {dtype!r}")
     tech = merge_tech(tech) if tech is None or "pe" not in tech else tech
     d = normalize_designs(designs) if "code" not in designs else designs
-    wb = WORD_BYTES[dtype]
+    uR, uC, ucode, inv = _triples(d)
     B, T = counts.batch, counts.seq_len
-    R, C, code, bw = d["rows"], d["cols"], d["code"], d["bw"]
-    caps = {k: np.floor(d[f"{k}_bytes"] / wb) for k in ("ifmap", "filter", "ofmap")}
-    a_if, a_f, a_o = (np.ceil(caps[k] / 2) for k in ("ifmap", "filter", "ofmap"))
-    e_mac = mac_pJ(tech, dtype)
-    e_sram = {k: sram_pJ_per_byte(tech, d[f"{k}_bytes"]) * wb for k in caps}  # pJ per word
-    e_dram = tech["dram"]["pJ_per_byte"] * wb
-    vec = tech["vector"]
-
-    n = R.shape[0]
-    seq_cycles = np.zeros(n)
-    step_cycles = np.zeros(n)
-    macs_seq = 0
-    macs_step = 0
-    e = {k: np.zeros(n) for k in ("mac", "sram", "dram", "vector")}
-    e_step_total = np.zeros(n)
-    fits = np.ones(n, dtype=bool)
-    br = {k: np.zeros(n) for k in ("input_gemm", "recurrent_gemm", "projection_gemm", "epilogue", "weight_load", "head")}
-
-    def gemm(M, N, K, if_dram, f_dram, o_dram):
-        g = gemm_memory_cycles(M, N, K, R, C, code, caps["ifmap"], caps["filter"], caps["ofmap"], bw,
-                               if_dram, f_dram, o_dram)
-        sram_pj = (g["ifmap_reads"] + g["ifmap_dram_words"]) * e_sram["ifmap"] \
-            + (g["filter_reads"] + g["filter_dram_words"]) * e_sram["filter"] + g["ofmap_writes"] * e_sram["ofmap"]
-        return g["cycles"], M * N * K * e_mac, sram_pj, g["dram_words"] * e_dram, g
-
-    def resident(words):
-        return words <= a_f
-
-    for row in counts.layers:
+    # The GEMMs of each row, once per unique triple.
+    plan = []
+    for row in _layer_rows(counts):
         if row.kind == "lstm":
             E, H, P = row.input_size, row.hidden_size, row.out_size
             G = 4 * H
-            proj = int(P != H)
-            peep = int(row.params.get("peepholes", 0) > 0)
-            first = row.layer == 0
-            for steps, acc, is_seq in ((T, seq_cycles, True), (1, step_cycles, False)):
-                # hoisted input projection: M = steps*B, K = E, N = 4H; x from DRAM on the
-                # first layer, the previous layer's outputs (on chip if they fit) after it.
-                x_dram = np.full(n, first) | (steps * B * E > a_if)
-                gates_dram = steps * B * G > a_o
-                c_in, m_in, s_in, d_in, _ = gemm(steps * B, G, E, x_dram, True, gates_dram)
-                # recurrent product per step: M = B, K = P, N = 4H; h and the gates stay on chip
-                # when they fit, W_hh stays in the filter buffer when it fits, else streams.
-                c_rec, m_rec, s_rec, d_rec, g_rec = gemm(B, G, P, False, False, False)
-                w_rec_res = resident(g_rec["filter_words"])
-                load = np.where(w_rec_res, g_rec["filter_words"] / bw, 0.0)
-                c_pr = m_pr = s_pr = d_pr = 0.0
-                if proj:
-                    c_pr, m_pr, s_pr, d_pr, g_pr = gemm(B, P, H, False, False, False)
-                    w_pr_res = resident(g_pr["filter_words"] + g_rec["filter_words"])
-                    load = load + np.where(w_pr_res, g_pr["filter_words"] / bw, 0.0)
-                readback = np.where(gates_dram, B * G / bw, 0.0)
-                epi = _epilogue_cycles(H, B, peep, d)
-                step = c_rec + epi + c_pr + readback
-                # Resident weights are loaded once per sequence; a streamed step (a call per
-                # step on a running device) finds them already in place.
-                load = load if is_seq else 0.0
-                total = c_in + steps * step + load
-                acc += total
-                mac_pj = m_in + steps * (m_rec + m_pr + peep * 3 * H * B * e_mac)
-                vec_pj = steps * B * H * (5 * vec["transcendental_energy_macs"]
-                                          + (12 + 6 * peep) * vec["elementwise_energy_macs"]) * e_mac
-                sram_pj = s_in + steps * (s_rec + s_pr)
-                dram_pj = d_in + steps * (d_rec + d_pr + np.where(gates_dram, B * G, 0) * e_dram) \
-                    + load * bw * e_dram
+            g = {"in_seq": _Gemm(T * B, G, E, uR, uC, ucode), "in_step": _Gemm(B, G, E, uR, uC, ucode),
+                 "rec": _Gemm(B, G, P, uR, uC, ucode)}
+            if P != H:
+                g["proj"] = _Gemm(B, P, H, uR, uC, ucode)
+            plan.append((row, g))
+        else:
+            steps = T if row.every_step else 1
+            plan.append((row, {"head_seq": _Gemm(steps * B, row.out_size, row.input_size, uR, uC, ucode),
+                               "head_step": _Gemm(B, row.out_size, row.input_size, uR, uC, ucode)}))
+    n = inv.shape[0]
+    out = None
+    for i in range(0, n, CHUNK):
+        part = _cost_chunk(counts, plan, {k: v[i:i + CHUNK] for k, v in d.items()}, inv[i:i + CHUNK], tech)
+        if not breakdown:
+            part = {k: part[k] for k in CORE_KEYS}
+        if out is None:
+            out = {k: np.empty(n, dtype=np.asarray(v).dtype) for k, v in part.items()}
+        for k, v in part.items():
+            out[k][i:i + CHUNK] = v
+    return out
+
+
+def _cost_chunk(counts, plan, d, inv, tech) -> dict:
+    dtype = counts.dtype
+    wb = WORD_BYTES[dtype]
+    B, T = counts.batch, counts.seq_len
+    R, C, bw = d["rows"], d["cols"], d["bw"]
+    n = R.shape[0]
+    act = {k: np.ceil(np.floor(d[f"{k}_bytes"] / wb) / 2) for k in ("ifmap", "filter", "ofmap")}
+    a_if, a_f, a_o = act["ifmap"], act["filter"], act["ofmap"]
+    e_mac = mac_pJ(tech, dtype)
+    e_sram = {k: sram_pJ_per_byte(tech, d[f"{k}_bytes"]) * wb for k in act}  # pJ per word
+    e_dram = tech["dram"]["pJ_per_byte"] * wb
+    vec = tech["vector"]
+    terms = [(row, {k: g.terms(inv) for k, g in gs.items()}) for row, gs in plan]
+    # The model's weights stay in the filter buffer when all of them fit its active half.
+    weight_words = sum(t["filter_words"] for _, ts in terms for k, t in ts.items()
+                       if k in ("in_seq", "rec", "proj", "head_seq"))
+    resident = weight_words <= a_f
+    load = np.where(resident, weight_words / bw, 0.0)  # once per sequence
+    not_res = ~resident
+
+    seq = load.copy()
+    step = np.zeros(n)
+    macs_seq = 0
+    e_seq = {k: np.zeros(n) for k in ("mac", "sram", "dram", "vector")}
+    e_seq["dram"] += load * bw * e_dram
+    e_step = np.zeros(n)
+    fits = resident.copy()
+    br = {k: np.zeros(n) for k in ("input_gemm", "recurrent_gemm", "projection_gemm", "epilogue", "head")}
+    br["weight_load"] = load
+
+    def run(t, M, N, K, if_dram, o_dram):
+        m = memory_cycles(t, M * K, K * N, a_if, a_f, a_o, bw, if_dram, not_res, o_dram)
+        dram = m["ifmap_dram_words"] + m["filter_dram_words"] + m["ofmap_dram_words"]
+        sram = (t["ifmap_reads"] + m["ifmap_dram_words"]) * e_sram["ifmap"] \
+            + (t["filter_reads"] + m["filter_dram_words"]) * e_sram["filter"] + t["ofmap_writes"] * e_sram["ofmap"]
+        return m["cycles"], sram, dram * e_dram
+
+    for row, ts in terms:
+        if row.kind == "dense":
+            steps = T if row.every_step else 1
+            for key, st, is_seq in (("head_seq", steps, True), ("head_step", 1, False)):
+                cyc, s_pj, d_pj = run(ts[key], st * B, row.out_size, row.input_size, True, True)
+                m_pj = st * B * row.out_size * row.input_size * e_mac
                 if is_seq:
-                    macs_seq += steps * B * (G * E + G * P + proj * P * H)
-                    e["mac"] += mac_pj
-                    e["vector"] += vec_pj
-                    e["sram"] += sram_pj
-                    e["dram"] += dram_pj
-                    br["input_gemm"] += c_in
-                    br["recurrent_gemm"] += steps * c_rec
-                    br["projection_gemm"] += steps * c_pr
-                    br["epilogue"] += steps * (epi + readback)
-                    br["weight_load"] += load
-                    fits &= w_rec_res & (B * P <= a_if) & (B * G <= a_o)
+                    seq += cyc
+                    br["head"] += cyc
+                    macs_seq += st * B * row.out_size * row.input_size
+                    e_seq["mac"] += m_pj
+                    e_seq["sram"] += s_pj
+                    e_seq["dram"] += d_pj
                 else:
-                    macs_step += B * (G * E + G * P + proj * P * H)
-                    e_step_total += mac_pj + vec_pj + sram_pj + dram_pj
-        elif row.kind == "dense":
-            # The head: once per sequence on the last output, or every step.
-            for steps, acc, is_seq in ((T if row.every_step else 1, seq_cycles, True), (1, step_cycles, False)):
-                c_h, m_h, s_h, d_h, _ = gemm(steps * B, row.out_size, row.input_size, False, True, True)
-                acc += c_h
-                if is_seq:
-                    macs_seq += steps * B * row.out_size * row.input_size
-                    e["mac"] += m_h
-                    e["sram"] += s_h
-                    e["dram"] += d_h
-                    br["head"] += c_h
-                else:
-                    macs_step += B * row.out_size * row.input_size
-                    e_step_total += m_h + s_h + d_h
-        # embedding rows: a table lookup, no arithmetic; not modelled on the array.
+                    step += cyc
+                    e_step += m_pj + s_pj + d_pj
+            continue
+        E, H, P = row.input_size, row.hidden_size, row.out_size
+        G = 4 * H
+        peep = int(row.params.get("peepholes", 0) > 0)
+        # The recurrence, every step: h (on chip) @ W_hh, the epilogue, the projection.
+        c_rec, s_rec, d_rec = run(ts["rec"], B, G, P, False, False)
+        c_pr = s_pr = d_pr = 0.0
+        m_pr = 0
+        if "proj" in ts:
+            c_pr, s_pr, d_pr = run(ts["proj"], B, P, H, False, False)
+            m_pr = B * P * H
+        gates_fit = B * G <= a_o
+        epi = _epilogue_cycles(H, B, peep, d["sigmoid"], d["tanh"], d["lanes"])
+        fits &= (B * P <= a_if) & gates_fit
+        step_mac_pj = (B * G * P + m_pr + peep * 3 * H * B) * e_mac
+        step_vec_pj = B * H * (5 * vec["transcendental_energy_macs"]
+                               + (12 + 6 * peep) * vec["elementwise_energy_macs"]) * e_mac
+        first = row.layer == 0
+        for key, st, is_seq in (("in_seq", T, True), ("in_step", 1, False)):
+            # The hoisted input projection: x from DRAM on the first layer, the previous
+            # layer's outputs (on chip when they fit) after it; its gates stay on chip when
+            # they fit, else they go to DRAM and each step reads its own back.
+            x_dram = first | (st * B * E > a_if)
+            g_dram = st * B * G > a_o
+            c_in, s_in, d_in = run(ts[key], st * B, G, E, x_dram, g_dram)
+            readback = np.where(g_dram, B * G / bw, 0.0)
+            per_step = c_rec + epi + c_pr + readback
+            cyc = c_in + st * per_step
+            mac_pj = st * B * G * E * e_mac + st * step_mac_pj
+            sram_pj = s_in + st * (s_rec + s_pr)
+            dram_pj = d_in + st * (d_rec + d_pr + np.where(g_dram, B * G * e_dram, 0.0))
+            if is_seq:
+                seq += cyc
+                macs_seq += st * B * (G * E + G * P) + st * m_pr
+                e_seq["mac"] += mac_pj
+                e_seq["vector"] += st * step_vec_pj
+                e_seq["sram"] += sram_pj
+                e_seq["dram"] += dram_pj
+                br["input_gemm"] += c_in
+                br["recurrent_gemm"] += st * c_rec
+                br["projection_gemm"] += st * c_pr
+                br["epilogue"] += st * (epi + readback)
+            else:
+                step += cyc
+                e_step += mac_pj + step_vec_pj + sram_pj + dram_pj
+        # embedding rows (a table lookup, no arithmetic) are not modelled on the array.
 
     clock = d["clock_hz"]
-    latency = seq_cycles / clock
-    step_latency = step_cycles / clock
-    energy = sum(e.values()) * 1e-12
+    energy = (e_seq["mac"] + e_seq["sram"] + e_seq["dram"] + e_seq["vector"]) * 1e-12
+    latency = seq / clock
     pe_area = R * C * pe_um2(tech, dtype)
     sram_area = (d["ifmap_bytes"] + d["filter_bytes"] + d["ofmap_bytes"]) * sram_um2_per_byte(tech)
     t = TECH_DTYPE[dtype]
     lane_um2 = tech["pe"][f"mult_um2_{t}"] + tech["pe"][f"add_um2_{t}"]
     vec_area = ((d["sigmoid"] + d["tanh"]) * vec["activation_lane_macs"]
                 + d["lanes"] * vec["elementwise_lane_macs"]) * lane_um2
-    area = (pe_area + sram_area + vec_area) * 1e-6
     return {
-        "latency_s": latency, "step_latency_s": step_latency,
-        "energy_j": energy, "step_energy_j": e_step_total * 1e-12,
-        "area_mm2": area, "power_w": energy / latency,
-        "utilization": macs_seq / (seq_cycles * R * C),
+        "latency_s": latency, "step_latency_s": step / clock,
+        "energy_j": energy, "step_energy_j": e_step * 1e-12,
+        "area_mm2": (pe_area + sram_area + vec_area) * 1e-6, "power_w": energy / latency,
+        "utilization": macs_seq / (seq * R * C),
         "fits": fits,
-        "cycles": seq_cycles, "step_cycles": step_cycles,
+        "cycles": seq, "step_cycles": step,
         **{f"cycles_{k}": v for k, v in br.items()},
-        **{f"energy_{k}_j": v * 1e-12 for k, v in e.items()},
+        **{f"energy_{k}_j": v * 1e-12 for k, v in e_seq.items()},
         "area_pe_mm2": pe_area * 1e-6, "area_sram_mm2": sram_area * 1e-6, "area_vector_mm2": vec_area * 1e-6,
     }

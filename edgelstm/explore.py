@@ -1,0 +1,157 @@
+"""Accelerator design studies: sweep systolic-array designs for one LSTM, keep the Pareto front.
+
+    import edgelstm as el
+    from edgelstm import explore
+    spec = el.LSTMSpec(input_size=40, hidden_size=64)
+    designs = explore.grid(rows=[8, 16, 32], cols=[8, 16, 32], dataflow=["os", "ws", "is"],
+                           ifmap_sram_kB=[1, 4], filter_sram_kB=[8, 32, 64], ofmap_sram_kB=[1, 4],
+                           dram_words_per_cycle=[1, 4], clock_MHz=[50, 200])
+    r = explore.sweep(spec, designs, batch=1, seq_len=100, dtype="int8")
+    ok = explore.constraints(r, step_deadline_s=10e-3, power_w=1e-3, rate_hz=100)
+    front = explore.pareto(r, objectives=("step_latency_s", "step_energy_j", "area_mm2"), where=ok)
+
+The model is costmodel/array.py (SCALE-Sim's fold mapping, buffer and bandwidth stalls,
+the recurrence between steps; area and energy from costmodel/array_tech.toml).
+Everything is vectorized over designs: a sweep is a few hundred NumPy operations per
+LSTM layer, whatever the number of designs.
+"""
+from __future__ import annotations
+
+from typing import Dict, Iterable, Optional, Sequence
+
+import numpy as np
+
+from edgelstm.costmodel.array import (ArrayError, DATAFLOWS, MAX_DESIGNS, OPTIONAL_KEYS, REQUIRED_KEYS,
+                                      ARRAY_DTYPES, gemm_cycles, lstm_cost, merge_tech, normalize_designs)
+from edgelstm.costmodel.counts import count
+
+__all__ = ["gemm_cycles", "sweep", "pareto", "constraints", "grid", "ExploreError", "DATAFLOWS",
+           "REQUIRED_KEYS", "OPTIONAL_KEYS", "OBJECTIVES"]
+
+ExploreError = ArrayError
+# Result keys a front can be taken over, and whether larger is better.
+OBJECTIVES = {"latency_s": False, "step_latency_s": False, "energy_j": False, "step_energy_j": False,
+              "area_mm2": False, "power_w": False, "utilization": True}
+
+
+def grid(**values: Sequence) -> Dict[str, np.ndarray]:
+    """The full cartesian product of per-key value lists, as a designs dict for sweep().
+    Refuses products larger than MAX_DESIGNS before allocating them."""
+    if not values:
+        raise ExploreError("grid: expected at least one key")
+    sizes = {}
+    for k, v in values.items():
+        if isinstance(v, (str, bytes)) or not isinstance(v, Iterable):
+            v = [v]
+        values[k] = list(v)
+        if not values[k]:
+            raise ExploreError(f"grid: {k}: expected at least one value, got an empty list")
+        sizes[k] = len(values[k])
+    total = int(np.prod([float(s) for s in sizes.values()]))
+    if total > MAX_DESIGNS:
+        raise ExploreError(f"grid: expected at most {MAX_DESIGNS:,} designs, got {total:,} "
+                           f"({' x '.join(f'{k}={n}' for k, n in sizes.items())})")
+    keys = list(values)
+    idx = np.indices([sizes[k] for k in keys]).reshape(len(keys), -1)
+    out = {}
+    for i, k in enumerate(keys):
+        vals = np.asarray(values[k])
+        out[k] = vals[idx[i]]
+    return out
+
+
+def sweep(spec, designs, batch: int = 1, seq_len: int = 1, dtype: str = "int8",
+          tech: Optional[dict] = None, breakdown: bool = False) -> Dict[str, np.ndarray]:
+    """Evaluate every design of `designs` for `spec` (an LSTMSpec or ModelSpec).
+
+    designs: a dict of equal-length 1-D arrays with keys rows, cols, dataflow ('os', 'ws',
+    'is'), ifmap_sram_kB, filter_sram_kB, ofmap_sram_kB (KiB), dram_words_per_cycle,
+    clock_MHz, and optionally sigmoid_per_cycle, tanh_per_cycle, vector_lanes (default:
+    cols). tech: overrides of costmodel/array_tech.toml ({section: {key: value}}).
+
+    Returns a dict of arrays, one value per design: latency_s (the whole sequence),
+    step_latency_s (one streamed step), energy_j, step_energy_j, area_mm2, power_w
+    (energy_j / latency_s while busy), utilization, fits; with breakdown=True also
+    cycles_* (input_gemm, recurrent_gemm, projection_gemm, epilogue, weight_load, head),
+    energy_*_j (mac, sram, dram, vector) and area_*_mm2 (pe, sram, vector)."""
+    if dtype not in ARRAY_DTYPES:
+        raise ExploreError(f"dtype: expected one of {', '.join(ARRAY_DTYPES)}, got {dtype!r}")
+    c = count(spec, batch=batch, seq_len=seq_len, dtype=dtype)
+    d = normalize_designs(designs)
+    return lstm_cost(c, d, merge_tech(tech), breakdown=breakdown)
+
+
+def _result_len(result) -> int:
+    if not isinstance(result, dict) or "latency_s" not in result:
+        raise ExploreError("result: expected the dict returned by explore.sweep()")
+    return np.asarray(result["latency_s"]).shape[0]
+
+
+def constraints(result, step_deadline_s: Optional[float] = None, area_mm2: Optional[float] = None,
+                power_w: Optional[float] = None, rate_hz: Optional[float] = None,
+                require_fit: bool = False) -> np.ndarray:
+    """A boolean mask of the designs that meet every given budget.
+
+    step_deadline_s: one streamed step must finish within it (a real-time deadline; with
+    rate_hz, the default deadline is 1 / rate_hz). area_mm2: the area budget. power_w: the
+    power budget: with rate_hz, the average power of running one step every 1/rate_hz
+    seconds (step_energy_j x rate_hz); without, the busy power (energy_j / latency_s).
+    require_fit: keep only designs whose recurrent weights and states stay on chip."""
+    n = _result_len(result)
+    ok = np.ones(n, dtype=bool)
+    for name, v in (("step_deadline_s", step_deadline_s), ("area_mm2", area_mm2), ("power_w", power_w),
+                    ("rate_hz", rate_hz)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
+            raise ExploreError(f"{name}: expected a number > 0 or None, got {v!r}")
+    if step_deadline_s is None and rate_hz is not None:
+        step_deadline_s = 1.0 / rate_hz
+    if step_deadline_s is not None:
+        ok &= result["step_latency_s"] <= step_deadline_s
+    if area_mm2 is not None:
+        ok &= result["area_mm2"] <= area_mm2
+    if power_w is not None:
+        avg = result["step_energy_j"] * rate_hz if rate_hz is not None else result["power_w"]
+        ok &= avg <= power_w
+    if require_fit:
+        ok &= result["fits"]
+    return ok
+
+
+def pareto(result, objectives: Sequence[str] = ("latency_s", "energy_j", "area_mm2"),
+           where: Optional[np.ndarray] = None) -> np.ndarray:
+    """Indices (into the sweep's designs) of the non-dominated designs: no other design is
+    at least as good in every objective and better in one. Objectives are result keys
+    (OBJECTIVES); all are minimized except utilization. where: a boolean mask (e.g. from
+    constraints) restricting the candidates. Sorted by the first objective."""
+    n = _result_len(result)
+    if isinstance(objectives, str) or not objectives:
+        raise ExploreError(f"objectives: expected a non-empty sequence of result keys, got {objectives!r}")
+    for o in objectives:
+        if o not in OBJECTIVES:
+            raise ExploreError(f"objectives: expected keys among {', '.join(OBJECTIVES)}, got {o!r}")
+    cand = np.arange(n)
+    if where is not None:
+        where = np.asarray(where)
+        if where.dtype != bool or where.shape != (n,):
+            raise ExploreError(f"where: expected a boolean mask of length {n}, got {where.dtype} {where.shape}")
+        cand = cand[where]
+    if cand.size == 0:
+        return cand
+    # Minimize every column (negate the ones where larger is better).
+    pts = np.stack([np.asarray(result[o], dtype=np.float64)[cand] * (-1.0 if OBJECTIVES[o] else 1.0)
+                    for o in objectives], axis=1)
+    # Identical points: keep one. Then sort by the objectives so that a point can only be
+    # dominated by one before it, and sweep with a vectorized check per kept point.
+    pts, first = np.unique(pts, axis=0, return_index=True)
+    cand = cand[first]
+    order = np.lexsort(pts.T[::-1])
+    pts, cand = pts[order], cand[order]
+    keep = np.ones(len(pts), dtype=bool)
+    for i in range(len(pts)):
+        if not keep[i]:
+            continue
+        # Points after i that i dominates (i <= them everywhere; they are not identical).
+        later = slice(i + 1, None)
+        dominated = np.all(pts[later] >= pts[i], axis=1)
+        keep[later] &= ~dominated
+    return cand[keep]

@@ -3,9 +3,12 @@
 This script runs in its own virtual environment (``scalesim==3.0.0`` with
 ``numpy<2.4``), never in edgelstm's: SCALE-Sim 3.0.0 calls ``int()`` on
 one-element arrays, which numpy >= 2.4 rejects. It imports nothing from
-edgelstm. ``tests/scalesim.py``-style fixtures call it as
+edgelstm. tests/test_scalesim.py starts it once per session as
 
-    <venv>/bin/python scalesim_runner.py < jobs.json > results.json
+    <venv>/bin/python scalesim_runner.py --serve
+
+and writes one job per line (JSON) to its stdin, reading one result per line back;
+without --serve it reads a JSON list of jobs on stdin and prints a list of results.
 
 Each job is a dict: M, N, K (A[M x K] @ B[K x N]), rows, cols, dataflow
 (os|ws|is), ifmap_kB, filter_kB, ofmap_kB and, optionally, bandwidth
@@ -103,12 +106,14 @@ def run_one(job, workdir, index):
 
 
 def main():
-    jobs = json.load(sys.stdin)
-    results = []
     with tempfile.TemporaryDirectory(prefix="edgelstm-scalesim-") as workdir:
-        for i, job in enumerate(jobs):
-            results.append(run_one(job, workdir, i))
-    json.dump(results, sys.stdout)
+        if "--serve" in sys.argv[1:]:
+            for i, line in enumerate(sys.stdin):
+                if line.strip():
+                    print(json.dumps(run_one(json.loads(line), workdir, i)), flush=True)
+            return
+        jobs = json.load(sys.stdin)
+        json.dump([run_one(job, workdir, i) for i, job in enumerate(jobs)], sys.stdout)
 
 
 if __name__ == "__main__":

@@ -386,7 +386,7 @@ def normalize_designs(designs) -> dict:
 # -- an LSTM on the array -------------------------------------------------------------------
 CHUNK = 1 << 15  # designs per pass: keeps the temporaries in cache
 CORE_KEYS = ("latency_s", "step_latency_s", "energy_j", "step_energy_j", "area_mm2", "power_w",
-             "utilization", "fits")
+             "leakage_w", "utilization", "fits")
 
 
 def _triples(d):
@@ -443,8 +443,8 @@ def lstm_cost(counts, designs, tech: Optional[dict] = None, breakdown: bool = Tr
     from costmodel.counts: its per-layer rows give E, H, P, the batch, the steps and the
     dtype) on every design of `designs` (see normalize_designs). Returns a dict of arrays,
     one entry per design: latency_s (the sequence), step_latency_s (one streamed step, the
-    weights already in place), energy_j, step_energy_j, area_mm2, power_w (energy_j /
-    latency_s), utilization (MACs / (cycles x rows x cols)), fits (every weight matrix
+    weights already in place), energy_j and step_energy_j (dynamic), area_mm2, leakage_w
+    (static power of the logic), power_w (energy_j / latency_s + leakage_w), utilization (MACs / (cycles x rows x cols)), fits (every weight matrix
     stays in the filter buffer, the states and gates in theirs), and with `breakdown`,
     cycles_*, energy_*_j and area_*_mm2 breakdowns."""
     dtype = counts.dtype
@@ -591,10 +591,14 @@ def _cost_chunk(counts, plan, d, inv, tech) -> dict:
     lane_um2 = tech["pe"][f"mult_um2_{t}"] + tech["pe"][f"add_um2_{t}"]
     vec_area = ((d["sigmoid"] + d["tanh"]) * vec["activation_lane_macs"]
                 + d["lanes"] * vec["elementwise_lane_macs"]) * lane_um2
+    lk = tech["leakage"]
+    leakage = (R * C * lane_um2 + vec_area) * lk["logic_uW_per_um2"] * 1e-6 \
+        + (d["ifmap_bytes"] + d["filter_bytes"] + d["ofmap_bytes"]) / 1024 * lk["sram_uW_per_KiB"] * 1e-6
     return {
         "latency_s": latency, "step_latency_s": step / clock,
         "energy_j": energy, "step_energy_j": e_step * 1e-12,
-        "area_mm2": (pe_area + sram_area + vec_area) * 1e-6, "power_w": energy / latency,
+        "area_mm2": (pe_area + sram_area + vec_area) * 1e-6, "power_w": energy / latency + leakage,
+        "leakage_w": leakage,
         "utilization": macs_seq / (seq * R * C),
         "fits": fits,
         "cycles": seq, "step_cycles": step,

@@ -31,7 +31,7 @@ __all__ = ["gemm_cycles", "sweep", "pareto", "constraints", "grid", "ExploreErro
 ExploreError = ArrayError
 # Result keys a front can be taken over, and whether larger is better.
 OBJECTIVES = {"latency_s": False, "step_latency_s": False, "energy_j": False, "step_energy_j": False,
-              "area_mm2": False, "power_w": False, "utilization": True}
+              "area_mm2": False, "power_w": False, "leakage_w": False, "utilization": True}
 
 
 def grid(**values: Sequence) -> Dict[str, np.ndarray]:
@@ -70,8 +70,8 @@ def sweep(spec, designs, batch: int = 1, seq_len: int = 1, dtype: str = "int8",
     cols). tech: overrides of costmodel/array_tech.toml ({section: {key: value}}).
 
     Returns a dict of arrays, one value per design: latency_s (the whole sequence),
-    step_latency_s (one streamed step), energy_j, step_energy_j, area_mm2, power_w
-    (energy_j / latency_s while busy), utilization, fits; with breakdown=True also
+    step_latency_s (one streamed step), energy_j and step_energy_j (dynamic), area_mm2,
+    leakage_w (static), power_w (busy: energy_j / latency_s + leakage_w), utilization, fits; with breakdown=True also
     cycles_* (input_gemm, recurrent_gemm, projection_gemm, epilogue, weight_load, head),
     energy_*_j (mac, sram, dram, vector) and area_*_mm2 (pe, sram, vector)."""
     if dtype not in ARRAY_DTYPES:
@@ -110,7 +110,7 @@ def constraints(result, step_deadline_s: Optional[float] = None, area_mm2: Optio
     if area_mm2 is not None:
         ok &= result["area_mm2"] <= area_mm2
     if power_w is not None:
-        avg = result["step_energy_j"] * rate_hz if rate_hz is not None else result["power_w"]
+        avg = result["step_energy_j"] * rate_hz + result["leakage_w"] if rate_hz is not None else result["power_w"]
         ok &= avg <= power_w
     if require_fit:
         ok &= result["fits"]
@@ -155,3 +155,162 @@ def pareto(result, objectives: Sequence[str] = ("latency_s", "energy_j", "area_m
         dominated = np.all(pts[later] >= pts[i], axis=1)
         keep[later] &= ~dominated
     return cand[keep]
+
+
+# -- grid files and reports (used by `edgelstm explore`) -----------------------------------
+MAX_GRID_DESIGNS = 5_000_000   # the CLI's bound: results of 5 M designs take ~0.3 GB
+CSV_ALL_MAX = 200_000          # designs.csv holds every design up to this many
+BUDGET_KEYS = ("step_deadline_s", "area_mm2", "power_w", "rate_hz")
+
+
+def load_grid(path, max_designs: int = MAX_GRID_DESIGNS):
+    """(grid values, budget) from a TOML grid file: one list (or value) per design key, and
+    an optional [budget] table (step_deadline_s, area_mm2, power_w, rate_hz). The size of
+    the product is checked before anything is allocated. Errors name the file and key."""
+    import tomllib
+    from pathlib import Path
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise ExploreError(f"{p}: no such grid file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ExploreError(f"{p}: cannot read ({e})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ExploreError(f"{p.name}: not valid TOML ({e})") from None
+    budget = data.pop("budget", {})
+    if not isinstance(budget, dict):
+        raise ExploreError(f"{p.name}: budget: expected a table, got {budget!r}")
+    for k, v in budget.items():
+        if k not in BUDGET_KEYS:
+            raise ExploreError(f"{p.name}: budget.{k}: unknown key (known: {', '.join(BUDGET_KEYS)})")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            raise ExploreError(f"{p.name}: budget.{k}: expected a number > 0, got {v!r}")
+    missing = [k for k in REQUIRED_KEYS if k not in data]
+    if missing:
+        raise ExploreError(f"{p.name}: missing key(s) {', '.join(missing)} (required: {', '.join(REQUIRED_KEYS)})")
+    values, total = {}, 1
+    for k, v in data.items():
+        if k not in REQUIRED_KEYS + OPTIONAL_KEYS:
+            raise ExploreError(f"{p.name}: {k}: unknown key (known: {', '.join(REQUIRED_KEYS + OPTIONAL_KEYS)}, budget)")
+        v = v if isinstance(v, list) else [v]
+        if not v:
+            raise ExploreError(f"{p.name}: {k}: expected at least one value, got an empty list")
+        want_str = k == "dataflow"
+        for x in v:
+            ok = (x in DATAFLOWS) if want_str else (isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0)
+            if not ok:
+                want = f"one of {', '.join(DATAFLOWS)}" if want_str else "numbers > 0"
+                raise ExploreError(f"{p.name}: {k}: expected {want}, got {x!r}")
+        values[k] = v
+        total *= len(v)
+    if total > max_designs:
+        raise ExploreError(f"{p.name}: the grid has {total:,} designs; expected at most {max_designs:,} "
+                           f"({' x '.join(f'{k} {len(v)}' for k, v in values.items())})")
+    return values, budget
+
+
+def sweep_chunked(spec, designs, batch=1, seq_len=1, dtype="int8", chunk=1 << 18, progress=None):
+    """sweep() in chunks of `chunk` designs, calling progress(done, total) after each."""
+    n = len(next(iter(designs.values())))
+    out = None
+    for i in range(0, n, chunk):
+        part = sweep(spec, {k: np.asarray(v)[i:i + chunk] for k, v in designs.items()},
+                     batch=batch, seq_len=seq_len, dtype=dtype)
+        if out is None:
+            out = {k: np.empty(n, dtype=v.dtype) for k, v in part.items()}
+        for k, v in part.items():
+            out[k][i:i + chunk] = v
+        if progress is not None:
+            progress(min(i + chunk, n), n)
+    return out
+
+
+RESULT_COLUMNS = ("step_latency_s", "step_energy_j", "latency_s", "energy_j", "area_mm2", "power_w",
+                  "leakage_w", "utilization", "fits")
+
+
+def _rows(designs, result, idx):
+    keys = list(designs)
+    for i in idx:
+        yield {**{k: np.asarray(designs[k])[i].item() for k in keys},
+               **{k: np.asarray(result[k])[i].item() for k in RESULT_COLUMNS}}
+
+
+def write_csv(path, designs, result, idx):
+    import csv
+    with open(path, "w", newline="") as f:
+        w = None
+        for row in _rows(designs, result, idx):
+            if w is None:
+                w = csv.DictWriter(f, fieldnames=list(row))
+                w.writeheader()
+            w.writerow(row)
+
+
+def plot_study(out_dir, designs, result, ok, front, title=""):
+    """The three plots of a study: the Pareto front (step energy against step latency),
+    utilization against array size, and step latency against filter SRAM size. Returns
+    the paths written."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from pathlib import Path
+    out = Path(out_dir)
+    n = len(result["latency_s"])
+    rng = np.random.default_rng(0)
+    sample = rng.choice(n, size=min(n, 20000), replace=False)
+    code = np.asarray(designs["dataflow"])
+    paths = []
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    s_ok, s_no = sample[ok[sample]], sample[~ok[sample]]
+    ax.scatter(result["step_latency_s"][s_no] * 1e3, result["step_energy_j"][s_no] * 1e6, s=3, c="0.8",
+               label="over budget")
+    ax.scatter(result["step_latency_s"][s_ok] * 1e3, result["step_energy_j"][s_ok] * 1e6, s=3, c="tab:blue",
+               label="within budget")
+    ax.plot(result["step_latency_s"][front] * 1e3, result["step_energy_j"][front] * 1e6, "o-", c="tab:red",
+            ms=4, label="Pareto front")
+    ax.set(xscale="log", yscale="log", xlabel="latency per step (ms)", ylabel="energy per step (µJ)", title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(out / "pareto.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    pes = np.asarray(designs["rows"]) * np.asarray(designs["cols"])
+    for df, color in zip(DATAFLOWS, ("tab:blue", "tab:orange", "tab:green")):
+        m = code == df
+        if not m.any():
+            continue
+        sizes = np.unique(pes[m])
+        best = [result["utilization"][m & (pes == s)].max() for s in sizes]
+        med = [np.median(result["utilization"][m & (pes == s)]) for s in sizes]
+        ax.plot(sizes, best, "o-", c=color, label=f"{df} best")
+        ax.plot(sizes, med, "x--", c=color, alpha=0.6, label=f"{df} median")
+    ax.set(xscale="log", yscale="log", xlabel="array size (PEs = rows x cols)", ylabel="utilization (MACs / PE-cycles)",
+           title="utilization against array size")
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    paths.append(out / "utilization.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fk = np.asarray(designs["filter_sram_kB"], dtype=float)
+    for df, color in zip(DATAFLOWS, ("tab:blue", "tab:orange", "tab:green")):
+        m = code == df
+        if not m.any():
+            continue
+        sizes = np.unique(fk[m])
+        best = [result["step_latency_s"][m & (fk == s)].min() * 1e3 for s in sizes]
+        ax.plot(sizes, best, "o-", c=color, label=f"{df}: fastest design")
+    ax.set(xscale="log", yscale="log", xlabel="filter (weight) SRAM (KiB)", ylabel="latency per step (ms)",
+           title="latency against SRAM size")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(out / "latency_sram.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    return paths

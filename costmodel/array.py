@@ -63,7 +63,7 @@ def dataflow_codes(dataflow) -> np.ndarray:
         for i, name in enumerate(DATAFLOWS):
             codes[a == name] = i
         if (codes < 0).any():
-            bad = a[codes < 0].ravel()[0]
+            bad = str(a[codes < 0].ravel()[0])
             raise ArrayError(f"dataflow: expected one of {', '.join(DATAFLOWS)}, got {bad!r}")
         return codes
     if a.dtype.kind in "iu":
@@ -356,15 +356,15 @@ def normalize_designs(designs) -> dict:
     if unknown:
         raise ArrayError(f"designs: unknown key(s) {', '.join(map(repr, unknown))} "
                          f"(known: {', '.join(REQUIRED_KEYS + OPTIONAL_KEYS)})")
-    n = None
+    n = first = None
     for k, v in designs.items():
         a = np.asarray(v)
         if a.ndim != 1:
             raise ArrayError(f"designs[{k!r}]: expected a 1-D array, got shape {a.shape}")
         if n is None:
-            n = a.shape[0]
+            n, first = a.shape[0], k
         elif a.shape[0] != n:
-            raise ArrayError(f"designs[{k!r}]: expected length {n} (as designs[{REQUIRED_KEYS[0]!r}]), got {a.shape[0]}")
+            raise ArrayError(f"designs[{k!r}]: expected length {n} (as designs[{first!r}]), got {a.shape[0]}")
     if n == 0:
         raise ArrayError("designs: expected at least one design, got arrays of length 0")
     if n > MAX_DESIGNS:

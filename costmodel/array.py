@@ -24,7 +24,7 @@ Memory (see docs/design-study.md): each operand is stored as array-sized tiles (
 dimension on the array padded to R or C, as SCALE-Sim's prefetch matrices are). An
 operand that fits the active half of its double buffer is loaded once; one that does
 not is streamed from DRAM, once per pass over it the dataflow makes, overlapped with
-compute. Each buffer has its own DRAM port of `dram_words_per_cycle` words per cycle
+compute once its first fold's words have arrived. Each buffer has its own DRAM port of `dram_words_per_cycle` words per cycle
 (SCALE-Sim's convention). GEMM cycles = the first fill of the active halves + max(compute,
 each operand's streaming) + the ofmap's final drain.
 
@@ -150,9 +150,14 @@ def operand_traffic(M, N, K, rows, cols, code):
     ifmap_passes = np.where(is_is, 1, cf)
     filter_passes = np.where(is_os, rf, np.where(is_ws, 1, cf))
     filter_tile_words = np.where(is_os, K * cols, 0)
+    # The words one fold needs of each operand: what must arrive before a streamed operand
+    # lets the array start.
+    ifmap_fold_words = np.where(is_os, rows * K, np.where(is_ws, M * rows, rows * cols))
+    filter_fold_words = np.where(is_os, K * cols, np.where(is_ws, rows * cols, rows * N))
     return dict(ifmap_words=ifmap_words, filter_words=filter_words, ifmap_reads=ifmap_reads,
                 filter_reads=filter_reads, ofmap_writes=ofmap_writes, ifmap_passes=ifmap_passes,
-                filter_passes=filter_passes, filter_tile_words=filter_tile_words)
+                filter_passes=filter_passes, filter_tile_words=filter_tile_words,
+                ifmap_fold_words=ifmap_fold_words, filter_fold_words=filter_fold_words)
 
 
 def shape_terms(M, N, K, rows, cols, code) -> dict:
@@ -168,27 +173,35 @@ def shape_terms(M, N, K, rows, cols, code) -> dict:
 
 
 def memory_cycles(t: dict, ifmap_valid, filter_valid, ifmap_active, filter_active, ofmap_active,
-                  dram_words_per_cycle, ifmap_dram=True, filter_dram=True, ofmap_dram=True) -> dict:
+                  dram_words_per_cycle, ifmap_dram=True, filter_dram=True, ofmap_dram=True,
+                  overlap: bool = False) -> dict:
     """Cycles of one GEMM with its memory traffic, from its shape_terms `t`.
 
     *_valid: the operand's real words (M*K, K*N); *_active: the active half of each double
     buffer, in words. *_dram: the operand comes from (goes to) DRAM; an on-chip operand
     that does not fit the active half of its buffer spills to DRAM anyway. An operand that
-    fits is fetched once (its tiles, padding included); one that does not is streamed,
-    its first active half before compute and the rest overlapped with it."""
+    fits is fetched whole before compute (its tiles, padding included: SCALE-Sim's
+    prefetch); one that does not is streamed, its first fold's words before compute and
+    the rest overlapped with it. overlap=True streams every DRAM operand that way (a
+    double-buffered design that starts on the first fold: the LSTM's per-step weights)."""
     bw = dram_words_per_cycle
 
-    def read_side(words, stream_words, valid, active, from_dram):
+    def read_side(words, fold_words, stream_words, valid, active, from_dram):
         spill = valid > active
-        first = np.minimum(words, active)
-        if from_dram is not True:
-            first = first * (spill | from_dram)
+        dram = True if from_dram is True else spill | from_dram
+        if overlap:
+            first = np.minimum(fold_words, active) * dram
+            return first, (np.where(spill, stream_words, words) - first) * dram
+        # SCALE-Sim's prefetch fills at most the active half (the padding is fetched too).
+        first = np.minimum(np.where(spill, fold_words, words), active) * dram
         return first, (stream_words - first) * spill
 
-    f_if, s_if = read_side(t["ifmap_words"], t["ifmap_stream_words"], ifmap_valid, ifmap_active, ifmap_dram)
+    f_if, s_if = read_side(t["ifmap_words"], t["ifmap_fold_words"], t["ifmap_stream_words"], ifmap_valid,
+                           ifmap_active, ifmap_dram)
     # os re-reads the filter once per row fold only when one K x C tile does not fit.
     f_stream = np.where(t["filter_tile_words"] > filter_active, t["filter_stream_words"], t["filter_words"])
-    f_f, s_f = read_side(t["filter_words"], f_stream, filter_valid, filter_active, filter_dram)
+    f_f, s_f = read_side(t["filter_words"], t["filter_fold_words"], f_stream, filter_valid, filter_active,
+                         filter_dram)
     w = t["ofmap_writes"]
     tail = np.minimum(w, ofmap_active)
     s_o = w - tail
@@ -412,7 +425,8 @@ class _Gemm:
     """One GEMM shape's terms on every unique triple, gathered per design on demand."""
 
     KEYS = ("compute", "ifmap_words", "ifmap_stream_words", "filter_words", "filter_stream_words",
-            "filter_tile_words", "ofmap_writes", "ifmap_reads", "filter_reads")
+            "filter_tile_words", "ofmap_writes", "ifmap_reads", "filter_reads", "ifmap_fold_words",
+            "filter_fold_words")
 
     def __init__(self, M, N, K, uR, uC, ucode):
         self.M, self.N, self.K = M, N, K
@@ -513,7 +527,7 @@ def _cost_chunk(counts, plan, d, inv, tech) -> dict:
     br["weight_load"] = load
 
     def run(t, M, N, K, if_dram, o_dram):
-        m = memory_cycles(t, M * K, K * N, a_if, a_f, a_o, bw, if_dram, not_res, o_dram)
+        m = memory_cycles(t, M * K, K * N, a_if, a_f, a_o, bw, if_dram, not_res, o_dram, overlap=True)
         dram = m["ifmap_dram_words"] + m["filter_dram_words"] + m["ofmap_dram_words"]
         sram = (t["ifmap_reads"] + m["ifmap_dram_words"]) * e_sram["ifmap"] \
             + (t["filter_reads"] + m["filter_dram_words"]) * e_sram["filter"] + t["ofmap_writes"] * e_sram["ofmap"]

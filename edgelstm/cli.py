@@ -362,7 +362,8 @@ def cmd_explore(args) -> int:
     written.append(out / "explore.json")
     if not args.no_plots:
         try:
-            written += ex.plot_study(out, designs, result, ok, front, title=str(spec))
+            written += ex.plot_study(out, designs, result, ok, front, objectives,
+                                     title=f"E={getattr(spec, 'input_size', '')} H={getattr(spec, 'hidden_size', '')} {args.dtype}, {n:,} designs")
         except ImportError:
             print("explore: matplotlib is not installed (pip install 'edgelstm[plot]'): no plots", file=sys.stderr)
     if args.json:

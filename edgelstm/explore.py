@@ -248,10 +248,16 @@ def write_csv(path, designs, result, idx):
             w.writerow(row)
 
 
-def plot_study(out_dir, designs, result, ok, front, title=""):
-    """The three plots of a study: the Pareto front (step energy against step latency),
-    utilization against array size, and step latency against filter SRAM size. Returns
-    the paths written."""
+UNITS = {"latency_s": ("latency (ms)", 1e3), "step_latency_s": ("latency per step (ms)", 1e3),
+         "energy_j": ("energy (µJ)", 1e6), "step_energy_j": ("energy per step (µJ)", 1e6),
+         "area_mm2": ("area (mm²)", 1.0), "power_w": ("busy power (mW)", 1e3),
+         "leakage_w": ("leakage (mW)", 1e3), "utilization": ("utilization", 1.0)}
+
+
+def plot_study(out_dir, designs, result, ok, front, objectives=("step_latency_s", "step_energy_j"), title=""):
+    """The three plots of a study: the designs and the Pareto front in the first two
+    objectives, utilization against array size, and the fastest step against filter SRAM
+    size. Returns the paths written."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -262,17 +268,18 @@ def plot_study(out_dir, designs, result, ok, front, title=""):
     sample = rng.choice(n, size=min(n, 20000), replace=False)
     code = np.asarray(designs["dataflow"])
     paths = []
+    x, y = (list(objectives) + ["step_energy_j", "area_mm2"])[:2] if len(objectives) < 2 else objectives[:2]
+    (xl, xs), (yl, ys) = UNITS[x], UNITS[y]
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     s_ok, s_no = sample[ok[sample]], sample[~ok[sample]]
-    ax.scatter(result["step_latency_s"][s_no] * 1e3, result["step_energy_j"][s_no] * 1e6, s=3, c="0.8",
-               label="over budget")
-    ax.scatter(result["step_latency_s"][s_ok] * 1e3, result["step_energy_j"][s_ok] * 1e6, s=3, c="tab:blue",
-               label="within budget")
-    ax.plot(result["step_latency_s"][front] * 1e3, result["step_energy_j"][front] * 1e6, "o-", c="tab:red",
-            ms=4, label="Pareto front")
-    ax.set(xscale="log", yscale="log", xlabel="latency per step (ms)", ylabel="energy per step (µJ)", title=title)
-    ax.legend(fontsize=8)
+    ax.scatter(result[x][s_no] * xs, result[y][s_no] * ys, s=3, c="0.8", label="over budget (sample)")
+    ax.scatter(result[x][s_ok] * xs, result[y][s_ok] * ys, s=3, c="tab:blue", label="within budget (sample)")
+    f = front[np.argsort(result[x][front])]
+    ax.plot(result[x][f] * xs, result[y][f] * ys, "o-", c="tab:red", ms=4,
+            label=f"Pareto front over {', '.join(objectives)}")
+    ax.set(xscale="log", yscale="log", xlabel=xl, ylabel=yl, title=title)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     paths.append(out / "pareto.png")
     fig.savefig(paths[-1], dpi=120)

@@ -34,7 +34,7 @@ sources named there); a target overrides any key in its `[array.tech]` table.
 from __future__ import annotations
 
 import math
-import tomllib
+from ._toml import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Dict, Optional

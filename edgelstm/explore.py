@@ -167,7 +167,7 @@ def load_grid(path, max_designs: int = MAX_GRID_DESIGNS):
     """(grid values, budget) from a TOML grid file: one list (or value) per design key, and
     an optional [budget] table (step_deadline_s, area_mm2, power_w, rate_hz). The size of
     the product is checked before anything is allocated. Errors name the file and key."""
-    import tomllib
+    from .costmodel._toml import tomllib
     from pathlib import Path
     p = Path(path)
     try:

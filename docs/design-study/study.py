@@ -4,7 +4,7 @@ The plots come from the CLI:
     edgelstm explore --grid docs/design-study/kws-grid.toml --input-size 40 --hidden-size 64 \
         --dtype int8 --out docs/design-study
 """
-import tomllib
+from edgelstm.costmodel._toml import tomllib
 from pathlib import Path
 
 import numpy as np

@@ -140,21 +140,20 @@ def pareto(result, objectives: Sequence[str] = ("latency_s", "energy_j", "area_m
     # Minimize every column (negate the ones where larger is better).
     pts = np.stack([np.asarray(result[o], dtype=np.float64)[cand] * (-1.0 if OBJECTIVES[o] else 1.0)
                     for o in objectives], axis=1)
-    # Identical points: keep one. Then sort by the objectives so that a point can only be
-    # dominated by one before it, and sweep with a vectorized check per kept point.
-    pts, first = np.unique(pts, axis=0, return_index=True)
-    cand = cand[first]
-    order = np.lexsort(pts.T[::-1])
+    # Identical points: keep one. Sorted lexicographically, the first remaining point is
+    # never dominated by a later one: it is on the front. Take it, drop everything it
+    # dominates, repeat on what remains (each pass shrinks the arrays).
+    order = np.lexsort(pts.T[::-1])  # by the first objective, then the next, ...
     pts, cand = pts[order], cand[order]
-    keep = np.ones(len(pts), dtype=bool)
-    for i in range(len(pts)):
-        if not keep[i]:
-            continue
-        # Points after i that i dominates (i <= them everywhere; they are not identical).
-        later = slice(i + 1, None)
-        dominated = np.all(pts[later] >= pts[i], axis=1)
-        keep[later] &= ~dominated
-    return cand[keep]
+    distinct = np.ones(len(pts), dtype=bool)
+    distinct[1:] = np.any(pts[1:] != pts[:-1], axis=1)
+    pts, cand = pts[distinct], cand[distinct]
+    out = []
+    while len(cand):
+        out.append(cand[0])
+        rest = ~np.all(pts[1:] >= pts[0], axis=1)
+        pts, cand = pts[1:][rest], cand[1:][rest]
+    return np.asarray(out, dtype=np.int64)
 
 
 # -- grid files and reports (used by `edgelstm explore`) -----------------------------------
@@ -230,22 +229,26 @@ RESULT_COLUMNS = ("step_latency_s", "step_energy_j", "latency_s", "energy_j", "a
                   "leakage_w", "utilization", "fits")
 
 
+def _columns(designs, result, idx):
+    idx = np.asarray(idx, dtype=np.int64)
+    cols = {k: np.asarray(designs[k])[idx].tolist() for k in designs}
+    cols.update({k: np.asarray(result[k])[idx].tolist() for k in RESULT_COLUMNS})
+    return cols
+
+
 def _rows(designs, result, idx):
-    keys = list(designs)
-    for i in idx:
-        yield {**{k: np.asarray(designs[k])[i].item() for k in keys},
-               **{k: np.asarray(result[k])[i].item() for k in RESULT_COLUMNS}}
+    cols = _columns(designs, result, idx)
+    keys = list(cols)
+    return [dict(zip(keys, vals)) for vals in zip(*cols.values())]
 
 
 def write_csv(path, designs, result, idx):
     import csv
+    cols = _columns(designs, result, idx)
     with open(path, "w", newline="") as f:
-        w = None
-        for row in _rows(designs, result, idx):
-            if w is None:
-                w = csv.DictWriter(f, fieldnames=list(row))
-                w.writeheader()
-            w.writerow(row)
+        w = csv.writer(f)
+        w.writerow(list(cols))
+        w.writerows(zip(*cols.values()))
 
 
 UNITS = {"latency_s": ("latency (ms)", 1e3), "step_latency_s": ("latency per step (ms)", 1e3),

@@ -323,12 +323,19 @@ def _add_explore(sub):
 def cmd_explore(args) -> int:
     from pathlib import Path
     from . import explore as ex
-    spec = spec_from_args(args)
+    try:
+        spec = spec_from_args(args)
+    except UsageError as e:
+        raise UsageError(str(e).replace("size:", "explore:", 1)) from None
+    objectives = tuple(o.strip() for o in args.objectives.split(",") if o.strip())
+    bad = [o for o in objectives if o not in ex.OBJECTIVES]
+    if bad or not objectives:
+        raise UsageError(f"explore: --objectives: expected comma-separated keys among {', '.join(ex.OBJECTIVES)}, "
+                         f"got {args.objectives!r}")
     values, budget = ex.load_grid(args.grid)
     for k in ex.BUDGET_KEYS:
         if getattr(args, k) is not None:
             budget[k] = getattr(args, k)
-    objectives = tuple(o.strip() for o in args.objectives.split(",") if o.strip())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     designs = ex.grid(**values)

@@ -198,8 +198,10 @@ def memory_cycles(t: dict, ifmap_valid, filter_valid, ifmap_active, filter_activ
 
     f_if, s_if = read_side(t["ifmap_words"], t["ifmap_fold_words"], t["ifmap_stream_words"], ifmap_valid,
                            ifmap_active, ifmap_dram)
-    # os re-reads the filter once per row fold only when one K x C tile does not fit.
-    f_stream = np.where(t["filter_tile_words"] > filter_active, t["filter_stream_words"], t["filter_words"])
+    # os re-reads the filter once per row fold only when one K x C tile does not fit
+    # (filter_tile_words is 0 for ws and is, whose passes are in filter_stream_words).
+    tile = t["filter_tile_words"]
+    f_stream = np.where((tile > 0) & (tile <= filter_active), t["filter_words"], t["filter_stream_words"])
     f_f, s_f = read_side(t["filter_words"], t["filter_fold_words"], f_stream, filter_valid, filter_active,
                          filter_dram)
     w = t["ofmap_writes"]

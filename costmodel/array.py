@@ -355,7 +355,7 @@ def parse_array(table, fname: str) -> ArrayConfig:
 REQUIRED_KEYS = ("rows", "cols", "dataflow", "ifmap_sram_kB", "filter_sram_kB", "ofmap_sram_kB",
                  "dram_words_per_cycle", "clock_MHz")
 OPTIONAL_KEYS = ("sigmoid_per_cycle", "tanh_per_cycle", "vector_lanes")  # default: cols
-MAX_DESIGNS = 50_000_000
+MAX_DESIGNS = 20_000_000  # per call: the inputs and results of 20 M designs take about 2.5 GB
 
 
 def normalize_designs(designs) -> dict:

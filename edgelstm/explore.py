@@ -71,9 +71,10 @@ def sweep(spec, designs, batch: int = 1, seq_len: int = 1, dtype: str = "int8",
 
     Returns a dict of arrays, one value per design: latency_s (the whole sequence),
     step_latency_s (one streamed step), energy_j and step_energy_j (dynamic), area_mm2,
-    leakage_w (static), power_w (busy: energy_j / latency_s + leakage_w), utilization, fits; with breakdown=True also
-    cycles_* (input_gemm, recurrent_gemm, projection_gemm, epilogue, weight_load, head),
-    energy_*_j (mac, sram, dram, vector) and area_*_mm2 (pe, sram, vector)."""
+    leakage_w (static), power_w (busy: energy_j / latency_s + leakage_w), utilization,
+    fits; with breakdown=True also cycles_* (input_gemm, recurrent_gemm,
+    projection_gemm, epilogue, weight_load, head), energy_*_j (mac, sram, dram, vector)
+    and area_*_mm2 (pe, sram, vector)."""
     if dtype not in ARRAY_DTYPES:
         raise ExploreError(f"dtype: expected one of {', '.join(ARRAY_DTYPES)}, got {dtype!r}")
     c = count(spec, batch=batch, seq_len=seq_len, dtype=dtype)

@@ -280,3 +280,9 @@ def test_cli_explore_bad_grid(tmp_path, capsys, text, match):
         assert match in err
     else:
         assert "budget.colour: unknown key" in err
+
+
+def test_cli_targets_lists_the_example_accelerator(capsys):
+    assert main(["targets", "--json"]) == 0
+    items = {t["name"]: t for t in json.loads(capsys.readouterr().out)["targets"]}
+    assert items["edge-npu"]["kind"] == "accelerator"

@@ -346,7 +346,7 @@ def parse_target(data: dict, fname: str, path: str = "") -> Target:
         array = parse_array(data["array"], fname) if "array" in data else None
     except ArrayError as e:
         raise TargetError(str(e)) from None
-    return Target(array=array,
+    return Target(
         name=r.string("name"), description=r.string("description", ""),
         kind=r.string("kind", choices=KINDS), clock_MHz=r.number("clock_MHz"), cores=r.integer("cores", 1),
         macs_per_cycle=macs, memory=tuple(memory),
@@ -370,7 +370,7 @@ def parse_target(data: dict, fname: str, path: str = "") -> Target:
         wrapper_s=ov.number("wrapper_s", 0.0, positive=False),
         wrapper_layer_s=ov.number("wrapper_layer_s", 0.0, positive=False),
         wrapper_dir_s=ov.number("wrapper_dir_s", 0.0, positive=False),
-        calibration=dict(calib) if isinstance(calib, dict) else {}, path=path)
+        calibration=dict(calib) if isinstance(calib, dict) else {}, path=path, array=array)
 
 
 def load_target_file(path) -> Target:

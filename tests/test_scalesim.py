@@ -191,3 +191,25 @@ def test_small_buffers_never_below_model(scalesim):
         ratios.append(sim / model)
     # The stalls are real in both: with the weights streamed, neither is near compute alone.
     assert np.median(ratios) >= 1.0
+
+
+@pytest.mark.parametrize("dataflow", ["os", "ws", "is"])
+def test_lstm_gemms_on_the_array_equal_scalesim(scalesim, dataflow):
+    # The LSTM model end to end: with buffers that hold everything and a DRAM fast enough
+    # to cost nothing, the cycles sweep() books for the input projection, the recurrent
+    # product and the projection of a 2-layer LSTM with projection are SCALE-Sim's cycles
+    # for those GEMMs (the recurrent and projection ones once per step).
+    import edgelstm as el
+    from edgelstm import explore
+    B, T, E, H, P = 2, 3, 12, 20, 8
+    spec = el.LSTMSpec(input_size=E, hidden_size=H, num_layers=2, proj_size=P)
+    d = {"rows": [16], "cols": [8], "dataflow": [dataflow], "ifmap_sram_kB": [4096], "filter_sram_kB": [4096],
+         "ofmap_sram_kB": [4096], "dram_words_per_cycle": [1e9], "clock_MHz": [100]}
+    r = explore.sweep(spec, d, batch=B, seq_len=T, dtype="int8", breakdown=True)
+
+    def sim(M, N, K):
+        return scalesim.run(_job(M, N, K, 16, 8, dataflow))["total_cycles"]
+
+    assert r["cycles_input_gemm"][0] == pytest.approx(sim(T * B, 4 * H, E) + sim(T * B, 4 * H, P), abs=1e-3)
+    assert r["cycles_recurrent_gemm"][0] == pytest.approx(2 * T * sim(B, 4 * H, P), abs=1e-3)
+    assert r["cycles_projection_gemm"][0] == pytest.approx(2 * T * sim(B, P, H), abs=1e-3)

@@ -402,7 +402,7 @@ def cmd_explore(args) -> int:
                "grid": values, "budget": budget, "objectives": list(objectives), "designs": n,
                "within_budget": int(ok.sum()), "sweep_s": elapsed, "designs_per_s": n / elapsed,
                "front": list(ex._rows(designs, result, front))}
-    (out / "explore.json").write_text(json.dumps(summary, indent=2))
+    (out / "explore.json").write_text(dumps(summary, indent=2))
     written.append(out / "explore.json")
     if not args.no_plots:
         try:
@@ -411,7 +411,7 @@ def cmd_explore(args) -> int:
         except ImportError:
             print("explore: matplotlib is not installed (pip install 'edgelstm[plot]'): no plots", file=sys.stderr)
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(dumps(summary, indent=2))
         return 0
     print(f"{spec}: {n:,} designs in {elapsed:.2f} s ({n / elapsed / 1e6:.2f} M/s); "
           f"{int(ok.sum()):,} within budget {budget or '(none)'}; Pareto front over {', '.join(objectives)}:")

@@ -100,7 +100,7 @@ def setup(workdir: str) -> None:
     seed_path = os.path.join(workdir, "seed.keras")
     keras_zip(seed_path, config=W["keras"][0], h5=W["keras"][1])
     load_model(seed_path)                    # seeds are valid: mutations start from a model
-    W["target"] = tomllib.loads((catalog_dir() / "cortex-m7.toml").read_text())
+    W["targets"] = [tomllib.loads((catalog_dir() / f"{n}.toml").read_text()) for n in ("cortex-m7", "edge-npu")]
     predict(edgelstm_spec(), "cortex-m7")     # warm every import predict makes
     W["grid"] = {"configs": [{"hidden_size": 8, "batch": 1, "seq_len": 2}],
                  "axes": {"hidden_size": [8, 16], "batch": 1, "seq_len": [2], "dtype": "float32"}}
@@ -420,7 +420,8 @@ def run(kind: str, examples: int) -> None:
             check_model(path)
         elif kind == "target":
             path = os.path.join(d, "t.toml")
-            text = toml_dumps(mutate_tree(data, W["target"], _toml_values()))
+            seed = W["targets"][data.draw(st.integers(0, len(W["targets"]) - 1))]
+            text = toml_dumps(mutate_tree(data, seed, _toml_values()))
             if data.draw(st.integers(0, 4)) == 0:
                 text = mutate_bytes(data, text.encode()).decode("utf-8", "replace")
             with open(path, "w") as f:

@@ -94,7 +94,7 @@ class LSTMWeights:
     new arrays, or `w.replace(...)`).
     """
 
-    def __init__(self, spec: LSTMSpec, layers, dtype="float32"):
+    def __init__(self, spec: LSTMSpec, layers, dtype="float32", *, _adopt: bool = False):
         if not isinstance(spec, LSTMSpec):
             raise WeightsError(f"spec: expected an LSTMSpec, got {type(spec).__name__}")
         self.spec = spec
@@ -107,11 +107,11 @@ class LSTMWeights:
             dirs = list(dirs)
             if len(dirs) != spec.num_directions:
                 raise WeightsError(f"layers[{l}]: expected {spec.num_directions} directions, got {len(dirs)}")
-            checked.append(tuple(self._checked(l, d, lw) for d, lw in enumerate(dirs)))
+            checked.append(tuple(self._checked(l, d, lw, _adopt) for d, lw in enumerate(dirs)))
         self.layers: Tuple[Tuple[LayerWeights, ...], ...] = tuple(checked)
         self._packed: Dict[object, object] = {}
 
-    def _checked(self, l: int, d: int, lw) -> LayerWeights:
+    def _checked(self, l: int, d: int, lw, adopt: bool = False) -> LayerWeights:
         if isinstance(lw, dict):
             lw = LayerWeights(**lw)
         if not isinstance(lw, LayerWeights):
@@ -132,7 +132,11 @@ class LSTMWeights:
                 raise WeightsError(f"{where}: expected shape {shape}, got {a.shape}")
             if not np.issubdtype(a.dtype, np.floating):
                 raise WeightsError(f"{where}: expected a floating dtype, got {a.dtype}")
-            out[name] = frozen_copy(a, self.dtype)
+            if adopt and a.dtype == self.dtype and a.flags.c_contiguous and a.flags.owndata:
+                a.flags.writeable = False          # fresh arrays of ours (random): no second copy
+                out[name] = a
+            else:
+                out[name] = frozen_copy(a, self.dtype)
         return LayerWeights(**out)
 
     # -- construction ---------------------------------------------------------------
@@ -166,7 +170,7 @@ class LSTMWeights:
                      for name, shape in expected_shapes(spec, l).items()}
                 dirs.append(LayerWeights(**t))
             layers.append(dirs)
-        return cls(spec, layers, dtype=dt)
+        return cls(spec, layers, dtype=dt, _adopt=True)
 
     # -- other frameworks (edgelstm.convert; torch/keras/onnx stay optional) ----------
     @classmethod

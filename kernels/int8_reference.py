@@ -306,15 +306,15 @@ def lstm_int8_step(q: QuantLSTM, r: LSTMRequant, x_t, h, c, ops: Optional[dict] 
 def lstm_int8_reference(x, q: QuantLSTM, h0=None, c0=None, ops: Optional[dict] = None):
     """x (T, B, E) int8 -> y (T, B, H) int8, (h_n (B, H) int8, c_n (B, H) int16).
 
-    h0/c0 default to TFLM's initial state: zeros in the stored integers (h = 0 means the real
-    value -h_zero_point * h_scale, exactly what TFLM's zero-filled variable tensors hold).
+    h0/c0 default to TFLM's initial state, the real value 0: TFLM resets an int8 variable tensor to
+    its zero point (MicroInterpreterGraph::ResetTensorData), so h starts at h_zero_point, c at 0.
     ops: a dict; if given, the integer operations performed are added to it (macs, requantizations,
     lut_lookups, saturating_adds, elementwise_muls).
     """
     r = lstm_requant(q)
     T, B, _ = x.shape
     H = q.hidden_size
-    h = np.zeros((B, H), np.int64) if h0 is None else np.asarray(h0, np.int64)
+    h = np.full((B, H), r.h_zero_point, np.int64) if h0 is None else np.asarray(h0, np.int64)
     c = np.zeros((B, H), np.int64) if c0 is None else np.asarray(c0, np.int64)
     if ops is not None:
         for key in ("macs", "requantizations", "lut_lookups", "saturating_adds", "elementwise_muls"):

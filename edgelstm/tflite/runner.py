@@ -147,9 +147,12 @@ class TFLiteModel:
             raise ModelFileError(f"{where}: an int8 softmax output must have scale 1/256 and zero point -128 "
                                  f"(TFLM requires it), got {s_out!r} and {zp_out}")
         params = R.softmax_int8_params(s_in, beta)
+        run = R.softmax_int8
+        if self.kernel == "numba":
+            from ..kernels.int8 import softmax_int8 as run
 
         def step(v):
-            v[o] = R.softmax_int8(v[i], *params)
+            v[o] = run(v[i], *params)
         return step
 
     def _prepare_fully_connected(self, op, where):
@@ -191,17 +194,20 @@ class TFLiteModel:
         lo, hi = _activation_range(act, s_y, zp_y, where)
         ws = wt.scale
         self._expect(where, ws is not None and len(ws) in (1, N), "the weights need one scale or one per row")
-        if len(ws) == 1:
-            m, sh = R.quantize_multiplier(float(np.float32(s_x) * np.float32(ws[0])) / float(np.float32(s_y)))
-
-            def step(v):
-                v[o] = R.fully_connected_int8(v[i].reshape(-1, K), w, b, zp_x, m, sh, zp_y, lo, hi).reshape(out_shape)
-        else:
+        if len(ws) == 1:   # GetQuantizedConvolutionMultipler: float32 product, then double division
+            ms = [R.quantize_multiplier(float(np.float32(s_x) * np.float32(ws[0])) / float(np.float32(s_y)))] * N
+        else:              # per channel: double products (fully_connected_common.cc)
             ms = [R.quantize_multiplier(float(np.float32(s_x)) * float(s) / float(np.float32(s_y))) for s in ws]
+        mults, shifts = [a for a, _ in ms], [c for _, c in ms]
+        if self.kernel == "numba":
+            from ..kernels.int8 import fully_connected_int8 as run
+            from ..kernels.int8 import pack_fc
+            w = pack_fc(w)
+        else:
+            run = R.fully_connected_int8_per_channel
 
-            def step(v):
-                v[o] = R.fully_connected_int8_per_channel(v[i].reshape(-1, K), w, b, zp_x, [a for a, _ in ms],
-                                                          [c for _, c in ms], zp_y, lo, hi).reshape(out_shape)
+        def step(v):
+            v[o] = run(v[i].reshape(-1, K), w, b, zp_x, mults, shifts, zp_y, lo, hi).reshape(out_shape)
         return step
 
     def _prepare_unidirectional_sequence_lstm(self, op, where):
@@ -211,11 +217,17 @@ class TFLiteModel:
         self._lstm_ops.append(op)
         i, o = op.inputs[S.LSTM_INPUT], op.outputs[0]
         out_shape = self._tensor(o).shape
-        kernel = self.kernel
+        packed = {}
 
         def step(v):
             x = v[i] if time_major else v[i].transpose(1, 0, 2)           # (T, B, E)
-            y = run_lstm(x, layer, clip, kernel)
+            if isinstance(layer, R.QuantLSTM) and self.kernel == "numba":
+                from ..kernels.int8 import lstm_int8, pack
+                if "p" not in packed:
+                    packed["p"] = pack(layer)                            # once, on first use
+                y = lstm_int8(np.ascontiguousarray(x), packed["p"])[0]
+            else:
+                y = run_lstm(x, layer, clip, self.kernel)
             v[o] = np.ascontiguousarray(y if time_major else y.transpose(1, 0, 2)).reshape(out_shape)
         return step
 

@@ -13,6 +13,7 @@ _LAZY = {
     "load_target": ".costmodel.target", "list_targets": ".costmodel.target", "Target": ".costmodel.target",
     "calibrate": ".costmodel.calibrate",
     "load_model": ".model", "Model": ".model",
+    "quantize": ".tflite", "export_tflite": ".tflite",
 }
 
 

@@ -14,6 +14,7 @@ _LAZY = {
     "calibrate": ".costmodel.calibrate",
     "load_model": ".model", "Model": ".model",
     "quantize": ".tflite", "export_tflite": ".tflite",
+    "count_int8_lstm": ".costmodel.counts", "Int8LSTMCounts": ".costmodel.counts",
 }
 
 

@@ -242,9 +242,9 @@ class TFLiteModel:
         if len(fcs) == 1:
             N = self._tensor(fcs[0].inputs[1]).shape[0]
             K = self._tensor(fcs[0].inputs[1]).shape[1]
-            every_step = K == stacks[-1].output_size
-            if every_step or K == stacks[-1].output_size * self.seq_len:
-                head = DenseSpec(N, bias=len(fcs[0].inputs) == 3 and fcs[0].inputs[2] >= 0, every_step=every_step)
+            if K == stacks[-1].output_size:     # a per-step head (a head over the flattened sequence has
+                head = DenseSpec(N, bias=len(fcs[0].inputs) == 3 and fcs[0].inputs[2] >= 0, every_step=True)
+                # no DenseSpec: it is left out of the spec, which then counts the LSTM alone)
         try:
             return ModelSpec(stacks=stacks, head=head)
         except ValueError:

@@ -85,15 +85,14 @@ def _mbqm(x, mult, left, right):
     """MultiplyByQuantizedMultiplier (double rounding), x an int64 holding an int32."""
     x = ((x << left) + 2147483648) & 4294967295                # x * 2^left, wrapped to int32 ...
     x = x - 2147483648
-    ab = x * mult
-    if ab >= 0:
-        v = (ab + 1073741824) >> 31                           # round half away, truncating division
-    else:
-        v = -((-(ab - 1073741823)) >> 31)
+    # SaturatingRoundingDoublingHighMul: (ab + nudge) / 2^31 truncated, nudge = 2^30 or 1 - 2^30 by sign.
+    # For ab < 0, truncation is ceil: ceil((ab + 1 - 2^30) / 2^31) = floor((ab + 2^30) / 2^31), the
+    # same expression as for ab >= 0, so one branch-free shift does both (LLVM can vectorize it).
+    v = (x * mult + 1073741824) >> 31
     mask = (1 << right) - 1
     rem = v & mask
-    thr = (mask >> 1) + (1 if v < 0 else 0)
-    return (v >> right) + (1 if rem > thr else 0)
+    thr = (mask >> 1) + ((v >> 63) & 1)                       # RoundingDivideByPOT: ties away from zero
+    return (v >> right) + np.int64(rem > thr)
 
 
 @njit(inline="always", error_model="numpy")
@@ -103,36 +102,30 @@ def _sat(v, lo, hi):
 
 @njit(inline="always", error_model="numpy")
 def _sigmoid(x, table):
+    """int8_reference.sigmoid_int16, written with selects instead of branches."""
     v = x * 3
-    a = -v if v < 0 else v
+    a = abs(v)
     uh = a >> 9
-    if uh >= 255:
-        r = 0x7FFF << 10
-    else:
-        ua = np.int64(table[uh])
-        r = (ua << 9) + (a & 0x1FF) * (np.int64(table[uh + 1]) - ua)
-    if v >= 0:
-        r = r + 512
-    else:
-        r = (1 << 25) - r + 511
+    idx = min(uh, 254)                               # in range even when saturating (then unused)
+    ua = np.int64(table[idx])
+    r = (ua << 9) + (a & 0x1FF) * (np.int64(table[idx + 1]) - ua)
+    r = (0x7FFF << 10) if uh >= 255 else r
+    r = (r + 512) if v >= 0 else ((1 << 25) - r + 511)
     return r >> 10
 
 
 @njit(inline="always", error_model="numpy")
 def _tanh(x, mul, right, table):
+    """int8_reference.tanh_int16 with TFLM's (multiplier, right shift), written with selects."""
     rnd = (1 << (right - 1)) if right > 0 else 0
     v = (x * mul + rnd) >> right
-    a = -v if v < 0 else v
+    a = abs(v)
     uh = a >> 8
-    if uh >= 255:
-        r = 0xFFFF << 8
-    else:
-        ua = np.int64(table[uh])
-        r = (ua << 8) + (a & 0xFF) * (np.int64(table[uh + 1]) - ua)
-    if v >= 0:
-        r = r - 8388608 + 128
-    else:
-        r = -r + 8388608 + 127
+    idx = min(uh, 254)
+    ua = np.int64(table[idx])
+    r = (ua << 8) + (a & 0xFF) * (np.int64(table[idx + 1]) - ua)
+    r = (0xFFFF << 8) if uh >= 255 else r
+    r = (r - 8388608 + 128) if v >= 0 else (-r + 8388608 + 127)
     return r >> 8
 
 
@@ -197,28 +190,29 @@ def _rows_impl(x, w_x, w_h, bias, x_mult, x_left, x_right, h_mult, h_left, h_rig
                 X[t, k] = np.int64(x[t, b, k]) - zp_x
         # input side of every gate for every step, hoisted: each weight row is read once per
         # sequence (from cache, against all T steps) instead of once per step
-        gx = np.empty((T, 4 * H), np.int64)
+        xacc = np.empty((T, 4 * H), w_x.dtype)
         T4 = T - T % 4
         for j in range(4 * H):
             for t in range(0, T4, 4):
                 a0, a1, a2, a3 = _dot_4t(w_x, j, X, t)
-                gx[t, j] = _requant_in(a0, j, H, bias, x_mult, x_left, x_right)
-                gx[t + 1, j] = _requant_in(a1, j, H, bias, x_mult, x_left, x_right)
-                gx[t + 2, j] = _requant_in(a2, j, H, bias, x_mult, x_left, x_right)
-                gx[t + 3, j] = _requant_in(a3, j, H, bias, x_mult, x_left, x_right)
+                xacc[t, j], xacc[t + 1, j], xacc[t + 2, j], xacc[t + 3, j] = a0, a1, a2, a3
             for t in range(T4, T):
-                gx[t, j] = _requant_in(_dot(w_x, j, X[t]), j, H, bias, x_mult, x_left, x_right)
+                xacc[t, j] = _dot(w_x, j, X[t])
+        gx = np.empty((T, 4 * H), np.int64)
+        for t in range(T):
+            for j in range(4 * H):
+                gx[t, j] = _requant_in(xacc[t, j], j, H, bias, x_mult, x_left, x_right)
         hv = np.empty(H, w_x.dtype)                   # h - zero point
         pre = np.empty(4 * H, np.int64)               # gate pre-activations, Q3.12
         for k in range(H):
             hv[k] = h[b, k] - zp_h
+        racc = np.empty(4 * H, w_x.dtype)             # recurrent products of one step
         for t in range(T):
             for j in range(0, 4 * H - 3, 4):          # 4H is a multiple of 4
                 a0, a1, a2, a3 = _dot_4j(w_h, j, hv)
-                pre[j] = _gate_pre(gx[t, j], a0, j, H, h_mult, h_left, h_right)
-                pre[j + 1] = _gate_pre(gx[t, j + 1], a1, j + 1, H, h_mult, h_left, h_right)
-                pre[j + 2] = _gate_pre(gx[t, j + 2], a2, j + 2, H, h_mult, h_left, h_right)
-                pre[j + 3] = _gate_pre(gx[t, j + 3], a3, j + 3, H, h_mult, h_left, h_right)
+                racc[j], racc[j + 1], racc[j + 2], racc[j + 3] = a0, a1, a2, a3
+            for j in range(4 * H):                    # requantize and add: a separate, branch-free pass
+                pre[j] = _gate_pre(gx[t, j], racc[j], j, H, h_mult, h_left, h_right)
             for k in range(H):
                 f = _sigmoid(pre[H + k], table)
                 i = _sigmoid(pre[k], table)

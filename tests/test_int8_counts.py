@@ -54,3 +54,21 @@ def test_int8_ram_matches_tflm_arena(E, H, T, B, capfd):
     assert 0 <= head - (c.io_bytes + c.scratch_bytes) < 16 * 6
     assert var == align(B * H) + align(2 * B * H)
     assert c.state_bytes == B * H + 2 * B * H
+
+
+def test_cli_size_of_a_tflite_model(capsys, tmp_path):
+    import json
+    import os
+
+    from edgelstm.cli import main
+    path = os.path.join(os.path.dirname(__file__), "data", "tflm_micro_speech_lstm_int8.tflite")
+    assert main(["size", "--model", path, "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert (d["batch"], d["seq_len"], d["dtype"]) == (1, 49, "int8")          # taken from the file
+    # the KWS model's LSTM: 49 steps x 4H(E + H) MACs = the figure the issue quotes for LiteRT (5.3 M)
+    assert d["int8_ops"]["macs"] == 49 * 4 * 80 * (257 + 80) == d["macs_per_sequence"]
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(open(path, "rb").read()[:1000])
+    assert main(["size", "--model", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad.tflite" in err and "truncated" in err

@@ -179,3 +179,24 @@ def test_model_input_checked():
         m(np.zeros((1, 3, 4), np.float32))
     with pytest.raises(ValueError, match="x: expected int8"):
         lstm_int8(np.zeros((3, 1, 5), np.int8), m.lstms[0])
+
+
+def test_torch_lstm_to_tflm_without_tensorflow():
+    """torch.nn.LSTM (two biases) -> edgelstm Model -> quantize -> .tflite: TFLM, edgelstm agree bit for
+    bit, and the dequantized output follows torch's float output."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    mod = torch.nn.LSTM(6, 10)
+    m = el.load_model(mod)
+    rng = np.random.default_rng(0)
+    T = 12
+    q = quantize(m, rng.standard_normal((T, 16, 6)))
+    data = write_tflite(q.graph)
+    x = rng.standard_normal((T, 1, 6)).astype(np.float32) * 0.8                 # within the calibrated range
+    lq = q.lstms[0]
+    xq = R.affine_quantize(x.transpose(1, 0, 2), lq.x_scale, lq.x_zero_point, -128, 127).astype(np.int8)
+    ref, _ = run_tflm(data, xq)
+    assert np.array_equal(q(xq), ref)
+    with torch.no_grad():
+        y_torch = mod(torch.from_numpy(x))[0].numpy().transpose(1, 0, 2)
+    assert np.abs(R.dequantize(ref, lq.h_scale, lq.h_zero_point) - y_torch).max() <= 4 * lq.h_scale

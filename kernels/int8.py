@@ -63,7 +63,8 @@ def pack(q: R.QuantLSTM) -> PackedInt8LSTM:
     w_x = q.w_x.reshape(4 * H, E).astype(np.int64)
     w_h = q.w_h.reshape(4 * H, H).astype(np.int64)
     # the largest |partial sum| any row can reach: sum |w| times the largest |x - zp| (255)
-    bound = 255 * max(int(np.abs(w_x).sum(axis=1).max(initial=0)), int(np.abs(w_h).sum(axis=1).max(initial=0)))
+    amax = 255 if q.activation_dtype == "int8" else 65535        # the largest |x - zp|, |h - zp|
+    bound = amax * max(int(np.abs(w_x).sum(axis=1).max(initial=0)), int(np.abs(w_h).sum(axis=1).max(initial=0)))
     dtype = np.float32 if bound < (1 << 24) else np.float64
     xl, xr = _split(np.repeat(r.x_shift, H))     # per row: no j // H in the kernel
     hl, hr = _split(np.repeat(r.h_shift, H))
@@ -93,6 +94,19 @@ def _mbqm(x, mult, left, right):
     rem = v & mask
     thr = (mask >> 1) + ((v >> 63) & 1)                       # RoundingDivideByPOT: ties away from zero
     return (v >> right) + np.int64(rem > thr)
+
+
+@njit(inline="always", error_model="numpy")
+def _mbqm64(x, mult, left, right):
+    """MultiplyByQuantizedMultiplier's int64 overload (16x8 accumulators): Q0.15 multiplier, one shift."""
+    reduced = ((mult + 32768) >> 16) if mult < 0x7FFF0000 else 0x7FFF
+    total = 15 - left + right                                 # 15 - shift
+    return (x * reduced + (1 << (total - 1))) >> total
+
+
+@njit(inline="always", error_model="numpy")
+def _requant_acc(x, mult, left, right, wide):
+    return _mbqm64(x, mult, left, right) if wide else _mbqm(x, mult, left, right)
 
 
 @njit(inline="always", error_model="numpy")
@@ -168,21 +182,23 @@ def _dot_4j(w, j, v):
 
 
 @njit(inline="always", error_model="numpy")
-def _requant_in(acc, j, H, bias, x_mult, x_left, x_right):
-    return _sat(_mbqm(np.int64(acc) + bias[j], x_mult[j], x_left[j], x_right[j]), -32768, 32767)
+def _requant_in(acc, j, wide, bias, x_mult, x_left, x_right):
+    return _sat(_requant_acc(np.int64(acc) + bias[j], x_mult[j], x_left[j], x_right[j], wide), -32768, 32767)
 
 
 @njit(inline="always", error_model="numpy")
-def _gate_pre(gx, acc, j, H, h_mult, h_left, h_right):
-    r = _sat(_mbqm(np.int64(acc), h_mult[j], h_left[j], h_right[j]), -32768, 32767)
+def _gate_pre(gx, acc, j, wide, h_mult, h_left, h_right):
+    r = _sat(_requant_acc(np.int64(acc), h_mult[j], h_left[j], h_right[j], wide), -32768, 32767)
     return _sat(gx + r, -32768, 32767)
 
 
 def _rows_impl(x, w_x, w_h, bias, x_mult, x_left, x_right, h_mult, h_left, h_right, inter, tanh_cell,
-               clip_q, zp_x, zp_h, table, h, c, y):
-    """x (T, B, E) int8; h (B, H) int8 and c (B, H) int16 updated in place; y (T, B, H) int8."""
+               clip_q, zp_x, zp_h, table, wide, h, c, y):
+    """x (T, B, E) int8; h (B, H) int8 and c (B, H) int16 updated in place; y (T, B, H) int8.
+    wide: int16 x, h and y, TFLM's 16x8 variant (int64 accumulators, int16 hidden state)."""
     T, B, E = x.shape
     H = h.shape[1]
+    h_lo, h_hi = (-32768, 32767) if wide else (-128, 127)
     for b in prange(B):
         X = np.empty((T, E), w_x.dtype)               # x - zero point, every step
         for t in range(T):
@@ -201,7 +217,7 @@ def _rows_impl(x, w_x, w_h, bias, x_mult, x_left, x_right, h_mult, h_left, h_rig
         gx = np.empty((T, 4 * H), np.int64)
         for t in range(T):
             for j in range(4 * H):
-                gx[t, j] = _requant_in(xacc[t, j], j, H, bias, x_mult, x_left, x_right)
+                gx[t, j] = _requant_in(xacc[t, j], j, wide, bias, x_mult, x_left, x_right)
         hv = np.empty(H, w_x.dtype)                   # h - zero point
         pre = np.empty(4 * H, np.int64)               # gate pre-activations, Q3.12
         for k in range(H):
@@ -212,7 +228,7 @@ def _rows_impl(x, w_x, w_h, bias, x_mult, x_left, x_right, h_mult, h_left, h_rig
                 a0, a1, a2, a3 = _dot_4j(w_h, j, hv)
                 racc[j], racc[j + 1], racc[j + 2], racc[j + 3] = a0, a1, a2, a3
             for j in range(4 * H):                    # requantize and add: a separate, branch-free pass
-                pre[j] = _gate_pre(gx[t, j], racc[j], j, H, h_mult, h_left, h_right)
+                pre[j] = _gate_pre(gx[t, j], racc[j], j, wide, h_mult, h_left, h_right)
             for k in range(H):
                 f = _sigmoid(pre[H + k], table)
                 i = _sigmoid(pre[k], table)
@@ -225,7 +241,7 @@ def _rows_impl(x, w_x, w_h, bias, x_mult, x_left, x_right, h_mult, h_left, h_rig
                 c[b, k] = cn
                 o = _sigmoid(pre[3 * H + k], table)
                 tc = _tanh(cn, tanh_cell[0], tanh_cell[1], table)
-                hn = _sat(_mbqm(tc * o, inter[6], inter[7], inter[8]) + zp_h, -128, 127)
+                hn = _sat(_mbqm(tc * o, inter[6], inter[7], inter[8]) + zp_h, h_lo, h_hi)
                 h[b, k] = hn
                 y[t, b, k] = hn
             for k in range(H):
@@ -254,17 +270,19 @@ def lstm_int8(x, q, h0=None, c0=None):
     p = q if isinstance(q, PackedInt8LSTM) else pack(q)
     H, E = p.q.hidden_size, p.q.input_size
     x = np.asarray(x)
-    if x.dtype != np.int8 or x.ndim != 3 or x.shape[2] != E:
-        raise ValueError(f"x: expected int8 (T, B, {E}), got {x.dtype} {x.shape}")
+    act = np.dtype(p.q.activation_dtype)
+    if x.dtype != act or x.ndim != 3 or x.shape[2] != E:
+        raise ValueError(f"x: expected {act.name} (T, B, {E}), got {x.dtype} {x.shape}")
     T, B, _ = x.shape
-    h = np.full((B, H), p.h_zero_point, np.int8) if h0 is None else _state(h0, np.int8, (B, H), "h0")
+    h = np.full((B, H), p.h_zero_point, act) if h0 is None else _state(h0, act, (B, H), "h0")
     c = np.zeros((B, H), np.int16) if c0 is None else _state(c0, np.int16, (B, H), "c0")
-    y = np.empty((T, B, H), np.int8)
+    y = np.empty((T, B, H), act)
     if T == 0 or B == 0:
         return y, (h, c)
     run = _rows_serial if B == 1 else _rows_parallel
     run(np.ascontiguousarray(x), p.w_x, p.w_h, p.bias, p.x_mult, p.x_left, p.x_right, p.h_mult, p.h_left,
-        p.h_right, p.inter, p.tanh_cell, p.cell_clip_q, p.x_zero_point, p.h_zero_point, _TABLE, h, c, y)
+        p.h_right, p.inter, p.tanh_cell, p.cell_clip_q, p.x_zero_point, p.h_zero_point, _TABLE, act == np.int16,
+        h, c, y)
     return y, (h, c)
 
 

@@ -121,6 +121,14 @@ def multiply_by_quantized_multiplier(x: np.ndarray, multiplier: int, shift: int)
     return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(x, multiplier), right)
 
 
+def multiply_by_quantized_multiplier_int64(x: np.ndarray, multiplier: int, shift: int) -> np.ndarray:
+    """TFLM's `MultiplyByQuantizedMultiplier(int64 x, m, shift)`, used with int64 accumulators (16x8):
+    the multiplier reduced to Q0.15, one rounding shift."""
+    reduced = ((multiplier + (1 << 15)) >> 16) if multiplier < 0x7FFF0000 else 0x7FFF
+    total_shift = 15 - shift
+    return (np.asarray(x, dtype=np.int64) * reduced + (1 << (total_shift - 1))) >> total_shift
+
+
 def saturate(v: np.ndarray, lo: int, hi: int) -> np.ndarray:
     return np.minimum(np.maximum(v, lo), hi)
 
@@ -176,7 +184,8 @@ def cell_tanh_args(cell_scale_power: int):
 class QuantLSTM:
     """One int8 UNIDIRECTIONAL_SEQUENCE_LSTM layer as stored in a .tflite file.
 
-    w_x (4, H, E) int8 and w_h (4, H, H) int8, gates i, f, g, o; bias (4, H) int32;
+    w_x (4, H, E) int8 and w_h (4, H, H) int8, gates i, f, g, o; bias (4, H) int32 (int64 for the
+    16x8 variant, whose x and h are int16 with zero point 0);
     w_x_scale, w_h_scale (4,) float32 (one scale per tensor, zero point 0);
     x_scale/x_zero_point and h_scale/h_zero_point: the int8 input and hidden state (= output);
     cell_scale: float32, a power of two; cell_clip: float32, 0 for none.
@@ -193,6 +202,11 @@ class QuantLSTM:
     h_zero_point: int
     cell_scale: float
     cell_clip: float = 0.0
+
+    @property
+    def activation_dtype(self) -> str:
+        """"int8", or "int16" for TFLM's 16x8 variant (int16 x and h, int64 bias: `bias.dtype`)."""
+        return "int16" if self.bias.dtype == np.int64 else "int8"
 
     @property
     def input_size(self) -> int:
@@ -269,10 +283,14 @@ def lstm_requant(q: QuantLSTM) -> LSTMRequant:
 
 def _gate(q: QuantLSTM, r: LSTMRequant, k: int, x_t, h, ops):
     """Gate k's Q3.12 pre-activation: input FC + recurrent FC, each requantized to int16, added saturating."""
-    acc = (x_t - r.x_zero_point) @ q.w_x[k].astype(np.int64).T + q.bias[k]   # (B, H) int32 acc + bias
-    a = saturate(multiply_by_quantized_multiplier(acc, r.x_mult[k], r.x_shift[k]), INT16_MIN, INT16_MAX)
+    # int8 activations accumulate in int32 (MultiplyByQuantizedMultiplier's int32 overload); the 16x8
+    # variant accumulates in int64 and uses the int64 overload
+    mbqm = multiply_by_quantized_multiplier_int64 if q.activation_dtype == "int16" else \
+        multiply_by_quantized_multiplier
+    acc = (x_t - r.x_zero_point) @ q.w_x[k].astype(np.int64).T + q.bias[k]   # (B, H) acc + bias
+    a = saturate(mbqm(acc, r.x_mult[k], r.x_shift[k]), INT16_MIN, INT16_MAX)
     acc = (h - r.h_zero_point) @ q.w_h[k].astype(np.int64).T                # no recurrent bias in TFLM
-    b = saturate(multiply_by_quantized_multiplier(acc, r.h_mult[k], r.h_shift[k]), INT16_MIN, INT16_MAX)
+    b = saturate(mbqm(acc, r.h_mult[k], r.h_shift[k]), INT16_MIN, INT16_MAX)
     if ops is not None:
         ops["macs"] += x_t.size // x_t.shape[-1] * q.w_x[k].size + h.size // h.shape[-1] * q.w_h[k].size
         ops["requantizations"] += a.size + b.size
@@ -292,8 +310,9 @@ def lstm_int8_step(q: QuantLSTM, r: LSTMRequant, x_t, h, c, ops: Optional[dict] 
         c = saturate(c, -r.cell_clip_q, r.cell_clip_q)                       # cell clip, in cell units
     o = sigmoid_int16(_gate(q, r, 3, x_t, h, ops))                           # output gate (old h, as TFLM)
     tc = tanh_int16(c, *cell_tanh_args(r.cell_scale_power))                  # tanh(c'), Q0.15
+    lo, hi = (INT16_MIN, INT16_MAX) if q.activation_dtype == "int16" else (INT8_MIN, INT8_MAX)
     h = saturate(multiply_by_quantized_multiplier(tc * o, r.out_mult, r.out_shift) + r.h_zero_point,
-                 INT8_MIN, INT8_MAX)                                         # h' = o tanh(c'), int8
+                 lo, hi)                                                     # h' = o tanh(c'), int8 (int16)
     if ops is not None:
         n = c.size
         ops["requantizations"] += 3 * n                                      # f c, i g, o tanh(c)
@@ -304,7 +323,8 @@ def lstm_int8_step(q: QuantLSTM, r: LSTMRequant, x_t, h, c, ops: Optional[dict] 
 
 
 def lstm_int8_reference(x, q: QuantLSTM, h0=None, c0=None, ops: Optional[dict] = None):
-    """x (T, B, E) int8 -> y (T, B, H) int8, (h_n (B, H) int8, c_n (B, H) int16).
+    """x (T, B, E) int8 -> y (T, B, H) int8, (h_n (B, H) int8, c_n (B, H) int16); int16 x, y and h_n
+    for the 16x8 variant.
 
     h0/c0 default to TFLM's initial state, the real value 0: TFLM resets an int8 variable tensor to
     its zero point (MicroInterpreterGraph::ResetTensorData), so h starts at h_zero_point, c at 0.
@@ -314,16 +334,17 @@ def lstm_int8_reference(x, q: QuantLSTM, h0=None, c0=None, ops: Optional[dict] =
     r = lstm_requant(q)
     T, B, _ = x.shape
     H = q.hidden_size
+    act = np.dtype(q.activation_dtype)
     h = np.full((B, H), r.h_zero_point, np.int64) if h0 is None else np.asarray(h0, np.int64)
     c = np.zeros((B, H), np.int64) if c0 is None else np.asarray(c0, np.int64)
     if ops is not None:
         for key in ("macs", "requantizations", "lut_lookups", "saturating_adds", "elementwise_muls"):
             ops.setdefault(key, 0)
-    y = np.empty((T, B, H), np.int8)
+    y = np.empty((T, B, H), act)
     for t in range(T):
         h, c = lstm_int8_step(q, r, np.asarray(x[t], np.int64), h, c, ops)
         y[t] = h
-    return y, (h.astype(np.int8), c.astype(np.int16))
+    return y, (h.astype(act), c.astype(np.int16))
 
 
 # ---------------------------------------------------------------------------------------------

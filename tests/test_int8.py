@@ -200,3 +200,29 @@ def test_torch_lstm_to_tflm_without_tensorflow():
     with torch.no_grad():
         y_torch = mod(torch.from_numpy(x))[0].numpy().transpose(1, 0, 2)
     assert np.abs(R.dequantize(ref, lq.h_scale, lq.h_zero_point) - y_torch).max() <= 4 * lq.h_scale
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(E=small_or_large, H=small_or_large, T=st.integers(1, 30), clip=st.sampled_from([0.0, 0.7]),
+       layers=st.integers(1, 2), seed=st.integers(0, 2 ** 16))
+def test_int16_activation_variant_bit_exact_with_tflm(E, H, T, clip, layers, seed):
+    """TFLM's 16x8 LSTM (int16 x and h, int8 weights, int64 biases) from the same code."""
+    if E * H * T * layers > 1_000_000:
+        T = max(1, 1_000_000 // (E * H * layers))
+    rng = np.random.default_rng(seed)
+    w = el.LSTMWeights.random(el.LSTMSpec(E, H, num_layers=layers, bias="keras"), seed=seed, scale=0.5)
+    m = quantize(w, rng.standard_normal((T, 8, E)), cell_clip=clip, activations="int16")
+    assert m.lstms[0].activation_dtype == "int16" and m.input_dtype == np.int16
+    data = write_tflite(m.graph)
+    x = rng.integers(-32768, 32768, size=m.input_shape).astype(np.int16)
+    ref, _ = run_tflm(data, x)
+    assert ref.dtype == np.int16
+    assert np.array_equal(TFLiteModel(read_tflite(data), kernel="reference")(x), ref)
+    assert np.array_equal(TFLiteModel(read_tflite(data))(x), ref)
+
+
+def test_int16_float_io_every_tensor_bit_exact():
+    rng = np.random.default_rng(3)
+    w = el.LSTMWeights.random(el.LSTMSpec(5, 9, bias="keras"), seed=3, scale=0.5)
+    m = quantize(w, rng.standard_normal((6, 8, 5)), activations="int16", float_io=True)
+    _check_all_tensors(write_tflite(m.graph), rng.standard_normal(m.input_shape).astype(np.float32))

@@ -63,18 +63,23 @@ def lstm_from_tensors(graph: S.Graph, op: S.Operator, where: str):
         raise ModelFileError(f"{where}: the output has shape {y.shape}, expected {want_y}")
     if x.dtype == "float32":
         return _float_weights(where, wx, wh, bs, h, c, y), time_major, clip
-    if x.dtype != "int8":
-        raise UnsupportedModelError(f"{where}: {x.dtype} activations; edgelstm runs float32 and int8 LSTMs "
-                                    f"(the int16-activation variant is not implemented)")
+    if x.dtype not in ("int8", "int16"):
+        raise UnsupportedModelError(f"{where}: {x.dtype} activations; edgelstm runs float32, int8 and "
+                                    f"int16 (16x8) LSTMs")
+    act = x.dtype
     types = {"weights": {t.dtype for t in wx + wh}, "biases": {t.dtype for t in bs}, "hidden state": {h.dtype},
              "cell state": {c.dtype}, "output": {y.dtype}}
-    want = {"weights": "int8", "biases": "int32", "hidden state": "int8", "cell state": "int16", "output": "int8"}
+    want = {"weights": "int8", "biases": "int32" if act == "int8" else "int64", "hidden state": act,
+            "cell state": "int16", "output": act}
     for k, v in types.items():
         if v != {want[k]}:
             raise UnsupportedModelError(f"{where}: {k} of type {', '.join(sorted(v))}; an int8 LSTM needs {want[k]}")
     s_x, zp_x = _per_tensor(where, x, "the input")
     s_h, zp_h = _per_tensor(where, h, "the hidden state")
     s_c, zp_c = _per_tensor(where, c, "the cell state")
+    if act == "int16" and (zp_x or zp_h):
+        raise ModelFileError(f"{where}: int16 activations must be symmetric (zero point 0), got input "
+                             f"{zp_x} and hidden state {zp_h}")
     if zp_c != 0:
         raise ModelFileError(f"{where}: the cell state's zero point is {zp_c}, expected 0 (symmetric int16)")
     try:
@@ -92,7 +97,7 @@ def lstm_from_tensors(graph: S.Graph, op: S.Operator, where: str):
         if w.data is None:
             raise ModelFileError(f"{where}: {w.name!r} must be a constant tensor (it has no buffer)")
     q = QuantLSTM(w_x=np.stack([w.data for w in wx]), w_h=np.stack([w.data for w in wh]),
-                  bias=np.stack([b.data for b in bs]).astype(np.int32),
+                  bias=np.stack([b.data for b in bs]).astype(np.int32 if act == "int8" else np.int64),
                   w_x_scale=np.array(sx, np.float32), w_h_scale=np.array(sh, np.float32),
                   x_scale=s_x, x_zero_point=zp_x, h_scale=s_h, h_zero_point=zp_h,
                   cell_scale=s_c, cell_clip=clip)

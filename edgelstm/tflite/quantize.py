@@ -34,6 +34,14 @@ def _asymmetric(lo: float, hi: float):
     return scale, zp
 
 
+def _activation(lo: float, hi: float, act: str):
+    """(scale, zero_point) of an activation: int8 asymmetric, int16 symmetric (zero point 0, as TFLM's 16x8)."""
+    if act == "int8":
+        return _asymmetric(lo, hi)
+    m = max(abs(float(lo)), abs(float(hi)), 1e-6)
+    return float(np.float32(m / 32767.0)), 0
+
+
 def _symmetric(w: np.ndarray):
     """(int8 values, scale) with one scale for the tensor: max |w| / 127."""
     m = float(np.max(np.abs(w))) if w.size else 0.0
@@ -41,9 +49,10 @@ def _symmetric(w: np.ndarray):
     return np.clip(np.round(w / scale), -127, 127).astype(np.int8), scale
 
 
-def _bias(b: np.ndarray, s_x: float, s_w: float) -> np.ndarray:
+def _bias(b: np.ndarray, s_x: float, s_w: float, dtype=np.int32) -> np.ndarray:
     s = float(np.float32(s_x) * np.float32(s_w))
-    return np.clip(np.round(b / s), -(1 << 31), (1 << 31) - 1).astype(np.int32)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(b / s), info.min, info.max).astype(dtype)
 
 
 def _cell_scale(max_abs_c: float) -> float:
@@ -120,7 +129,7 @@ class _GraphBuilder:
 
 def quantize(model_or_weights, calibration_x, *, cell_clip: float = 0.0, head=None, head_bias=None,
              head_over: str = "step", softmax: bool = False, batch: int = 1, batch_first: bool = False,
-             float_io: bool = False):
+             float_io: bool = False, activations: str = "int8"):
     """An int8 TFLiteModel from a float LSTM and calibration data.
 
     model_or_weights: LSTMWeights (unidirectional, no projection or peepholes) or an edgelstm Model
@@ -132,6 +141,8 @@ def quantize(model_or_weights, calibration_x, *, cell_clip: float = 0.0, head=No
       every step, 'sequence' to the flattened (T * H) sequence, as keyword-spotting models do.
     softmax: end with an int8 SOFTMAX. batch: the model's fixed batch size (MCU models use 1).
     float_io: the model takes and returns float32 (QUANTIZE / DEQUANTIZE at its ends) instead of int8.
+    activations: "int8", or "int16" for TFLM's 16x8 LSTM (int16 x and h with zero point 0, int64
+      biases; LSTM layers only, no head or softmax).
     """
     from .runner import TFLiteModel
     layers, head, head_bias, head_over, softmax = _unpack(model_or_weights, head, head_bias, head_over, softmax)
@@ -147,22 +158,27 @@ def quantize(model_or_weights, calibration_x, *, cell_clip: float = 0.0, head=No
         raise ValueError(f"cell_clip: expected a finite number >= 0, got {cell_clip!r}")
     if int(batch) < 1:
         raise ValueError(f"batch: expected >= 1, got {batch!r}")
+    if activations not in ("int8", "int16"):
+        raise ValueError(f"activations: expected 'int8' or 'int16', got {activations!r}")
+    if activations == "int16" and (head is not None or softmax):
+        raise UnsupportedModelError("quantize: with int16 activations edgelstm writes LSTM layers only "
+                                    "(no head or softmax)")
     T, B = x.shape[0], int(batch)
     g = _GraphBuilder()
-    s_x, zp_x = _asymmetric(x.min(), x.max())
+    s_x, zp_x = _activation(x.min(), x.max(), activations)
     E = x.shape[2]
     if float_io:
         x_in = g.add("input", "float32", (B, T, E))
-        cur = g.add("input_int8", "int8", (B, T, E), scale=s_x, zero_point=zp_x)
+        cur = g.add(f"input_{activations}", activations, (B, T, E), scale=s_x, zero_point=zp_x)
         g.op("QUANTIZE", [x_in], [cur])
     else:
-        x_in = cur = g.add("input", "int8", (B, T, E), scale=s_x, zero_point=zp_x)
+        x_in = cur = g.add("input", activations, (B, T, E), scale=s_x, zero_point=zp_x)
     act = x
     for l, lw in enumerate(layers):
         y, cmax = _float_lstm(act, lw, cell_clip)
         H = lw.w_hh.shape[0] // 4
-        s_h, zp_h = _asymmetric(y.min(), y.max())
-        cur = _add_lstm(g, l, cur, lw, s_x, s_h, zp_h, _cell_scale(cmax), cell_clip, B, T, H)
+        s_h, zp_h = _activation(y.min(), y.max(), activations)
+        cur = _add_lstm(g, l, cur, lw, s_x, s_h, zp_h, _cell_scale(cmax), cell_clip, B, T, H, activations)
         act, s_x, zp_x = y, s_h, zp_h
     if head is not None:
         head = np.asarray(head, np.float64)
@@ -204,8 +220,9 @@ def quantize(model_or_weights, calibration_x, *, cell_clip: float = 0.0, head=No
     return TFLiteModel(graph, source="quantized model")
 
 
-def _add_lstm(g: _GraphBuilder, l: int, x_t: int, lw, s_x, s_h, zp_h, s_c, clip, B, T, H) -> int:
-    """Append one int8 UNIDIRECTIONAL_SEQUENCE_LSTM (24 inputs, converter-style intermediates)."""
+def _add_lstm(g: _GraphBuilder, l: int, x_t: int, lw, s_x, s_h, zp_h, s_c, clip, B, T, H, act="int8") -> int:
+    """Append one int8 (or 16x8) UNIDIRECTIONAL_SEQUENCE_LSTM (24 inputs, converter-style intermediates)."""
+    bias_type = "int32" if act == "int8" else "int64"
     ins = [-1] * S.LSTM_NUM_INPUTS
     ins[S.LSTM_INPUT] = x_t
     b = lw.bias_sum()
@@ -215,15 +232,15 @@ def _add_lstm(g: _GraphBuilder, l: int, x_t: int, lw, s_x, s_h, zp_h, s_c, clip,
         ins[S.LSTM_W_X[k]] = g.add(f"lstm{l}/w_x_{'ifgo'[k]}", "int8", wq.shape, data=wq, scale=s_wx)
         uq, s_wh = _symmetric(np.asarray(lw.w_hh[rows], np.float64))
         ins[S.LSTM_W_H[k]] = g.add(f"lstm{l}/w_h_{'ifgo'[k]}", "int8", uq.shape, data=uq, scale=s_wh)
-        ins[S.LSTM_BIAS[k]] = g.add(f"lstm{l}/bias_{'ifgo'[k]}", "int32", (H,),
-                                    data=_bias(np.asarray(b[rows], np.float64), s_x, s_wx),
+        ins[S.LSTM_BIAS[k]] = g.add(f"lstm{l}/bias_{'ifgo'[k]}", bias_type, (H,),
+                                    data=_bias(np.asarray(b[rows], np.float64), s_x, s_wx, np.dtype(bias_type)),
                                     scale=float(np.float32(s_x) * np.float32(s_wx)))
-    ins[S.LSTM_H_STATE] = g.add(f"lstm{l}/h_state", "int8", (B, H), scale=s_h, zero_point=zp_h, is_variable=True)
+    ins[S.LSTM_H_STATE] = g.add(f"lstm{l}/h_state", act, (B, H), scale=s_h, zero_point=zp_h, is_variable=True)
     ins[S.LSTM_C_STATE] = g.add(f"lstm{l}/c_state", "int16", (B, H), scale=s_c, is_variable=True)
     inter = [g.add(f"lstm{l}/{n}_intermediate", "float32", (0,)) for n in
              ("input_to_input", "input_to_forget", "input_to_cell", "input_to_output")]
-    inter.append(g.add(f"lstm{l}/effective_hidden_scale_intermediate", "int8", (0,), scale=s_h, zero_point=zp_h))
-    y = g.add(f"lstm{l}/output", "int8", (B, T, H), scale=s_h, zero_point=zp_h)
+    inter.append(g.add(f"lstm{l}/effective_hidden_scale_intermediate", act, (0,), scale=s_h, zero_point=zp_h))
+    y = g.add(f"lstm{l}/output", act, (B, T, H), scale=s_h, zero_point=zp_h)
     g.op("UNIDIRECTIONAL_SEQUENCE_LSTM", ins, [y],
          {"fused_activation_function": 4, "cell_clip": float(clip), "time_major": False}, inter)
     return y

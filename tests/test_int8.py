@@ -226,3 +226,25 @@ def test_int16_float_io_every_tensor_bit_exact():
     w = el.LSTMWeights.random(el.LSTMSpec(5, 9, bias="keras"), seed=3, scale=0.5)
     m = quantize(w, rng.standard_normal((6, 8, 5)), activations="int16", float_io=True)
     _check_all_tensors(write_tflite(m.graph), rng.standard_normal(m.input_shape).astype(np.float32))
+
+
+def test_per_channel_fully_connected_bit_exact():
+    """A head whose int8 weights have one scale per output row (as the converter writes dense layers)."""
+    rng = np.random.default_rng(8)
+    w = el.LSTMWeights.random(el.LSTMSpec(6, 10, bias="keras"), seed=8, scale=0.5)
+    hw, hb = rng.standard_normal((5, 10)) * np.array([[0.1], [1], [3], [0.3], [2]]), rng.standard_normal(5)
+    m = quantize(w, rng.standard_normal((4, 8, 6)), head=hw, head_bias=hb, softmax=True)
+    g = m.graph
+    fc = next(o for o in g.operators if o.op == "FULLY_CONNECTED")
+    wt, bt = g.tensors[fc.inputs[1]], g.tensors[fc.inputs[2]]
+    s_x = float(g.tensors[fc.inputs[0]].scale[0])
+    scales = (np.abs(hw).max(axis=1) / 127).astype(np.float32)
+    wt.data = np.clip(np.round(hw / scales[:, None]), -127, 127).astype(np.int8)
+    wt.scale, wt.zero_point = scales, np.zeros(5, np.int64)
+    bt.scale = (np.float32(s_x) * scales).astype(np.float32)
+    bt.zero_point = np.zeros(5, np.int64)
+    bt.data = np.round(hb / bt.scale).astype(np.int32)
+    data = write_tflite(g)
+    assert len(read_tflite(data).tensors[fc.inputs[1]].scale) == 5
+    for seed in range(3):
+        _check_all_tensors(data, _int8_input(m, seed))

@@ -85,6 +85,9 @@ def quantize_multiplier(real_multiplier: float):
         shift += 1
     if shift < -31:                               # everything would shift out: flush to zero
         return 0, 0
+    if shift > 30:
+        raise QuantizationError(f"a requantization scale of {real_multiplier!r} is beyond TFLM's range "
+                                f"(2^30): the tensor scales are inconsistent")
     return q_fixed, shift
 
 

@@ -192,3 +192,26 @@ def test_model_spec_for_counting():
     m = load_tflite(os.path.join(DATA, "tflm_micro_speech_lstm_int8.tflite"))
     assert m.spec.stacks[0] == el.LSTMSpec(257, 80, bias="keras")
     assert m.seq_len == 49 and m.batch == 1
+
+
+@pytest.mark.parametrize("name", ["tflm_mnist_lstm_int8.tflite", "tflm_mnist_lstm_float.tflite"])
+def test_corrupted_files_fail_cleanly(name):
+    """300 files with 1-3 random bytes changed (mostly in the tables at the end of the file): each
+    either runs or raises ModelFileError (UnsupportedModelError is one), never anything else."""
+    data = _bytes(name)
+    rng = np.random.default_rng(0)
+    outcomes = {"ran": 0, "refused": 0}
+    for _ in range(300):
+        b = bytearray(data)
+        for _ in range(rng.integers(1, 4)):
+            pos = rng.integers(len(b) - 3000, len(b)) if rng.random() < 0.8 else rng.integers(0, len(b))
+            b[pos] = rng.integers(0, 256)
+        try:
+            m = TFLiteModel(read_tflite(bytes(b), source="bad.tflite"), source="bad.tflite")
+            with np.errstate(all="ignore"):
+                m(np.zeros(m.input_shape, m.input_dtype))
+            outcomes["ran"] += 1
+        except ModelFileError as e:
+            assert "bad.tflite" in str(e)
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 50

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ModelFileError, UnsupportedModelError
-from ..kernels.int8_reference import QuantizationError, QuantLSTM, cell_scale_power
+from ..kernels.int8_reference import QuantizationError, QuantLSTM, cell_scale_power, lstm_requant
 from . import schema as S
 
 
@@ -101,6 +101,10 @@ def lstm_from_tensors(graph: S.Graph, op: S.Operator, where: str):
                   w_x_scale=np.array(sx, np.float32), w_h_scale=np.array(sh, np.float32),
                   x_scale=s_x, x_zero_point=zp_x, h_scale=s_h, h_zero_point=zp_h,
                   cell_scale=s_c, cell_clip=clip)
+    try:
+        lstm_requant(q)                               # TFLM's Prepare: every multiplier within range
+    except QuantizationError as e:
+        raise ModelFileError(f"{where}: {e}") from None
     return q, time_major, clip
 
 

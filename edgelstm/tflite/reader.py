@@ -153,6 +153,11 @@ def _tensor(f: _Flat, t: _Table, k: int, buffers, source: str) -> S.Tensor:
             if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
                 raise ModelFileError(f"{source}: tensor {k} ({name!r}) has a scale that is not a positive "
                                      f"number: {scale[:4]}")
+            if dtype_name in ("int8", "int16"):
+                info = np.iinfo(dtype)
+                if np.any(zero_point < info.min) or np.any(zero_point > info.max):
+                    raise ModelFileError(f"{source}: tensor {k} ({name!r}) has a zero point outside the "
+                                         f"{dtype_name} range: {zero_point[:4]}")
             if len(scale) > 1 and not (0 <= qdim < len(shape) and shape[qdim] == len(scale)):
                 raise ModelFileError(f"{source}: tensor {k} ({name!r}) has {len(scale)} per-channel scales "
                                      f"along dimension {qdim} of shape {shape}")

@@ -44,6 +44,10 @@ class TFLiteModel:
         known.add(graph.inputs[0])
         for k, op in enumerate(graph.operators):
             where = f"{source}: operator {k} ({op.op})"
+            if len(op.outputs) != 1 or not op.inputs or op.inputs[0] < 0 or \
+                    (op.op == "FULLY_CONNECTED" and (len(op.inputs) < 2 or op.inputs[1] < 0)):
+                raise ModelFileError(f"{where}: has {len(op.inputs)} inputs (first {op.inputs[:1]}) and "
+                                     f"{len(op.outputs)} outputs; expected its input tensors and one output")
             for i in op.inputs:
                 if i >= 0 and i not in known:
                     raise ModelFileError(f"{where} reads tensor {i} before any op writes it")
@@ -70,9 +74,6 @@ class TFLiteModel:
         for step in self._steps:
             step(values)
         return values[self.graph.outputs[0]]
-
-    def _const(self, i: int):
-        return self.graph.tensors[i].data
 
     # -- ops ------------------------------------------------------------------------------
     def _tensor(self, i: int):
@@ -146,7 +147,10 @@ class TFLiteModel:
         if s_out != 1.0 / 256 or zp_out != -128:
             raise ModelFileError(f"{where}: an int8 softmax output must have scale 1/256 and zero point -128 "
                                  f"(TFLM requires it), got {s_out!r} and {zp_out}")
-        params = R.softmax_int8_params(s_in, beta)
+        try:
+            params = R.softmax_int8_params(s_in, beta)
+        except R.QuantizationError as e:
+            raise ModelFileError(f"{where}: {e}") from None
         run = R.softmax_int8
         if self.kernel == "numba":
             from ..kernels.int8 import softmax_int8 as run
@@ -194,10 +198,13 @@ class TFLiteModel:
         lo, hi = _activation_range(act, s_y, zp_y, where)
         ws = wt.scale
         self._expect(where, ws is not None and len(ws) in (1, N), "the weights need one scale or one per row")
-        if len(ws) == 1:   # GetQuantizedConvolutionMultipler: float32 product, then double division
-            ms = [R.quantize_multiplier(float(np.float32(s_x) * np.float32(ws[0])) / float(np.float32(s_y)))] * N
-        else:              # per channel: double products (fully_connected_common.cc)
-            ms = [R.quantize_multiplier(float(np.float32(s_x)) * float(s) / float(np.float32(s_y))) for s in ws]
+        try:
+            if len(ws) == 1:   # GetQuantizedConvolutionMultipler: float32 product, then double division
+                ms = [R.quantize_multiplier(float(np.float32(s_x) * np.float32(ws[0])) / float(np.float32(s_y)))] * N
+            else:              # per channel: double products (fully_connected_common.cc)
+                ms = [R.quantize_multiplier(float(np.float32(s_x)) * float(s) / float(np.float32(s_y))) for s in ws]
+        except R.QuantizationError as e:
+            raise ModelFileError(f"{where}: {e}") from None
         mults, shifts = [a for a, _ in ms], [c for _, c in ms]
         if self.kernel == "numba":
             from ..kernels.int8 import fully_connected_int8 as run
@@ -302,11 +309,12 @@ def lstm_float_clipped(x, w, clip: float) -> np.ndarray:
     h = np.zeros((B, H), f32)
     c = np.zeros((B, H), f32)
     y = np.empty((T, B, H), f32)
-    for t in range(T):
-        z = xw[t] + h @ lw.w_hh.T.astype(f32)
-        i, f = 1 / (1 + np.exp(-z[:, :H])), 1 / (1 + np.exp(-z[:, H:2 * H]))
-        g, o = np.tanh(z[:, 2 * H:3 * H]), 1 / (1 + np.exp(-z[:, 3 * H:]))
-        c = np.clip(f * c + i * g, -f32(clip), f32(clip))
-        h = (o * np.tanh(c)).astype(f32)
-        y[t] = h
+    with np.errstate(over="ignore"):               # exp(-z) = inf for z << 0: the sigmoid is then 0, as intended
+        for t in range(T):
+            z = xw[t] + h @ lw.w_hh.T.astype(f32)
+            i, f = 1 / (1 + np.exp(-z[:, :H])), 1 / (1 + np.exp(-z[:, H:2 * H]))
+            g, o = np.tanh(z[:, 2 * H:3 * H]), 1 / (1 + np.exp(-z[:, 3 * H:]))
+            c = np.clip(f * c + i * g, -f32(clip), f32(clip))
+            h = (o * np.tanh(c)).astype(f32)
+            y[t] = h
     return y

@@ -199,8 +199,8 @@ class TFLiteModel:
         ws = wt.scale
         self._expect(where, ws is not None and len(ws) in (1, N), "the weights need one scale or one per row")
         try:
-            if len(ws) == 1:   # GetQuantizedConvolutionMultipler: float32 product, then double division
-                ms = [R.quantize_multiplier(float(np.float32(s_x) * np.float32(ws[0])) / float(np.float32(s_y)))] * N
+            if len(ws) == 1:   # GetQuantizedConvolutionMultipler: double products (see int8_reference.lstm_requant)
+                ms = [R.quantize_multiplier(float(np.float32(s_x)) * float(ws[0]) / float(np.float32(s_y)))] * N
             else:              # per channel: double products (fully_connected_common.cc)
                 ms = [R.quantize_multiplier(float(np.float32(s_x)) * float(s) / float(np.float32(s_y))) for s in ws]
         except R.QuantizationError as e:

@@ -106,6 +106,7 @@ def test_int8_b1(benchmark, model, peer):
     benchmark.extra_info.update(model=model, macs=macs(m), T=m.seq_len, spec=str(m.spec))
     benchmark(fns[peer])
     benchmark.extra_info["GMAC_per_s"] = macs(m) / benchmark.stats.stats.median / 1e9
+    benchmark.extra_info["GFLOP_per_s"] = 2 * benchmark.extra_info["GMAC_per_s"]     # conftest's summary
 
 
 def interleaved(fns, rounds: int):

@@ -7,15 +7,18 @@ The reference says what is computed; this file only changes how:
   A layer whose rows could exceed that (very large E or H with large weights) packs in float64,
   exact below 2^53. This is what lets `fastmath` reassociate the sums without changing a bit;
 - the input side of every gate for all T steps is computed first, weight row by weight row
-  (each row read once per sequence, against all steps, instead of once per step); each step then
-  does the recurrent products of the 4H gate rows and a fused integer epilogue in TFLM's order: requantize (int64 scalar code), saturating add, LUT sigmoid/tanh,
-  cell update, hidden update;
+  (each row read once per sequence against four steps at a time, instead of once per step);
+- each step then does the recurrent products of the 4H gate rows (four rows per pass over h), a
+  separate requantize-and-add pass (branch-free int64 code LLVM can vectorize), and an integer
+  epilogue in TFLM's order: LUT sigmoid/tanh, cell update, hidden update;
+- the 16x8 variant (int16 x and h) is the same code with int64-overload requantization of the gate
+  sums, int16 saturation of h, and float64 dot products (its products reach 65535 * 127);
 - batch rows are independent: one row (B=1, the MCU case) runs serially, more rows in parallel
   (prange over rows, each running the whole time loop). No BLAS: a threaded BLAS next to Numba's
   threads on a small machine spins both pools (cpu.py measured 8 ms stalls).
 
-fastmath: {"contract", "reassoc"} on the dot products only (exact, see above); the epilogue is
-integer code. error_model="numpy" keeps Python's division checks out of the loops.
+fastmath: {"contract", "reassoc"} on the whole kernel: its only floating point is the dot products,
+exact in any order (see above), and the rest is integer code, which fastmath does not touch. error_model="numpy" keeps Python's division checks out of the loops.
 """
 from __future__ import annotations
 
@@ -62,8 +65,8 @@ def pack(q: R.QuantLSTM) -> PackedInt8LSTM:
     H, E = q.hidden_size, q.input_size
     w_x = q.w_x.reshape(4 * H, E).astype(np.int64)
     w_h = q.w_h.reshape(4 * H, H).astype(np.int64)
-    # the largest |partial sum| any row can reach: sum |w| times the largest |x - zp| (255)
-    amax = 255 if q.activation_dtype == "int8" else 65535        # the largest |x - zp|, |h - zp|
+    # the largest |partial sum| any row can reach: sum |w| times the largest |x - zp|, |h - zp|
+    amax = 255 if q.activation_dtype == "int8" else 65535
     bound = amax * max(int(np.abs(w_x).sum(axis=1).max(initial=0)), int(np.abs(w_h).sum(axis=1).max(initial=0)))
     dtype = np.float32 if bound < (1 << 24) else np.float64
     xl, xr = _split(np.repeat(r.x_shift, H))     # per row: no j // H in the kernel

@@ -231,6 +231,11 @@ class Counts:
     def flops_per_byte(self) -> float:
         return self.traffic["streamed"].flops_per_byte
 
+    @property
+    def int8_ops(self) -> "Int8LSTMCounts":
+        """The integer work and RAM of TFLM's int8 LSTM kernel for this spec (count_int8_lstm)."""
+        return count_int8_lstm(self.spec, batch=self.batch, seq_len=self.seq_len)
+
     def to_dict(self) -> dict:
         """A stable, JSON-ready object."""
         return {

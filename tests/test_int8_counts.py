@@ -23,6 +23,7 @@ def test_int8_counts_match_the_instrumented_reference(E, H, L, T, B):
         x = R.lstm_int8_reference(x, q, ops=ops)[0]
     c = el.count_int8_lstm(m.spec, batch=B, seq_len=T)
     assert {k: getattr(c, k) for k in ops} == ops
+    assert el.count(m.spec, batch=B, seq_len=T, dtype="int8").int8_ops == c
     assert c.macs == el.count(el.LSTMSpec(E, H, num_layers=L, bias="keras"), batch=B, seq_len=T).macs_per_sequence
 
 

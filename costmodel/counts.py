@@ -238,6 +238,11 @@ class Counts:
     def flops_per_byte(self) -> float:
         return self.traffic["streamed"].flops_per_byte
 
+    @property
+    def int8_ops(self) -> "Int8LSTMCounts":
+        """The integer work and RAM of TFLM's int8 LSTM kernel for this spec (count_int8_lstm)."""
+        return count_int8_lstm(self.spec, batch=self.batch, seq_len=self.seq_len)
+
     def to_dict(self) -> dict:
         """A stable, JSON-ready object."""
         return {
@@ -488,3 +493,52 @@ def count_grid(input_size, hidden_size, num_layers=1, bidirectional=False, proj_
     trans = D * L * lstm_layer_transcendentals(H)
     return {"params": params, "weight_bytes": wbytes, "macs_per_step": B * macs,
             "flops_per_step": B * flops, "transcendentals_per_step": B * trans}
+
+
+# -- int8 LSTMs as TFLM runs them (kernels/int8.py): integer operations and arena bytes -----------
+@dataclass(frozen=True)
+class Int8LSTMCounts:
+    """Integer work and RAM of the unidirectional LSTM layers of a spec, run as TFLM's int8 kernel.
+
+    Per sequence (all T steps, B rows, all layers): macs (int8 x int8 into int32), requantizations
+    (MultiplyByQuantizedMultiplier calls: 4H input-side + 4H recurrent gate results, then f*c, i*g
+    and o*tanh(c)), lut_lookups (the int16 sigmoid/tanh table evaluations: 3H sigmoid + 2H tanh),
+    saturating_adds (4H gate sums + H cell sums) and elementwise_muls (3H).
+    RAM, bytes: state_bytes (h int8 + c int16 per layer: TFLM's variable tensors), scratch_bytes
+    (TFLM's 4 int16 gate buffers of B x H, the largest layer's), io_bytes (the int8 input sequence
+    and every layer's int8 output sequence, which TFLM keeps as tensors).
+    """
+
+    macs: int
+    requantizations: int
+    lut_lookups: int
+    saturating_adds: int
+    elementwise_muls: int
+    state_bytes: int
+    scratch_bytes: int
+    io_bytes: int
+
+
+def count_int8_lstm(spec, batch: int = 1, seq_len: int = 1) -> Int8LSTMCounts:
+    """Int8LSTMCounts of the LSTM stacks of an LSTMSpec or ModelSpec (unidirectional, no projection)."""
+    model = ModelSpec.of(spec)
+    B = _check_positive("batch", batch)
+    T = _check_positive("seq_len", seq_len)
+    n = dict(macs=0, requantizations=0, lut_lookups=0, saturating_adds=0, elementwise_muls=0)
+    state = scratch = 0
+    io = T * B * model.stacks[0].input_size
+    for s in model.stacks:
+        if s.bidirectional or s.proj_size or s.peephole:
+            raise CountError(f"spec: TFLM's int8 LSTM is unidirectional without projection or peepholes, got {s}")
+        for l in range(s.num_layers):
+            E, H = s.layer_input_size(l), s.hidden_size
+            steps = T * B
+            n["macs"] += steps * 4 * H * (E + H)
+            n["requantizations"] += steps * 11 * H
+            n["lut_lookups"] += steps * 5 * H
+            n["saturating_adds"] += steps * 5 * H
+            n["elementwise_muls"] += steps * 3 * H
+            state += B * H * (1 + 2)
+            scratch = max(scratch, 4 * B * H * 2)
+            io += T * B * H
+    return Int8LSTMCounts(**n, state_bytes=state, scratch_bytes=scratch, io_bytes=io)

@@ -5,6 +5,7 @@ Bad input gets one line on stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -73,7 +74,7 @@ def _add_size(sub):
     p.add_argument("--example", help="a worked example of the seed articles instead of sizes "
                                       "(demystify, keras-640, kws, sentiment, seq2seq, sample2, sample3)")
     p.add_argument("--model", metavar="FILE", help="a model file instead of sizes: .onnx, .keras, "
-                                                    "Keras model .json")
+                                                    "Keras model .json, .tflite")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--seq-len", type=int, default=1)
     p.add_argument("--dtype", default="float32",
@@ -129,9 +130,34 @@ def size_report(c) -> str:
     return "\n".join(out)
 
 
+def _tflite_int8_counts(args):
+    """For `size --model m.tflite`: take batch, seq_len and dtype from the file (unless given), and the
+    integer operations of TFLM's int8 kernel when the LSTM is int8. -> Int8LSTMCounts or None."""
+    if not str(getattr(args, "model", "") or "").lower().endswith(".tflite"):
+        return None
+    from .costmodel.counts import count_int8_lstm
+    from .model import load_model
+    m = load_model(args.model)
+    if args.batch == 1 and args.seq_len == 1:
+        args.batch, args.seq_len = m.batch, m.seq_len
+    if not any(hasattr(layer, "w_x") for layer in m.lstms):
+        return None
+    if args.dtype == "float32":
+        args.dtype = "int8"
+    return count_int8_lstm(m.spec, batch=args.batch, seq_len=args.seq_len)
+
+
+def int8_report(n) -> str:
+    return (f"int8 kernel (TFLM's integer LSTM) per sequence: {n.macs:,} MACs, {n.requantizations:,} "
+            f"requantizations, {n.lut_lookups:,} table look-ups, {n.saturating_adds:,} saturating adds; "
+            f"RAM: state {n.state_bytes:,} B, scratch {n.scratch_bytes:,} B, input and output sequences "
+            f"{n.io_bytes:,} B")
+
+
 def cmd_size(args) -> int:
     from .costmodel.counts import count
     spec = spec_from_args(args)
+    int8 = _tflite_int8_counts(args)
     c = count(spec, batch=args.batch, seq_len=args.seq_len, dtype=args.dtype, convention=args.convention)
     preds = []
     if args.target:
@@ -141,9 +167,13 @@ def cmd_size(args) -> int:
         d = c.to_dict()
         if args.target:
             d["predictions"] = [p.to_dict() for p in preds]
+        if int8 is not None:
+            d["int8_ops"] = dataclasses.asdict(int8)
         print(dumps(d, indent=2))
     else:
         print(size_report(c))
+        if int8 is not None:
+            print(int8_report(int8))
         if preds:
             print("\n" + predictions_report(preds))
     return 0

@@ -364,6 +364,17 @@ def _main(argv=None):
         roof = f"{r['roofline_pct']:.0f}" if "roofline_pct" in r else "–"
         print(f"| {name} | {cell('edgelstm')} | {cell('torch')} | {cell('onnxruntime')} | {ratio('torch')} "
               f"| {ratio('onnxruntime')} | {roof} |", flush=True)
+    w = el.LSTMWeights.random(el.LSTMSpec(128, 128), seed=1)
+    x_t = np.random.default_rng(3).standard_normal(128).astype(np.float32)
+    stream, m = LSTMStream(w), torch_module(w)
+    xt, state = torch.from_numpy(x_t).reshape(1, 1, 128), [(torch.zeros(1, 1, 128), torch.zeros(1, 1, 128))]
+
+    def torch_step():
+        with torch.inference_mode():
+            y, state[0] = m(xt, state[0])
+    med = interleaved_medians({"edgelstm": lambda: stream.step(x_t), "torch": torch_step}, 2001, budget_s=20)
+    print(f"\nstream step B=1 E=128 H=128: edgelstm {med['edgelstm'] * 1e6:.1f} us, torch {med['torch'] * 1e6:.1f} us, "
+          f"x{med['torch'] / med['edgelstm']:.1f}")
     if args.warm_start:
         runs = [warm_start_s() for _ in range(3)]
         for imp, first, wall in runs:

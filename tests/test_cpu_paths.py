@@ -158,3 +158,48 @@ def test_team_abort_and_cancel_fall_back_to_serial(monkeypatch):
     fallbacks = cpu._team_state["fallbacks"]
     _close(lstm(x, w, h0, c0), ref, "float64")
     assert cpu._team_state["fallbacks"] > fallbacks
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_pipelined_projection_matches_reference(dtype, monkeypatch):
+    """B=1 unidirectional layers with the projection in chunks shared with the helper thread;
+    with lengths (chunks past the end are claimed and skipped) and an odd chunk size."""
+    import numba
+    if numba.get_num_threads() < 2:
+        pytest.skip("one Numba thread: no helper")
+    monkeypatch.setattr(cpu.config, "pipeline_chunk_steps", 3)
+    monkeypatch.setattr(cpu.config, "pipeline_min_macs", 1)
+    spec = el.LSTMSpec(5, 20, num_layers=3, proj_size=4, peephole=True)
+    w = el.LSTMWeights.random(spec, seed=8, dtype=dtype)
+    x, h0, c0 = _inputs(spec, 17, 1, dtype, seed=8)
+    runs = cpu._pipe_state["runs"]
+    for L in (None, np.array([10])):
+        cpu._pipe_state["serial_until"] = 0.0
+        _close(lstm(x, w, h0, c0, lengths=L), lstm_reference(x, w, h0, c0, lengths=L), dtype)
+    assert cpu._pipe_state["runs"] >= runs + 6
+
+
+def test_pipelined_abort_recomputes_serially(monkeypatch):
+    """A chunk claimed by the helper and never finished: the caller aborts after max_yields,
+    waits for the helper to stop, and recomputes the layer from its saved state."""
+    import numba
+    if numba.get_num_threads() < 2:
+        pytest.skip("one Numba thread: no helper")
+    from edgelstm.kernels import atomics  # noqa: F401
+    monkeypatch.setattr(cpu.config, "pipeline_chunk_steps", 4)
+    monkeypatch.setattr(cpu.config, "pipeline_min_macs", 1)
+    monkeypatch.setattr(cpu.config, "team_spin_limit", 10)
+    monkeypatch.setattr(cpu.config, "team_max_yields", 50)
+
+    def helper_claims_everything_and_stops(x2, wih, wihT, bias, xp2, chunk, sync, use_axpy):
+        sync[cpu._PIPE_BASE::16] = 1              # every chunk claimed, none ever done
+        return 0
+    monkeypatch.setattr(cpu, "_proj_chunks_helper", helper_claims_everything_and_stops)
+    monkeypatch.setattr(guard, "post_to_helper", lambda fn: (fn(), True)[1])
+    spec = el.LSTMSpec(4, 9, num_layers=2)
+    w = el.LSTMWeights.random(spec, seed=9, dtype="float64")
+    x, h0, c0 = _inputs(spec, 12, 1, "float64", seed=9)
+    cpu._pipe_state["serial_until"] = 0.0
+    fallbacks = cpu._pipe_state["fallbacks"]
+    _close(lstm(x, w, h0, c0), lstm_reference(x, w, h0, c0), "float64")
+    assert cpu._pipe_state["fallbacks"] > fallbacks

@@ -12,6 +12,9 @@ Versions (all numerically interchangeable with kernels/reference.py):
   each pass over W_hh, then the fused epilogue. One block (B=1) runs serially; a bidirectional
   layer's two directions, or two blocks, run on two cores through guard.run_two; more blocks
   as a prange region;
+- B=1, one direction, large projection (`_layer_pipelined`): the helper thread computes
+  chunks of the projection while the caller runs the recurrence; whoever claims a chunk
+  (CAS) computes it, so a helper that is not scheduled costs nothing;
 - B=1 two-thread team (team.py): hidden units split between two threads with a per-step
   barrier; off by default (config.team_min_hidden: measured slower on the loaded machine);
 - "gemm" recurrence, large batches: without a projection `_layer_gemm_split` (per step, each

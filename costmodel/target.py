@@ -389,6 +389,11 @@ def write_target_file(t: Target, path, header: str = "", extra: Optional[dict] =
 
 def load_target_file(path) -> Target:
     p = Path(path)
+    return parse_target(read_document(p), p.name, str(p))
+
+
+def read_document(p: Path) -> dict:
+    """The parsed TOML of a target file; errors name the file."""
     try:
         text = p.read_text()
     except FileNotFoundError:
@@ -399,7 +404,7 @@ def load_target_file(path) -> Target:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise TargetError(f"{p.name}: not valid TOML ({e})") from None
-    return parse_target(data, p.name, str(p))
+    return data
 
 
 def catalog_dir():

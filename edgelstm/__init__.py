@@ -9,9 +9,9 @@ __version__ = "0.1.0"
 # Numba and compile nothing it does not need.
 _LAZY = {
     "lstm": ".run", "LSTMStream": ".run",
-    "predict": ".costmodel.predict", "Prediction": ".costmodel.predict",
-    "load_target": ".costmodel.target", "list_targets": ".costmodel.target", "Target": ".costmodel.target",
-    "calibrate": ".costmodel.calibrate",
+    "predict": ".costmodel.api", "Prediction": ".costmodel.predict",
+    "load_target": ".costmodel.api", "list_targets": ".costmodel.target", "Target": ".costmodel.target",
+    "calibrate": ".costmodel.host.calibrate",
     "load_model": ".model", "Model": ".model",
 }
 

@@ -32,7 +32,7 @@ def load_target(name_or_path, generic: bool = False) -> Target:
         from .host.calibrate import calibrate
         print(f"edgelstm: no host calibration at {path}; calibrating this machine now "
               f"(quick mode, about 15 s; `edgelstm calibrate` for the full run)", file=sys.stderr)
-        calibrate(quick=True, out=path)
+        calibrate(quick=True, out=path, progress=sys.stderr.isatty())
     return load_generic(path) if generic else load_host_file(path)
 
 

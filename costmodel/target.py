@@ -232,6 +232,7 @@ class Table:
     map_prefix: str = ""
     map_keys: Tuple[str, ...] = ()
     map_kind: str = "number"
+    map_what: str = "a dtype"         # what a map key is, for errors
     source: str = "required"          # "required", "optional" or "none"
     required: bool = True
     array: bool = False               # an array of tables ([[name]])
@@ -257,7 +258,7 @@ def read_table(r: "_Reader", table: Table) -> dict:
                 continue
             sub = key[len(table.map_prefix):]
             if sub not in table.map_keys:
-                raise r._err(key, f"expected {table.map_prefix}<one of {', '.join(table.map_keys)}>")
+                raise r._err(key, f"expected {table.map_what} ({', '.join(table.map_keys)})")
             mp[sub] = r.number(key, positive=table.map_kind != "number0")
         out[table.map_attr] = mp
     if table.source != "none":
@@ -288,9 +289,10 @@ OVERHEAD = Table("overhead", (
     Key("parallel_step_s", "number0", lambda v: v["step_overhead_s"], "parallel_step_overhead_s"),
     Key("persistent_step_s", "number0", 0.0, "persistent_step_overhead_s")))
 TRANSCENDENTAL = Table("transcendental", (Key("cycles", "number", 20.0, "transcendental_cycles"),),
-                       map_attr="transcendental_ns", map_prefix="ns_", map_keys=DTYPE_KEYS,
+                       map_attr="transcendental_ns", map_prefix="ns_", map_keys=DTYPE_KEYS, map_what="ns_<dtype>",
                        source="optional", required=False)
-ENERGY = Table("energy", map_attr="energy", map_keys=tuple(HOROWITZ_2014), required=False)
+ENERGY = Table("energy", map_attr="energy", map_keys=tuple(HOROWITZ_2014), map_what="a known energy key",
+               required=False)
 
 
 def _energy_default(v: dict):

@@ -117,7 +117,7 @@ def cmd_size(args) -> int:
     c = count(spec, batch=args.batch, seq_len=args.seq_len, dtype=args.dtype, convention=args.convention)
     preds = []
     if args.target:
-        from .costmodel.predict import predict
+        from .costmodel.api import predict
         preds = [predict(spec, t, batch=args.batch, seq_len=args.seq_len, dtype=args.dtype) for t in args.target]
     if args.json:
         d = c.to_dict()
@@ -181,23 +181,18 @@ def cmd_targets(args) -> int:
 # -- calibrate ---------------------------------------------------------------------------
 def _add_calibrate(sub):
     p = sub.add_parser("calibrate", help="measure this machine and write the host target file")
-    p.add_argument("--quick", action="store_true", help="fewer repetitions: about 25 s (more on a first run, which compiles the kernels)")
+    p.add_argument("--quick", action="store_true", help="fewer points and repetitions: about 15 s once compiled "
+                                                         "(a first run also compiles the micro-benchmarks)")
     p.add_argument("--out", metavar="PATH", help="where to write (default $EDGELSTM_HOST_TARGET or "
                                                   "~/.cache/edgelstm/host.toml)")
     p.add_argument("--json", action="store_true", help="print the written target as JSON")
     p.set_defaults(func=cmd_calibrate)
 
 
-def _calibrate_log(msg: str) -> None:
-    """Calibration's progress, a line on stderr (stdout keeps the command's own output)."""
-    print(f"calibrate: {msg}", file=sys.stderr)
-
-
 def cmd_calibrate(args) -> int:
-    from .costmodel.calibrate import calibrate
+    from .costmodel.host.calibrate import calibrate
     from .costmodel.target import load_target_file
-    path = calibrate(quick=args.quick, out=args.out,
-                     log=None if args.json else _calibrate_log)
+    path = calibrate(quick=args.quick, out=args.out, progress=not args.json)
     t = load_target_file(path)
     if args.json:
         print(json.dumps(dict(t.to_dict(), calibration=t.calibration), indent=2, default=str))
@@ -258,20 +253,20 @@ def cmd_bench(args) -> int:
         except ImportError:
             raise UsageError("bench: plots need matplotlib: pip install 'edgelstm[plot]', or pass --no-plots") from None
     import numba
-    from .costmodel.target import load_target
+    from .costmodel.api import load_target
     threads = args.threads or numba.config.NUMBA_NUM_THREADS
     numba.set_num_threads(threads)
     if args.calibrate:
         from pathlib import Path
-        from .costmodel.calibrate import calibrate
+        from .costmodel.host.calibrate import calibrate
         out = Path(args.out) / "host.toml"
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UsageError(f"bench: --out {args.out}: cannot create it ({e.strerror})") from None
         print(f"calibrating this machine ({args.calibrate}) into {out} first", file=sys.stderr)
-        target = load_target(str(calibrate(quick=args.calibrate == "quick", out=out,
-                                           log=_calibrate_log)))
+        from .costmodel.host.profile import load_host_file
+        target = load_host_file(calibrate(quick=args.calibrate == "quick", out=out, progress=True))
     else:
         target = load_target("host")
     min_time = args.min_time if args.min_time is not None else (0.1 if args.quick else 0.5)

@@ -12,7 +12,7 @@ _LAZY = {
     "predict": ".costmodel.api", "Prediction": ".costmodel.predict",
     "load_target": ".costmodel.api", "list_targets": ".costmodel.target", "Target": ".costmodel.target",
     "calibrate": ".costmodel.host.calibrate",
-    "load_model": ".model", "Model": ".model",
+    "load_model": ".importers", "Model": ".model",
 }
 
 

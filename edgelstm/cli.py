@@ -72,7 +72,7 @@ def spec_from_args(args):
     if getattr(args, "model", None):
         if args.example or args.input_size is not None or args.hidden_size is not None:
             raise UsageError("size: give one of --model, --example or --input-size/--hidden-size")
-        from .model import load_model
+        from .importers import load_model
         return load_model(args.model).spec      # ModelFileError (a ValueError): one line, exit 2
     if args.example:
         from .examples import get_example

@@ -23,7 +23,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Optional, Tuple
 
-from .counts import Counts, check_dtype, count, lstm_layer_macs
+from .counts import ACT_BYTES, Counts, check_dtype, count, lstm_layer_macs
 from .target import OFF_CHIP, MemoryLevel, Target, TargetError, load_target
 
 IMPLEMENTATIONS = ("fused", "persistent-block", "persistent-grid")
@@ -235,7 +235,10 @@ def roofline_row(ctx: Context, r) -> RowCost:
     # persistent-block: one block (one SM) per direction runs the row; persistent-grid: all of them.
     row_th = 1 if (persistent and ctx.implementation == "persistent-block") else th
     if persistent:
-        w_level = place_weights(t, working_set, row_th, on_chip_ok=True)
+        smem = [m for m in t.memory if m.kind == "sram" and not m.persistent]
+        # persistent-block keeps W_hh in its block's shared memory (predict() checked the fit)
+        w_level = (smem[0] if (smem and ctx.implementation == "persistent-block")
+                   else place_weights(t, working_set, row_th, on_chip_ok=True))
         step_over = t.persistent_step_overhead_s
     else:
         w_level = place_weights(t, working_set, th)
@@ -344,10 +347,18 @@ def check_args(target: Target, dtype: str, hoisted, threads, implementation) -> 
 
 
 def persistent_block_fits(c: Counts) -> bool:
-    """Whether the shipped persistent kernel runs this model: every LSTM row's recurrent
-    weights and its batch's h and c within one block's shared-memory budget."""
-    rows = [r for r in c.layers if r.kind == "lstm"]
-    return all(r.weight_bytes - r.input_weight_bytes + r.state_bytes <= PERSISTENT_BLOCK_SMEM_BYTES for r in rows)
+    """Whether the shipped persistent kernel runs this model: per LSTM row, W_hh (4H x P),
+    W_hr (P x H) and the batch's h, c and pre-projection h (B x (P + 2H)) within one
+    block's shared-memory budget (the rule of kernels/cuda.py: persistent_smem_bytes, which
+    tests/test_predict.py checks this against)."""
+    nb = ACT_BYTES[c.dtype]
+    for r in c.layers:
+        if r.kind == "lstm":
+            H, P, B = r.hidden_size, r.out_size, c.batch
+            proj = P * H if r.params.get("projection") else 0
+            if (4 * H * P + proj + B * P + 2 * B * H) * nb > PERSISTENT_BLOCK_SMEM_BYTES:
+                return False
+    return True
 
 
 def predict(spec, target, batch: int = 1, seq_len: int = 1, dtype: str = "float32", *,

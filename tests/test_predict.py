@@ -172,3 +172,27 @@ def test_cli_size_predictions_json(capsys):
     assert d["predictions"][0]["latency_s"] > d["predictions"][1]["latency_s"] > 0
     assert main(["size", "--input-size", "80", "--hidden-size", "12", "--target", "cortex-m7"]) == 0
     assert "max rate" in capsys.readouterr().out
+
+
+def test_persistent_block_is_the_shipped_cuda_kernel():
+    """'persistent-block' follows kernels/cuda.py's rule for when lstm_cuda runs its persistent
+    kernel (the same budget, the same fit), and runs the weights from one SM's shared memory;
+    where the kernel does not fit, the device path runs the fused kernels and so does the
+    prediction. 'persistent-grid' spreads W_hh over every SM."""
+    from edgelstm.costmodel.predict import PERSISTENT_BLOCK_SMEM_BYTES
+    from edgelstm.kernels import cuda as kc
+    assert PERSISTENT_BLOCK_SMEM_BYTES == kc.PERSISTENT_SMEM_BYTES
+    for H, B, P in ((32, 1, 0), (48, 1, 0), (56, 1, 0), (64, 1, 0), (48, 8, 0), (32, 16, 0), (64, 2, 16), (96, 1, 24)):
+        spec = LSTMSpec(H, H, proj_size=P)
+        want = kc.model_implementation(spec, B)
+        p = predict(spec, "h100", batch=B, seq_len=50, implementation="persistent-block")
+        assert p.implementation == want, (H, B, P)
+        assert bool(p.notes) == (want == "fused")
+    small = predict(LSTMSpec(32, 32), "h100", seq_len=100, implementation="persistent-block")
+    grid = predict(LSTMSpec(32, 32), "h100", seq_len=100, implementation="persistent-grid")
+    assert small.weights_level == "L1/shared" and small.weight_bytes_per_step == 0
+    assert small.threads == grid.threads == 132
+    # one SM computes the block's step: the recurrent product is slower than on 132 SMs
+    h = load_target("h100")
+    assert small.layers[0].compute_s == pytest.approx(
+        grid.layers[0].compute_s * h.peak_macs_per_s("float32", 132) / h.peak_macs_per_s("float32", 1))

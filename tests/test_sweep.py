@@ -170,3 +170,14 @@ def test_bench_calibrate_first_predicts_with_a_fresh_file_in_out(tmp_path, monke
     assert r["predicted_s"] > 0 and r["generic_predicted_s"] > 0 and r["predicted_s"] != r["generic_predicted_s"]
     assert not (tmp_path / "home-host.toml").exists() and host_target_path() == tmp_path / "home-host.toml"
     assert "calibrating this machine (quick)" in capsys.readouterr().err
+
+
+def test_heldout_grid_loads_and_is_apart_from_the_default_grids():
+    """tests/heldout_grid.toml (drawn once, never used to build the model) parses as a bench
+    grid and shares no configuration with the grids the model was built and checked on."""
+    from pathlib import Path
+    held = sweep.load_grid(Path(__file__).parent / "heldout_grid.toml")
+    assert len(held) == 12
+    built = {c.label() for c in sweep.default_grid() + sweep.default_grid(quick=True)}
+    assert not {c.label() for c in held} & built
+    assert {c.dtype for c in held} == {"float32", "float64"} and any(c.spec.bidirectional for c in held)

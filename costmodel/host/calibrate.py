@@ -88,10 +88,15 @@ def measure(quick: bool = False, log=None, progress: bool = False) -> dict:
     mi, ro = Micro(h), Routines(h)
     threads = sorted({1, cores})
     ks, dot_m, own_m = (ROUTINE_K_QUICK, DOT_M_QUICK, OWN_M_QUICK) if quick else (ROUTINE_K, DOT_M, OWN_M)
+    # --quick: the kernel's tables in float32 on one thread only, which compiles a third of
+    # the JIT code (compiling is most of a first run); host/model.py derives what is missing
+    # (float64 from the measured peak ratio, all threads from the one-thread tables).
+    kdts, kthreads = (("float32",), [1]) if quick else (DTYPES, threads)
+    own_par = (False, True) if (cores > 1 and not quick) else (False,)
     levels = caches()
-    n_routines = len(DTYPES) * len(ks) * (len(dot_m) + len(own_m) * (1 + (cores > 1))
-                                          + len(threads) * (len(BLOCK_M) + 1)) * h.rounds
-    n_ew = len(DTYPES) * len(EPI_H) * (len(threads) + 1) * h.rounds
+    n_routines = len(kdts) * len(ks) * (len(dot_m) + len(own_m) * len(own_par)
+                                        + len(kthreads) * (len(BLOCK_M) + 1)) * h.rounds
+    n_ew = len(kdts) * len(EPI_H) * (len(kthreads) + 1) * h.rounds
     total = 2 * len(threads) + n_routines + n_ew + (len(levels) + 1) * len(threads) + 12
     bar = _Bar(total, progress, log)
     res = {"cores": cores, "quick": quick, "peak": {}, "bandwidth": {}}
@@ -110,16 +115,16 @@ def measure(quick: bool = False, log=None, progress: bool = False) -> dict:
 
         def routines():
             rt = []
-            for dt in DTYPES:
+            for dt in kdts:
                 for k in ks:
                     for m in dot_m:
                         rt.append(("dot", dt, cores, m, k, 4 * k, ro.blas_call(dt, m, k, 4 * k)))
                         bar.tick()
                     for m in own_m:
-                        for par in ((False, True) if cores > 1 else (False,)):
+                        for par in own_par:
                             rt.append(("own", dt, cores if par else 1, m, k, 4 * k, ro.own_gemm(dt, m, k, 4 * k, par)))
                             bar.tick()
-                    for th in threads:
+                    for th in kthreads:
                         for m in BLOCK_M:
                             rt.append(("block", dt, th, m, k, 4 * k, ro.block_gemm(dt, m, k, 4 * k, th)))
                             bar.tick()
@@ -128,10 +133,10 @@ def measure(quick: bool = False, log=None, progress: bool = False) -> dict:
             return rt
         res["routines"] = h.in_rounds(routines)
         bar.stage("the kernel's sigmoid pass, dispatch, calls and allocations")
-        sig = {(dt, n): ro.sigmoid_pass(dt, n) for dt in DTYPES for n in SIGMOID_N}
+        sig = {(dt, n): ro.sigmoid_pass(dt, n) for dt in kdts for n in SIGMOID_N}
         n0, n1 = SIGMOID_N
-        res["sigmoid_ns"] = {dt: 1e9 * max(sig[dt, n1] - sig[dt, n0], 1e-12) / (n1 - n0) for dt in DTYPES}
-        res["sigmoid_pass_ns"] = {dt: max(1e9 * sig[dt, n0] - res["sigmoid_ns"][dt] * n0, 0.0) for dt in DTYPES}
+        res["sigmoid_ns"] = {dt: 1e9 * max(sig[dt, n1] - sig[dt, n0], 1e-12) / (n1 - n0) for dt in kdts}
+        res["sigmoid_pass_ns"] = {dt: max(1e9 * sig[dt, n0] - res["sigmoid_ns"][dt] * n0, 0.0) for dt in kdts}
         res["njit_call_s"], res["njit_arg_s"] = mi.njit_args()
         res["inner_call_s"], res["inner_arg_s"] = mi.inner_calls()
         res["alloc_s"] = mi.alloc()
@@ -141,9 +146,9 @@ def measure(quick: bool = False, log=None, progress: bool = False) -> dict:
 
         def elementwise():
             ew = []
-            for dt in DTYPES:
+            for dt in kdts:
                 for H in EPI_H:
-                    for th in threads:
+                    for th in kthreads:
                         ew.append(("rows", dt, th, H, 1, ro.epilogue_rows(dt, H, th)))
                         bar.tick()
                     ew.append(("gemm_step", dt, 1, H, EPI_B, ro.epilogue_gemm_step(dt, H, EPI_B, nj17)))
@@ -169,7 +174,7 @@ def measure(quick: bool = False, log=None, progress: bool = False) -> dict:
         res["call_s"] = mi.call_overhead()
         res["step_s"] = mi.step_overhead()
         res["parallel_step_s"] = mi.parallel_step_overhead(cores) if cores > 1 else res["step_s"]
-        res["transcendental_ns"] = {dt: 1e9 * mi.transcendental_s(dt) for dt in DTYPES}
+        res["transcendental_ns"] = {dt: 1e9 * mi.transcendental_s(dt) for dt in kdts}
         bar.tick(4)
     finally:
         bar.close()

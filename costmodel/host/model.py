@@ -37,8 +37,13 @@ def _bracket(xs, x):
 
 def gemm_flops_per_s(host: HostTarget, dtype: str, threads: int, m: int, kn: int, routine: str) -> float:
     """FLOP/s of the kernel routine `routine` on an (m x k) @ (k x n) product with k*n = kn:
-    the profile's table, bilinear in log m and log kn, clamped at its edges."""
+    the profile's table, bilinear in log m and log kn, clamped at its edges. A quick
+    calibration measures float32 only: float64 is then the float32 rate times the ratio of
+    the two measured peaks (one thread)."""
     pts = [g for g in host.profile.gemm if g.dtype == dtype and g.routine == routine]
+    if not pts and dtype != "float32" and any(g.dtype == "float32" for g in host.profile.gemm):
+        ratio = host.peak_macs_per_s(dtype, 1) / host.peak_macs_per_s("float32", 1)
+        return ratio * gemm_flops_per_s(host, "float32", threads, m, kn, routine)
     if not pts:
         raise TargetError(f"{host.name}: no [[host.gemm]] points for routine {routine!r} and {dtype} "
                           f"(run `edgelstm calibrate` again)")
@@ -69,8 +74,11 @@ def gemm_flops_per_s(host: HostTarget, dtype: str, threads: int, m: int, kn: int
 def elementwise_row_s(host: HostTarget, routine: str, dtype: str, H: int, threads: int) -> Optional[float]:
     """Seconds per batch row of the kernel's elementwise block `routine` at hidden size H:
     the profile's table, log-log interpolated in H, proportional to H past its largest H,
-    clamped below its smallest. None when the profile has no such table."""
-    pts = [e for e in host.profile.elementwise if e.routine == routine and e.dtype == dtype]
+    clamped below its smallest. None when the profile has no such table. Without a table for
+    the dtype (a quick calibration measures float32 only), the float32 one: the epilogue
+    computes in float64 whatever the storage type."""
+    pts = ([e for e in host.profile.elementwise if e.routine == routine and e.dtype == dtype]
+           or [e for e in host.profile.elementwise if e.routine == routine and e.dtype == "float32"])
     if not pts:
         return None
     counts_ = sorted({e.threads for e in pts})
@@ -96,7 +104,9 @@ def inner_calls_s(p: HostProfile, calls: int, args: int) -> float:
 
 def activation_s(p: HostProfile, dtype: str, n: int, passes: int) -> float:
     """`passes` vectorized sigmoid/tanh passes over n elements in all, on one core."""
-    return (passes * p.sigmoid_pass_ns.get(dtype, 0.0) + n * p.sigmoid_ns[dtype]) * 1e-9
+    # (the sigmoid pass works on float64 scratch: float32's figure stands in when float64 is missing)
+    ns = p.sigmoid_ns.get(dtype, p.sigmoid_ns.get("float32", 0.0))
+    return (passes * p.sigmoid_pass_ns.get(dtype, p.sigmoid_pass_ns.get("float32", 0.0)) + n * ns) * 1e-9
 
 
 def wrapper_once_s(p: HostProfile) -> float:

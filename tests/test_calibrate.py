@@ -83,7 +83,7 @@ def test_generic_host_is_a_plain_target_and_gets_the_roofline(host, monkeypatch)
 def test_an_older_host_file_asks_for_a_new_calibration(host, tmp_path):
     """A host file without the [host] profile table (edgelstm before the host package) still
     loads as a generic target, and as a host target it says to run calibrate again."""
-    import tomllib
+    from edgelstm.costmodel._toml import tomllib
     t, path, _ = host
     data = tomllib.loads(path.read_text())
     old = path.read_text().split("\n[host]")[0]

@@ -165,7 +165,6 @@ def test_bench_calibrate_first_predicts_with_a_fresh_file_in_out(tmp_path, monke
     m = d["machine"]
     assert m["target_path"] == str(out / "host.toml")
     assert m["target_calibrated_at"] == "2026-11-29" and m["target_method"] == "made up"
-    assert m["target_source"] == "made up"
     r = d["results"][0]
     assert r["predicted_s"] > 0 and r["generic_predicted_s"] > 0 and r["predicted_s"] != r["generic_predicted_s"]
     assert not (tmp_path / "home-host.toml").exists() and host_target_path() == tmp_path / "home-host.toml"
@@ -181,3 +180,18 @@ def test_heldout_grid_loads_and_is_apart_from_the_default_grids():
     built = {c.label() for c in sweep.default_grid() + sweep.default_grid(quick=True)}
     assert not {c.label() for c in held} & built
     assert {c.dtype for c in held} == {"float32", "float64"} and any(c.spec.bidirectional for c in held)
+
+
+def test_machine_info_reports_the_targets_calibration(tmp_path):
+    """results.json's machine block names the target file and its [calibration] table
+    (it read fields Target never had, so these were always missing)."""
+    from edgelstm.costmodel.target import catalog_dir, load_target
+    text = (catalog_dir() / "cortex-a72.toml").read_text()
+    p = tmp_path / "calibrated.toml"
+    p.write_text(text + '\n[calibration]\ndate = "2026-11-29T10:00:00"\nmethod = "micro-benchmarks"\n'
+                        'cpu_model = "Some CPU"\nquick = true\n')
+    info = sweep.machine_info(1, load_target(str(p)))
+    assert info["target_path"] == str(p)
+    assert info["target_calibrated_at"] == "2026-11-29T10:00:00"
+    assert info["target_method"] == "micro-benchmarks" and info["target_calibrated_on"] == "Some CPU"
+    assert info["target_quick_calibration"] is True

@@ -1,7 +1,13 @@
 """The timing harness of calibration: best of repetitions, repetitions sized to a time budget,
-tables measured in passes. On a shared machine the best run is the one least disturbed by
-others; a disturbance lasting seconds spoils one pass of a table, not the point (the
-median of passes drops it)."""
+tables measured in passes.
+
+On a shared machine the best run is the one least disturbed by others, and a run has to be
+short to be undisturbed at all: with more runnable threads than cores the scheduler hands
+each a slice of a few milliseconds, so a 50 ms run always contains the neighbours' slices
+(measured here at a load of 6-8 on 2 cores: figures 2-4x too slow), while a run of about a
+millisecond often fits between them. So every timed run is about `budget_s` = 1 ms, and
+the figure is the best of many. A disturbance lasting seconds spoils one pass of a table,
+not the point (the median of passes drops it)."""
 from __future__ import annotations
 
 import math
@@ -28,12 +34,11 @@ class Harness:
 
     def __init__(self, quick: bool):
         self.quick = quick
-        self.repeats = 3 if quick else 7
-        self.budget_s = 0.004 if quick else 0.05   # per timed run
-        self.python_calls = 1000 if quick else 20000
+        self.repeats = 7 if quick else 21
+        self.budget_s = 0.001            # per timed run: short enough to fit between time slices
         # Kernel-routine and elementwise tables: passes over the whole table, each point the
         # best of round_repeats runs per pass (in_rounds).
-        self.rounds, self.round_repeats = (1, 3) if quick else (3, 3)
+        self.rounds, self.round_repeats = (1, 7) if quick else (3, 9)
 
     def in_rounds(self, table):
         """`table()` (a list of tuples whose last item is the figure) measured in
@@ -68,8 +73,12 @@ class Harness:
         return best(loop, self.repeats) / reps
 
     def per_python_call_s(self, fn) -> float:
-        """Seconds per call of a cheap fn() from a Python loop of self.python_calls calls."""
-        n = self.python_calls
+        """Seconds per call of a cheap fn() from a Python loop sized to the time budget."""
+        fn()
+        t0 = time.perf_counter()
+        for _ in range(100):
+            fn()
+        n = reps_for((time.perf_counter() - t0) / 100, self.budget_s)
 
         def loop():
             for _ in range(n):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .harness import Harness, best
+from .harness import Harness
 
 
 @njit(cache=True)
@@ -183,10 +183,8 @@ class Micro:
     def step_overhead(self) -> float:
         """An @njit loop trip that takes an array view."""
         x = np.ones((64, 16), np.float64)
-        T = 10 ** 5 if self.h.quick else 10 ** 6
         _steps(x, 10)
-        r = self.h.repeats
-        return max((best(lambda: _steps(x, T), r) - best(lambda: _steps(x, 1), r)) / T, 1e-10)
+        return max(self.h.per_rep_s(lambda T: _steps(x, T)), 1e-10)
 
     def parallel_step_overhead(self, threads) -> float:
         """A prange region of `threads` trips, once per loop trip."""
@@ -196,9 +194,7 @@ class Micro:
         numba.set_num_threads(threads)
         try:
             _parallel_steps(x, 10, threads)
-            T = 1000 if self.h.quick else 20000
-            r = self.h.repeats
-            return (best(lambda: _parallel_steps(x, T, threads), r) - best(lambda: _parallel_steps(x, 1, threads), r)) / T
+            return self.h.per_rep_s(lambda T: _parallel_steps(x, T, threads))
         finally:
             numba.set_num_threads(old)
 
@@ -229,17 +225,14 @@ class Micro:
         per further view argument)."""
         x = np.ones((64, 1))
         _inner_calls(x, 10, False), _inner_calls(x, 10, True)
-        n = 10 ** 5 if self.h.quick else 10 ** 6
-        r = self.h.repeats
-        t1 = best(lambda: _inner_calls(x, n, False), r) / n
-        t8 = best(lambda: _inner_calls(x, n, True), r) / n
+        t1 = self.h.per_rep_s(lambda n: _inner_calls(x, n, False))
+        t8 = self.h.per_rep_s(lambda n: _inner_calls(x, n, True))
         return t1, max(t8 - t1, 0.0) / 7
 
     def alloc(self) -> float:
         """Seconds of a small np.empty inside @njit code."""
         _allocs(64, 10)
-        n = 10 ** 5 if self.h.quick else 10 ** 6
-        return best(lambda: _allocs(64, n), self.h.repeats) / n
+        return self.h.per_rep_s(lambda n: _allocs(64, n))
 
     def python_pieces(self) -> dict:
         """A small np.empty, a reshape view and numba.get_num_threads(), each from Python."""

@@ -189,9 +189,9 @@ class Context:
 
 
 def context(c: Counts, target: Target, hoisted: bool, threads: int, implementation: str) -> Context:
-    w_step = lambda r: r.weight_bytes - r.input_weight_bytes if (r.kind == "lstm" and hoisted) else r.weight_bytes
     # Hoisted, the kernel runs layer by layer over all T steps: one layer's recurrent
     # weights are the working set. Not hoisted, it runs step by step through every layer.
+    w_step = Context(target, c, hoisted, threads, implementation, 0, 0, target.memory[0]).w_step
     total = sum(w_step(r) for r in c.layers if r.kind != "embedding" and r.every_step)
     buffer_bytes = c.state_bytes + max((r.activation_bytes_per_step + r.gate_buffer_bytes_per_step
                                         for r in c.layers), default=0)

@@ -182,6 +182,7 @@ class Result:
     bound: str
     flops: int
     bytes: int
+    best_s: float = 0.0          # the fastest repeat: on a shared machine, the least disturbed
     generic_predicted_s: float = 0.0   # the generic roofline on this machine's generic figures
     generic_bound: str = ""
     error_pct: float = 0.0       # (predicted - measured) / measured x 100
@@ -241,7 +242,7 @@ def result(config: Config, target, threads: int, first_s: float, times: List[flo
     return Result(label=config.label(), spec=asdict(s), batch=config.batch, seq_len=config.seq_len,
                   dtype=config.dtype, threads=threads, measured_s=measured, repeats=len(times),
                   compile_s=max(first_s - measured, 0.0), predicted_s=p.latency_s, bound=p.bound,
-                  generic_predicted_s=g.latency_s, generic_bound=g.bound,
+                  generic_predicted_s=g.latency_s, generic_bound=g.bound, best_s=min(times),
                   flops=c.flops_per_sequence, bytes=c.traffic["streamed_hoisted"].bytes_per_sequence,
                   breakdown=dict(breakdown) if isinstance(breakdown, dict) else None)
 

@@ -39,7 +39,7 @@ METHOD = ("square BLAS GEMM via np.dot in @njit for peak; @njit streaming sum pe
 # The CPU kernel's routines, timed at shapes whose operand W (k x 4k) sits in L1, L2, L3 and
 # beyond (float32: 16 KB, 256 KB, 1 MB, 4 MB, 16 MB; float64 twice that).
 ROUTINE_K = (32, 128, 256, 512, 1024)
-ROUTINE_K_QUICK = (32, 128, 512, 1024)
+ROUTINE_K_QUICK = (32, 128, 512)       # L1, L2, L3 (float32): larger W takes the L3 point
 DOT_M = (1, 16, 64, 256, 1024)     # np.dot from Python: rows of a step's product or of a projection
 DOT_M_QUICK = (1, 64, 256)
 OWN_M = (1, 4, 32, 256)            # the register-blocked projection GEMM, serial and prange
@@ -96,11 +96,20 @@ def measure(quick: bool = False, log=None, progress: bool = False) -> dict:
     levels = caches()
     n_routines = len(kdts) * len(ks) * (len(dot_m) + len(own_m) * len(own_par)
                                         + len(kthreads) * (len(BLOCK_M) + 1)) * h.rounds
-    n_ew = len(kdts) * len(EPI_H) * (len(kthreads) + 1) * h.rounds
-    total = 2 * len(threads) + n_routines + n_ew + (len(levels) + 1) * len(threads) + 12
+    n_ew = len(kdts) * len(EPI_H) * (len(kthreads) + (not quick)) * h.rounds
+    bw_threads = [1] if quick else threads
+    total = 2 * len(threads) + n_routines + n_ew + (len(levels) + 1) * len(bw_threads) + 12
     bar = _Bar(total, progress, log)
     res = {"cores": cores, "quick": quick, "peak": {}, "bandwidth": {}}
     try:
+        # Compiling is most of a first calibration: the kernel's routines compile in a second
+        # process (into Numba's on-disk cache, which both read) while this one compiles the
+        # generic micro-benchmarks; then, with no compiler running, everything is timed.
+        bar.stage("compiling the micro-benchmarks (once; cached on disk)")
+        warm = _compile_aside(kdts, kthreads) if cores > 1 else None
+        from .micro import compile_all
+        compile_all(DTYPES, threads, parallel_read=len(bw_threads) > 1)
+        _join(warm)
         bar.stage("peak FLOP/s (square BLAS GEMM)")
         n_peak = 256 if quick else 1024
         for th in threads:
@@ -111,6 +120,32 @@ def measure(quick: bool = False, log=None, progress: bool = False) -> dict:
         # On a shared machine an all-thread figure below the one-thread one measures the
         # neighbours (BLAS threads spinning on a busy core), not this machine: keep the floor.
         res["peak"] = {(dt, th): max(v, res["peak"][dt, 1]) for (dt, th), v in res["peak"].items()}
+        bar.stage("dispatch, calls and allocations")
+        res["njit_call_s"], res["njit_arg_s"] = mi.njit_args()
+        res["inner_call_s"], res["inner_arg_s"] = mi.inner_calls()
+        res["alloc_s"] = mi.alloc()
+        bar.tick(4)
+        bar.stage("Python-side pieces of lstm()")
+        res.update(mi.python_pieces())
+        res["check_s"] = ro.check()
+        res.update(ro.wrapper_path())
+        bar.tick(4)
+        bar.stage("read bandwidth per level")
+        dram_ws = max(4 * levels[-1][1], (64 if quick else 512) * 2 ** 20)
+        for name, size, shared in levels + [("DRAM", dram_ws * 2, True)]:
+            for th in bw_threads:   # --quick: one thread (all cores are given the one-thread figure)
+                # half the level: the sum's array and nothing else; a shared level is split.
+                ws = (size // 2) // (th if shared and name != "DRAM" else 1)
+                if name == "DRAM":
+                    ws = dram_ws // th
+                res["bandwidth"][name, th] = mi.read_bandwidth(ws, th)
+                bar.tick()
+        bar.stage("overheads and transcendentals")
+        res["call_s"] = mi.call_overhead()
+        res["step_s"] = mi.step_overhead()
+        res["parallel_step_s"] = mi.parallel_step_overhead(cores) if cores > 1 else res["step_s"]
+        res["transcendental_ns"] = {dt: 1e9 * mi.transcendental_s(dt) for dt in kdts}
+        bar.tick(4)
         bar.stage("the CPU kernel's routines at gate-product shapes")
 
         def routines():
@@ -132,15 +167,11 @@ def measure(quick: bool = False, log=None, progress: bool = False) -> dict:
                         bar.tick()
             return rt
         res["routines"] = _floor_routines(h.in_rounds(routines), cores)
-        bar.stage("the kernel's sigmoid pass, dispatch, calls and allocations")
+        bar.stage("the kernel's sigmoid pass")
         sig = {(dt, n): ro.sigmoid_pass(dt, n) for dt in kdts for n in SIGMOID_N}
         n0, n1 = SIGMOID_N
         res["sigmoid_ns"] = {dt: 1e9 * max(sig[dt, n1] - sig[dt, n0], 1e-12) / (n1 - n0) for dt in kdts}
         res["sigmoid_pass_ns"] = {dt: max(1e9 * sig[dt, n0] - res["sigmoid_ns"][dt] * n0, 0.0) for dt in kdts}
-        res["njit_call_s"], res["njit_arg_s"] = mi.njit_args()
-        res["inner_call_s"], res["inner_arg_s"] = mi.inner_calls()
-        res["alloc_s"] = mi.alloc()
-        bar.tick(4)
         bar.stage("the kernel's per-row epilogue blocks")
         nj17 = res["njit_call_s"] + 16 * res["njit_arg_s"]
 
@@ -151,31 +182,11 @@ def measure(quick: bool = False, log=None, progress: bool = False) -> dict:
                     for th in kthreads:
                         ew.append(("rows", dt, th, H, 1, ro.epilogue_rows(dt, H, th)))
                         bar.tick()
-                    ew.append(("gemm_step", dt, 1, H, EPI_B, ro.epilogue_gemm_step(dt, H, EPI_B, nj17)))
-                    bar.tick()
+                    if not quick:   # --quick: the gemm path's epilogue takes the rows table
+                        ew.append(("gemm_step", dt, 1, H, EPI_B, ro.epilogue_gemm_step(dt, H, EPI_B, nj17)))
+                        bar.tick()
             return ew
         res["elementwise"] = _floor_elementwise(h.in_rounds(elementwise), cores)
-        bar.stage("Python-side pieces of lstm()")
-        res.update(mi.python_pieces())
-        res["check_s"] = ro.check()
-        res.update(ro.wrapper_path())
-        bar.tick(4)
-        bar.stage("read bandwidth per level")
-        dram_ws = max(4 * levels[-1][1], (64 if quick else 512) * 2 ** 20)
-        for name, size, shared in levels + [("DRAM", dram_ws * 2, True)]:
-            for th in threads:
-                # half the level: the sum's array and nothing else; a shared level is split.
-                ws = (size // 2) // (th if shared and name != "DRAM" else 1)
-                if name == "DRAM":
-                    ws = dram_ws // th
-                res["bandwidth"][name, th] = mi.read_bandwidth(ws, th)
-                bar.tick()
-        bar.stage("overheads and transcendentals")
-        res["call_s"] = mi.call_overhead()
-        res["step_s"] = mi.step_overhead()
-        res["parallel_step_s"] = mi.parallel_step_overhead(cores) if cores > 1 else res["step_s"]
-        res["transcendental_ns"] = {dt: 1e9 * mi.transcendental_s(dt) for dt in kdts}
-        bar.tick(4)
     finally:
         bar.close()
     from edgelstm.kernels.plan import config as kc
@@ -183,6 +194,28 @@ def measure(quick: bool = False, log=None, progress: bool = False) -> dict:
     res["caches"] = levels
     res["duration_s"] = time.perf_counter() - t_start
     return res
+
+
+def _compile_aside(dtypes, threads):
+    """A child process that compiles (into Numba's on-disk cache) the wrappers of the
+    kernel's routines routines.py times, or None when it cannot start."""
+    import subprocess
+    import sys
+    code = ("from edgelstm.costmodel.host.routines import compile_all; "
+            f"compile_all({tuple(dtypes)!r}, {tuple(threads)!r})")
+    try:
+        return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        return None
+
+
+def _join(proc):
+    """Wait for the compiling child (what it did not finish compiles here, on first call)."""
+    if proc is not None:
+        try:
+            proc.wait(timeout=300)
+        except Exception:
+            proc.kill()
 
 
 # On a shared machine a figure measured with every thread running can be far below what the
@@ -216,7 +249,8 @@ def host_target(res: dict) -> Target:
     eff = [peak[dt, cores] / (cores * peak[dt, 1]) for dt in DTYPES] if cores > 1 else [1.0]
     memory = []
     for name, size, shared in res["caches"] + [("DRAM", dram_bytes(), True)]:
-        bw1, bwn = bw[name, 1], bw[name, cores]
+        bw1 = bw[name, 1]
+        bwn = bw.get((name, cores), bw1)
         level = MemoryLevel(
             name=name, kind="dram" if name == "DRAM" else "cache", capacity_bytes=size,
             bandwidth_GB_per_s=float(f"{max(bwn, bw1) / 1e9:.4g}"), bandwidth_1thread_GB_per_s=float(f"{bw1 / 1e9:.4g}"),

@@ -197,7 +197,7 @@ class Micro:
             # Many regions in one call, less one region: the cost of a region whose threads
             # are awake (the first region's wake-up, which a loaded machine can stretch to
             # tens of ms, is taken out rather than charged to every step).
-            T = 1000 if self.h.quick else 20000
+            T = 200 if self.h.quick else 20000
             r = self.h.repeats
             return max((best(lambda: _parallel_steps(x, T, threads), r)
                         - best(lambda: _parallel_steps(x, 1, threads), r)) / T, 0.0)
@@ -248,3 +248,24 @@ class Micro:
         return {"py_alloc_s": per(lambda: np.empty((4, 2, 64), np.float32)),
                 "py_view_s": per(lambda: x.reshape(8, 16)),
                 "py_threads_s": per(numba.get_num_threads)}
+
+
+def compile_all(dtypes, threads, parallel_read: bool = True) -> None:
+    """Compile (or load from the cache) the micro-benchmarks above on tiny inputs."""
+    for dt in dtypes:
+        a = np.ones((4, 4), dt)
+        _gemm(a, a, 1)
+        _args1(a), _args16(*([a] * 16))
+    v = np.ones(1024, np.float32)
+    _read(v, 1)
+    if max(threads) > 1:
+        if parallel_read:
+            _read_parallel(np.ones((2, 1024), np.float32), 1)
+        _parallel_steps(np.ones((4, 4)), 2, 2)
+    _empty_call(v, v, v, v)
+    _steps(np.ones((4, 4)), 2)
+    e, ib = np.empty(1024), np.empty(1024, np.int64)
+    _vexp_sigmoid_tanh(v, v.copy(), v.copy(), e, ib, 1)
+    x = np.ones((64, 1))
+    _inner_calls(x, 2, False), _inner_calls(x, 2, True)
+    _allocs(4, 1)

@@ -161,7 +161,9 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
         # A BLAS GEMM per step (np.dot from Python) and a JIT epilogue call over all rows.
         dot = 2 * B * P * G / gemm_flops_per_s(host, dt, host.cores, B, P * G, "dot")
         rows_busy = -(-B // t_all) if plan.epilogue_parallel else B
-        table = None if plan.epilogue_parallel else elementwise_row_s(host, "gemm_step", dt, H, 1)
+        # (a quick calibration has no "gemm_step" table: the rows table's per-row epilogue)
+        table = None if plan.epilogue_parallel else (elementwise_row_s(host, "gemm_step", dt, H, 1)
+                                                     or elementwise_row_s(host, "rows", dt, H, 1))
         epi_row = composed if table is None else table + extra
         out["step_overhead"] = (njit_call_s(p, F.gemm_step_args) + F.gemm_step_views * p.py_view_s
                                 + (host.parallel_step_overhead_s if plan.epilogue_parallel else 0.0))

@@ -81,6 +81,31 @@ def _epi_rows_par(xp, z, c, peep, a, s, ib, hf, whrT, h, y, reps):  # each threa
     return y[0, 0, 0]
 
 
+def compile_all(dtypes, threads) -> None:
+    """Compile (or load from the cache) the kernel-routine wrappers timed below, and the
+    kernel's routines they call, on tiny inputs (calibrate.py runs this in a second process)."""
+    for dt in dtypes:
+        k, G = 8, 32
+        X, W = np.ones((8, k), dt), np.ones((G, k), dt)
+        _gemm_bias(X, W, np.zeros(G, dt), np.empty((8, G), dt))
+        wT, h, act = np.ones((k, G), dt), np.ones((1, k), dt), np.zeros(1, np.int64)
+        _block_gemm(X, W, np.zeros((8, G), dt), 4, 1)
+        _matvec(np.zeros((1, G), dt), wT, h, act, 1)
+        x = np.ones(16, dt)
+        _sigmoid_pass(x, x.copy(), np.empty(16), np.empty(16, np.int64), 16, 1)
+        H = 8
+        xp, c = np.ones((2, 4 * H), dt), np.ones((2, 2, H), dt)
+        args = (np.zeros((3, 1), dt), np.empty((2, 4 * H)), np.empty((2, 4 * H)), np.empty((2, 4 * H), np.int64),
+                np.empty((2, H), dt), np.zeros((1, 1), dt), np.zeros((2, 2, H), dt), np.zeros((2, 2, H), dt))
+        peep, a, s_, ib, hf, whrT, hh, y = args
+        _epi_rows(xp, np.empty((2, 4 * H), dt), c[0], peep, a[0], s_[0], ib[0], hf[0], whrT, hh[0], y[0], 1)
+        if max(threads) > 1:
+            _gemm_bias_parallel(X, W, np.zeros(G, dt), np.empty((8, G), dt))
+            _block_gemm_par(X, W, np.zeros((2, 8, G), dt), 4, 1)
+            _matvec_par(np.zeros((2, 1, G), dt), wT, h, act, 1)
+            _epi_rows_par(xp, np.empty((2, 4 * H), dt), c, peep, a, s_, ib, hf, whrT, hh, y, 1)
+
+
 class Routines:
     """The kernel-routine micro-benchmarks, timed with a Harness."""
 

@@ -223,7 +223,7 @@ def _add_bench(sub):
     p.add_argument("--threads", type=int, default=None, help="Numba threads (default: all cores)")
     p.add_argument("--min-time", type=float, default=None, help="seconds of repeats per configuration")
     p.add_argument("--calibrate", nargs="?", const="quick", choices=("quick", "full"), default=None,
-                   help="calibrate this machine first (quick: about 25 s; full: about 2 min) into "
+                   help="calibrate this machine first (quick: about 15-20 s the first time, a few seconds once compiled; full: a few minutes) into "
                         "OUT/host.toml and predict with that file, so the model and the timings see "
                         "the machine in the same state (on a shared machine it drifts); the host "
                         "file in your cache is left as it is")

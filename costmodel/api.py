@@ -29,7 +29,10 @@ def load_target(name_or_path, generic: bool = False) -> Target:
         return load_generic(name_or_path)
     path = host_target_path()
     if not path.exists():
+        from edgelstm._files import check_writable
         from .host.calibrate import calibrate
+        from .target import HOST_ENV, TargetError
+        check_writable(path, f"host target file (${HOST_ENV} or the default)", error=TargetError)
         print(f"edgelstm: no host calibration at {path}; calibrating this machine now "
               f"(quick mode, about 15 s; `edgelstm calibrate` for the full run)", file=sys.stderr)
         calibrate(quick=True, out=path, progress=sys.stderr.isatty())

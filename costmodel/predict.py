@@ -23,7 +23,9 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Optional, Tuple
 
-from .counts import ACT_BYTES, Counts, check_dtype, count, lstm_layer_macs
+from edgelstm.spec import ModelSpec
+
+from .counts import ACT_BYTES, MAX_LAYER_ROWS, Counts, check_dtype, count, lstm_layer_macs
 from .target import OFF_CHIP, MemoryLevel, Target, TargetError, load_target
 
 IMPLEMENTATIONS = ("fused", "persistent-block", "persistent-grid")
@@ -346,6 +348,15 @@ def check_args(target: Target, dtype: str, hoisted, threads, implementation) -> 
     return min(threads, target.cores)
 
 
+def count_for_prediction(spec, batch: int, seq_len: int, dtype: str) -> Counts:
+    """counts.count, refusing the stacks counts abbreviates (a prediction walks every layer)."""
+    c = count(spec, batch=batch, seq_len=seq_len, dtype=dtype)
+    if any(r.repeat > 1 for r in c.layers):   # counts.MAX_LAYER_ROWS: the model walks every layer
+        raise PredictError(f"spec: predict takes stacks of at most {MAX_LAYER_ROWS} layer-directions, got "
+                           f"{max(s.num_layers * s.num_directions for s in ModelSpec.of(spec).stacks):,}")
+    return c
+
+
 def persistent_block_fits(c: Counts) -> bool:
     """Whether the shipped persistent kernel runs this model: per LSTM row, W_hh (4H x P),
     W_hr (P x H) and the batch's h, c and pre-projection h (B x (P + 2H)) within one
@@ -375,7 +386,7 @@ def predict(spec, target, batch: int = 1, seq_len: int = 1, dtype: str = "float3
     one launch per layer, a grid barrier per step)."""
     target = load_target(target)
     threads = check_args(target, dtype, hoisted, threads, implementation)
-    c = count(spec, batch=batch, seq_len=seq_len, dtype=dtype)
+    c = count_for_prediction(spec, batch, seq_len, dtype)
     notes = []
     if implementation == "persistent-block" and not persistent_block_fits(c):
         notes.append(f"persistent-block: W_hh and the state exceed the kernel's {PERSISTENT_BLOCK_SMEM_BYTES // 1024} KiB "
@@ -383,7 +394,8 @@ def predict(spec, target, batch: int = 1, seq_len: int = 1, dtype: str = "float3
         implementation = "fused"
     c1 = c if seq_len == 1 else count(spec, batch=batch, seq_len=1, dtype=dtype)
     ctx, ctx1 = (context(x, target, hoisted, threads, implementation) for x in (c, c1))
-    return finish(spec, ctx, model(ctx), model(ctx1), notes)
+    pred = finish(spec, ctx, model(ctx), model(ctx1), notes)
+    return pred if target.array is None else _on_array(pred, c, target)
 
 
 def finish(spec, ctx: Context, seq, step, notes=()) -> Prediction:
@@ -422,3 +434,44 @@ def finish(spec, ctx: Context, seq, step, notes=()) -> Prediction:
         state_fits=state_fits, fits=weights_fit and state_fits,
         weight_bytes_per_step=traffic.weight_bytes_per_step, bytes_per_step=traffic.bytes_per_step,
         layers=tuple(terms), notes=tuple(notes))
+    return pred if target.array is None else _on_array(pred, c, target)
+
+
+def _on_array(pred: Prediction, c: Counts, target: Target) -> Prediction:
+    """A target with an [array]: latency and energy from the systolic-array model
+    (costmodel/array.py) instead of the roofline; memory fit as before."""
+    from dataclasses import replace
+    from .array import ArrayError, lstm_cost, merge_tech
+    a = target.array
+    try:
+        r = {k: v[0].item() for k, v in lstm_cost(c, a.designs(target.clock_MHz), merge_tech(a.tech)).items()}
+    except ArrayError as e:
+        raise PredictError(f"{target.name}: {e}") from None
+    hz = target.clock_MHz * 1e6
+    bound = "compute" if r["fits"] else f"memory:{storage_level(target).name}"
+    return replace(pred, latency_s=r["latency_s"], step_latency_s=r["step_latency_s"],
+                   max_step_rate_hz=1.0 / r["step_latency_s"], bound=bound, step_bound=bound,
+                   breakdown={k[7:]: v / hz for k, v in r.items() if k.startswith("cycles_")},
+                   bound_breakdown={bound: r["latency_s"]}, energy_j=r["energy_j"], step_energy_j=r["step_energy_j"],
+                   energy_breakdown={k[7:-2]: v for k, v in r.items() if k.startswith("energy_") and k.endswith("_j")},
+                   notes=pred.notes + (f"systolic array {a.rows}x{a.cols} {a.dataflow}: utilization "
+                                       f"{r['utilization']:.1%}, area {r['area_mm2']:.3g} mm2 (costmodel/array.py)",))
+def _on_array(pred: Prediction, c: Counts, target: Target) -> Prediction:
+    """A target with an [array]: latency and energy from the systolic-array model
+    (costmodel/array.py) instead of the roofline; memory fit as before."""
+    from dataclasses import replace
+    from .array import ArrayError, lstm_cost, merge_tech
+    a = target.array
+    try:
+        r = {k: v[0].item() for k, v in lstm_cost(c, a.designs(target.clock_MHz), merge_tech(a.tech)).items()}
+    except ArrayError as e:
+        raise PredictError(f"{target.name}: {e}") from None
+    hz = target.clock_MHz * 1e6
+    bound = "compute" if r["fits"] else f"memory:{storage_level(target).name}"
+    return replace(pred, latency_s=r["latency_s"], step_latency_s=r["step_latency_s"],
+                   max_step_rate_hz=1.0 / r["step_latency_s"], bound=bound, step_bound=bound,
+                   breakdown={k[7:]: v / hz for k, v in r.items() if k.startswith("cycles_")},
+                   bound_breakdown={bound: r["latency_s"]}, energy_j=r["energy_j"], step_energy_j=r["step_energy_j"],
+                   energy_breakdown={k[7:-2]: v for k, v in r.items() if k.startswith("energy_") and k.endswith("_j")},
+                   notes=pred.notes + (f"systolic array {a.rows}x{a.cols} {a.dataflow}: utilization "
+                                       f"{r['utilization']:.1%}, area {r['area_mm2']:.3g} mm2 (costmodel/array.py)",))

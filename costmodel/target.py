@@ -19,6 +19,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
+from .array import ArrayConfig, ArrayError, parse_array
+
 KINDS = ("mcu", "cpu", "gpu", "accelerator", "host")
 MEMORY_KINDS = ("register", "sram", "cache", "dram", "hbm", "flash")
 ON_CHIP = ("register", "sram", "cache")
@@ -109,6 +111,7 @@ class Target:
     sources: Dict[str, str] = field(default_factory=dict)
     calibration: Dict[str, object] = field(default_factory=dict)  # a measured target's record
     path: str = ""
+    array: Optional[ArrayConfig] = None  # an accelerator's systolic array (costmodel/array.py)
 
     def peak_macs_per_s(self, dtype: str, threads: int = 1) -> float:
         rate = self.macs_per_cycle.get(dtype)
@@ -346,8 +349,13 @@ def parse_target(data: dict, fname: str, path: str = "") -> Target:
     tr.pop("source", None)
     calib = r.raw("calibration", {})
     memory = tuple(MemoryLevel(**m) for m in mem)
+    try:
+        array = parse_array(data["array"], fname) if "array" in data else None
+    except ArrayError as e:
+        raise TargetError(str(e)) from None
     return Target(**top, macs_per_cycle=macs["macs_per_cycle"], memory=memory, **ov, **tr, energy=energy,
-                  sources=sources, calibration=dict(calib) if isinstance(calib, dict) else {}, path=path)
+                  sources=sources, calibration=dict(calib) if isinstance(calib, dict) else {}, path=path,
+                  array=array)
 
 
 def target_document(t: Target) -> dict:
@@ -363,6 +371,8 @@ def target_document(t: Target) -> dict:
     overrides = {k: e for k, e in t.energy.items() if HOROWITZ_2014.get(k) != e}
     if overrides or t.sources.get("energy", HOROWITZ_SOURCE) != HOROWITZ_SOURCE:
         doc["energy"] = write_table({"energy": overrides, "source": t.sources["energy"]}, ENERGY)
+    if t.array is not None:   # array.py's parse_array reads these keys (ArrayConfig's fields)
+        doc["array"] = {k: a for k, a in asdict(t.array).items() if a != {}}
     if t.calibration:
         doc["calibration"] = dict(t.calibration)
     return doc
@@ -389,23 +399,28 @@ def write_target_file(t: Target, path, header: str = "", extra: Optional[dict] =
     return p
 
 
+MAX_TARGET_FILE_BYTES = 4 * 2**20
+
+
 def load_target_file(path) -> Target:
-    p = Path(path)
-    return parse_target(read_document(p), p.name, str(p))
+    """A target TOML file, read with a size limit (a regular file of at most 4 MiB: not
+    /dev/zero); errors name the file's full path and the key."""
+    p = Path(path).absolute()
+    return parse_target(read_document(p), str(p), str(p))
 
 
 def read_document(p: Path) -> dict:
-    """The parsed TOML of a target file; errors name the file."""
+    """The parsed TOML of a target file (bounded read); errors name the file's full path."""
+    from edgelstm._files import read_text
+    p = Path(p).absolute()
     try:
-        text = p.read_text()
+        text = read_text(p, "target file", MAX_TARGET_FILE_BYTES, error=TargetError, fixed_limit=True)
     except FileNotFoundError:
         raise TargetError(f"{p}: no such target file") from None
-    except OSError as e:
-        raise TargetError(f"{p}: cannot read ({e.strerror})") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise TargetError(f"{p.name}: not valid TOML ({e})") from None
+        raise TargetError(f"{p}: not valid TOML ({e})") from None
     return data
 
 

@@ -13,10 +13,15 @@ _LAZY = {
     "load_target": ".costmodel.api", "list_targets": ".costmodel.target", "Target": ".costmodel.target",
     "calibrate": ".costmodel.host.calibrate",
     "load_model": ".importers", "Model": ".model",
+    "quantize": ".tflite", "export_tflite": ".tflite",
+    "count_int8_lstm": ".costmodel.counts", "Int8LSTMCounts": ".costmodel.counts",
 }
 
 
 def __getattr__(name):
+    if name == "explore":  # the design-study module (edgelstm/explore.py)
+        import importlib
+        return importlib.import_module(".explore", __name__)
     if name in _LAZY:
         import importlib
         value = getattr(importlib.import_module(_LAZY[name], __name__), name)

@@ -1,11 +1,14 @@
-"""The `edgelstm` command: size, targets, calibrate, bench.
+"""The `edgelstm` command: size, targets, calibrate, bench, explore.
 
 Bad input gets one line on stderr and exit code 2, never a traceback.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
+import os
 import sys
 import time
 
@@ -24,6 +27,22 @@ class _Parser(argparse.ArgumentParser):
 
 
 # -- formatting --------------------------------------------------------------------------
+def _finite(v):
+    """JSON has no Infinity or NaN: a float figure that overflowed (absurd sizes) is null."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    return v
+
+
+def dumps(obj, **kw) -> str:
+    """json.dumps that never writes Infinity or NaN (they become null)."""
+    return json.dumps(_finite(obj), allow_nan=False, **kw)
+
+
 def human(n: float, unit: str = "") -> str:
     """1234567 -> '1.23 M'. Exact integers are in --json; tables are for reading."""
     for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
@@ -55,7 +74,7 @@ def _add_size(sub):
     p.add_argument("--example", help="a worked example of the seed articles instead of sizes "
                                       "(demystify, keras-640, kws, sentiment, seq2seq, sample2, sample3)")
     p.add_argument("--model", metavar="FILE", help="a model file instead of sizes: .onnx, .keras, "
-                                                    "Keras model .json")
+                                                    "Keras model .json, .tflite")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--seq-len", type=int, default=1)
     p.add_argument("--dtype", default="float32",
@@ -90,7 +109,7 @@ def spec_from_args(args):
 
 
 def size_report(c) -> str:
-    rows = [(l.name, l.input_size, l.hidden_size or "", l.out_size, f"{l.params_total:,}",
+    rows = [(l.name + (f" (x{l.repeat:,})" if l.repeat > 1 else ""), l.input_size, l.hidden_size or "", l.out_size, f"{l.params_total:,}",
              human(l.weight_bytes, "B"), human(l.macs_per_step), human(l.flops_per_step))
             for l in c.layers]
     rows.append(("total", "", "", "", f"{c.params:,}", human(c.weight_bytes, "B"),
@@ -111,9 +130,34 @@ def size_report(c) -> str:
     return "\n".join(out)
 
 
+def _tflite_int8_counts(args):
+    """For `size --model m.tflite`: take batch, seq_len and dtype from the file (unless given), and the
+    integer operations of TFLM's int8 kernel when the LSTM is int8. -> Int8LSTMCounts or None."""
+    if not str(getattr(args, "model", "") or "").lower().endswith(".tflite"):
+        return None
+    from .costmodel.counts import count_int8_lstm
+    from .importers import load_model
+    m = load_model(args.model)
+    if args.batch == 1 and args.seq_len == 1:
+        args.batch, args.seq_len = m.batch, m.seq_len
+    if not any(hasattr(layer, "w_x") for layer in m.lstms):
+        return None
+    if args.dtype == "float32":
+        args.dtype = "int8"
+    return count_int8_lstm(m.spec, batch=args.batch, seq_len=args.seq_len)
+
+
+def int8_report(n) -> str:
+    return (f"int8 kernel (TFLM's integer LSTM) per sequence: {n.macs:,} MACs, {n.requantizations:,} "
+            f"requantizations, {n.lut_lookups:,} table look-ups, {n.saturating_adds:,} saturating adds; "
+            f"RAM: state {n.state_bytes:,} B, scratch {n.scratch_bytes:,} B, input and output sequences "
+            f"{n.io_bytes:,} B")
+
+
 def cmd_size(args) -> int:
     from .costmodel.counts import count
     spec = spec_from_args(args)
+    int8 = _tflite_int8_counts(args)
     c = count(spec, batch=args.batch, seq_len=args.seq_len, dtype=args.dtype, convention=args.convention)
     preds = []
     if args.target:
@@ -123,9 +167,13 @@ def cmd_size(args) -> int:
         d = c.to_dict()
         if args.target:
             d["predictions"] = [p.to_dict() for p in preds]
-        print(json.dumps(d, indent=2))
+        if int8 is not None:
+            d["int8_ops"] = dataclasses.asdict(int8)
+        print(dumps(d, indent=2))
     else:
         print(size_report(c))
+        if int8 is not None:
+            print(int8_report(int8))
         if preds:
             print("\n" + predictions_report(preds))
     return 0
@@ -172,7 +220,7 @@ def cmd_targets(args) -> int:
                      human(2 * peak, "FLOP/s"), " / ".join(f"{m.name} {human(m.capacity_bytes, 'B')}" for m in t.memory)))
         items.append(dict(t.to_dict(), name=name, calibrated=True))
     if args.json:
-        print(json.dumps({"targets": items}, indent=2))
+        print(dumps({"targets": items}, indent=2, default=str))
     else:
         print(table(("target", "kind", "clock", "dtypes", "peak", "memory"), rows))
     return 0
@@ -181,8 +229,8 @@ def cmd_targets(args) -> int:
 # -- calibrate ---------------------------------------------------------------------------
 def _add_calibrate(sub):
     p = sub.add_parser("calibrate", help="measure this machine and write the host target file")
-    p.add_argument("--quick", action="store_true", help="fewer points and repetitions: about 15 s once compiled "
-                                                         "(a first run also compiles the micro-benchmarks)")
+    p.add_argument("--quick", action="store_true", help="fewer points and repetitions: a few seconds once "
+                                                         "compiled (a first run also compiles the micro-benchmarks)")
     p.add_argument("--out", metavar="PATH", help="where to write (default $EDGELSTM_HOST_TARGET or "
                                                   "~/.cache/edgelstm/host.toml)")
     p.add_argument("--json", action="store_true", help="print the written target as JSON")
@@ -190,12 +238,15 @@ def _add_calibrate(sub):
 
 
 def cmd_calibrate(args) -> int:
+    from ._files import check_writable
     from .costmodel.host.calibrate import calibrate
-    from .costmodel.target import load_target_file
+    from .costmodel.target import host_target_path, load_target_file
+    # Checked before a minute of measuring, not when the file is written.
+    check_writable(args.out or host_target_path(), "host target file", error=UsageError)
     path = calibrate(quick=args.quick, out=args.out, progress=not args.json)
     t = load_target_file(path)
     if args.json:
-        print(json.dumps(dict(t.to_dict(), calibration=t.calibration), indent=2, default=str))
+        print(dumps(dict(t.to_dict(), calibration=t.calibration), indent=2, default=str))
         return 0
     cal = t.calibration
     print(f"wrote {path} ({cal.get('cpu_model')}, {cal.get('duration_s')} s)")
@@ -219,6 +270,8 @@ def _add_bench(sub):
                    help="a configuration, e.g. hidden_size=128,batch=1|8,seq_len=100,dtype=float32 "
                         "(| gives several values; repeatable)")
     p.add_argument("--grid", help="a JSON or TOML file with 'configs' and/or 'axes'")
+    p.add_argument("--max-configs", type=int, default=None,
+                   help="refuse a grid larger than this (default $EDGELSTM_MAX_CONFIGS or 10000)")
     p.add_argument("--out", default="bench-results", help="directory for results.json, results.md and plots")
     p.add_argument("--threads", type=int, default=None, help="Numba threads (default: all cores)")
     p.add_argument("--min-time", type=float, default=None, help="seconds of repeats per configuration")
@@ -232,6 +285,18 @@ def _add_bench(sub):
     p.set_defaults(func=cmd_bench)
 
 
+def _check_bench_outputs(args) -> None:
+    """Everything bench will write, checked before the sweep (minutes) rather than after:
+    the --out directory, and the host target file when a first run calibrates into it."""
+    from ._files import check_writable
+    from .costmodel.target import HOST_ENV, host_target_path
+    check_writable(args.out, "bench --out directory", error=UsageError, is_dir=True)
+    if not args.calibrate:
+        host = host_target_path()
+        if not host.exists():
+            check_writable(host, f"host target file (${HOST_ENV} or the default)", error=UsageError)
+
+
 def cmd_bench(args) -> int:
     import os
     from . import sweep
@@ -241,11 +306,13 @@ def cmd_bench(args) -> int:
         raise UsageError(f"bench: --min-time: expected a positive number of seconds, got {args.min_time}")
     configs = []
     for text in args.spec:
-        configs += sweep.parse_spec_string(text)
+        configs += sweep.parse_spec_string(text, args.max_configs)
     if args.grid:
-        configs += sweep.load_grid(args.grid)
+        configs += sweep.load_grid(args.grid, args.max_configs)
     if not configs:
         configs = sweep.default_grid(quick=args.quick)
+    sweep.check_sizes(configs)
+    _check_bench_outputs(args)
     plots = not args.no_plots
     if plots:
         try:
@@ -275,11 +342,112 @@ def cmd_bench(args) -> int:
     machine = sweep.machine_info(threads, target)
     paths = sweep.write_reports(results, machine, args.out, target=target, plots=plots)
     if args.json:
-        print(json.dumps(sweep.to_json(results, machine), indent=2))
+        print(dumps(sweep.to_json(results, machine), indent=2))
     else:
         print(sweep.to_markdown(results, machine))
         print("wrote " + ", ".join(str(p) for p in paths) + f" in {time.perf_counter() - t0:.0f} s")
     print(sweep.summary_line(sweep.summarize(results)), file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+# -- explore -------------------------------------------------------------------------------
+def _add_explore(sub):
+    p = sub.add_parser("explore", help="sweep systolic-array accelerator designs for an LSTM: "
+                                       "Pareto front, CSV/JSON and plots (docs/design-study.md)")
+    p.add_argument("--grid", required=True, metavar="FILE",
+                   help="TOML grid: a list of values per design key, optional [budget] table")
+    g = p.add_argument_group("the LSTM (LSTMSpec fields), or --model / --example as in `size`")
+    g.add_argument("--input-size", type=int)
+    g.add_argument("--hidden-size", type=int)
+    g.add_argument("--num-layers", type=int, default=1)
+    g.add_argument("--bidirectional", action="store_true")
+    g.add_argument("--proj-size", type=int, default=0)
+    g.add_argument("--bias", default="pytorch")
+    g.add_argument("--peephole", action="store_true")
+    p.add_argument("--model", metavar="FILE")
+    p.add_argument("--example")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--seq-len", type=int, default=1)
+    p.add_argument("--dtype", default="int8", help="int8, int4, float16, bfloat16, float32")
+    b = p.add_argument_group("budget (overrides the grid file's [budget])")
+    b.add_argument("--rate-hz", type=float, help="steps per second: the step deadline and the power's duty cycle")
+    b.add_argument("--step-deadline-s", type=float)
+    b.add_argument("--power-w", type=float)
+    b.add_argument("--area-mm2", type=float)
+    p.add_argument("--objectives", default="step_latency_s,step_energy_j,area_mm2",
+                   help="comma-separated result keys for the Pareto front")
+    p.add_argument("--out", default="explore-results", metavar="DIR")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--json", action="store_true", help="the summary as one JSON object on stdout")
+    p.set_defaults(func=cmd_explore)
+
+
+def cmd_explore(args) -> int:
+    from pathlib import Path
+    from . import explore as ex
+    try:
+        spec = spec_from_args(args)
+    except UsageError as e:
+        raise UsageError(str(e).replace("size:", "explore:", 1)) from None
+    objectives = tuple(o.strip() for o in args.objectives.split(",") if o.strip())
+    bad = [o for o in objectives if o not in ex.OBJECTIVES]
+    if bad or not objectives:
+        raise UsageError(f"explore: --objectives: expected comma-separated keys among {', '.join(ex.OBJECTIVES)}, "
+                         f"got {args.objectives!r}")
+    values, budget = ex.load_grid(args.grid)
+    for k in ex.BUDGET_KEYS:
+        if getattr(args, k) is not None:
+            budget[k] = getattr(args, k)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    designs = ex.grid(**values)
+    n = len(designs["rows"])
+    t0 = time.perf_counter()
+    shown = [False]
+
+    def progress(done, total):  # a bar on stderr once the sweep has taken more than a second
+        if time.perf_counter() - t0 > 1.0 or shown[0]:
+            shown[0] = True
+            bar = "#" * int(30 * done / total)
+            print(f"\rexplore: [{bar:<30}] {done:,}/{total:,} designs", end="", file=sys.stderr, flush=True)
+
+    result = ex.sweep_chunked(spec, designs, batch=args.batch, seq_len=args.seq_len, dtype=args.dtype,
+                              progress=progress)
+    if shown[0]:
+        print(file=sys.stderr)
+    elapsed = time.perf_counter() - t0
+    ok = ex.constraints(result, **budget)
+    front = ex.pareto(result, objectives=objectives, where=ok)
+    ex.write_csv(out / "front.csv", designs, result, front)
+    written = [out / "front.csv"]
+    if n <= ex.CSV_ALL_MAX:
+        ex.write_csv(out / "designs.csv", designs, result, range(n))
+        written.append(out / "designs.csv")
+    summary = {"spec": str(spec), "batch": args.batch, "seq_len": args.seq_len, "dtype": args.dtype,
+               "grid": values, "budget": budget, "objectives": list(objectives), "designs": n,
+               "within_budget": int(ok.sum()), "sweep_s": elapsed, "designs_per_s": n / elapsed,
+               "front": list(ex._rows(designs, result, front))}
+    (out / "explore.json").write_text(dumps(summary, indent=2))
+    written.append(out / "explore.json")
+    if not args.no_plots:
+        try:
+            written += ex.plot_study(out, designs, result, ok, front, objectives,
+                                     title=f"E={getattr(spec, 'input_size', '')} H={getattr(spec, 'hidden_size', '')} {args.dtype}, {n:,} designs")
+        except ImportError:
+            print("explore: matplotlib is not installed (pip install 'edgelstm[plot]'): no plots", file=sys.stderr)
+    if args.json:
+        print(dumps(summary, indent=2))
+        return 0
+    print(f"{spec}: {n:,} designs in {elapsed:.2f} s ({n / elapsed / 1e6:.2f} M/s); "
+          f"{int(ok.sum()):,} within budget {budget or '(none)'}; Pareto front over {', '.join(objectives)}:")
+    rows = [(f"{r['rows']}x{r['cols']} {r['dataflow']}", f"{r['ifmap_sram_kB']:g}/{r['filter_sram_kB']:g}/{r['ofmap_sram_kB']:g}",
+             f"{r['dram_words_per_cycle']:g}", f"{r['clock_MHz']:g}", small(r["step_latency_s"], "s"),
+             small(r["step_energy_j"], "J"), f"{r['area_mm2']:.3g}", f"{r['utilization']:.1%}")
+            for r in summary["front"][:20]]
+    print(table(("array", "SRAM KiB i/f/o", "DRAM w/c", "MHz", "step", "step energy", "mm2", "util"), rows))
+    if len(summary["front"]) > 20:
+        print(f"... {len(summary['front']) - 20} more in {out / 'front.csv'}")
+    print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
 
@@ -291,6 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_targets(sub)
     _add_calibrate(sub)
     _add_bench(sub)
+    _add_explore(sub)
     return parser
 
 
@@ -300,12 +469,19 @@ def main(argv=None) -> int:
         return args.func(args)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
-    except (SpecError, ValueError, KeyError, FileNotFoundError, PermissionError, IsADirectoryError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"error: {msg}", file=sys.stderr)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
     except BrokenPipeError:  # `edgelstm size ... | head`: the reader left; say nothing
         sys.stderr.close()
         return 0
+    except (SpecError, ValueError, KeyError, OSError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        if isinstance(e, OSError) and not str(e).startswith(("/", "error")) and e.filename:
+            msg = f"{e.filename}: {e.strerror or e}"
+        print(f"error: {' '.join(str(msg).split())}", file=sys.stderr)
+    except OverflowError as e:   # sizes whose figures exceed a float (10**154 units and up)
+        print(f"error: the sizes given are too large for the cost model's floating-point figures ({e})",
+              file=sys.stderr)
+    except RecursionError:
+        print("error: input nested too deeply", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
     return EXIT_USAGE

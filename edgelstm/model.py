@@ -41,12 +41,7 @@ from .weights import LSTMWeights, frozen_copy
 HEAD_ACTIVATIONS = ("linear", "softmax", "sigmoid", "tanh", "relu")
 
 
-class ModelFileError(ValueError):
-    """A model file or module edgelstm cannot read: the message names it and what was wrong."""
-
-
-class UnsupportedModelError(ModelFileError):
-    """A model that is well formed but uses something edgelstm does not run."""
+from .errors import ModelFileError, UnsupportedModelError  # noqa: F401  (re-exported: their home was here)
 
 
 @dataclass(frozen=True)

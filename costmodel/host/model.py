@@ -16,8 +16,8 @@ from typing import Optional
 from edgelstm.kernels.plan import FACTS, CPUConfig, config as kernel_config, plan_layer
 
 from ..counts import ACT_BYTES, count
-from ..predict import (Context, Prediction, RowCost, _flags, check_args, context, finish, model,
-                       place_activations, place_weights, roofline_row)
+from ..predict import (Context, Prediction, RowCost, _flags, check_args, context, count_for_prediction, finish,
+                       model, place_activations, place_weights, roofline_row)
 from ..target import TargetError
 from .profile import HostProfile, HostTarget, KERNEL_DTYPES
 
@@ -231,7 +231,7 @@ def predict_host(spec, host: HostTarget, batch: int = 1, seq_len: int = 1, dtype
     """Latency, bound, energy and fit of `spec` run by kernels/cpu.py on this machine.
     cfg: the kernel's tunables (default: the live kernels.plan.config)."""
     threads = check_args(host, dtype, hoisted, threads, implementation)
-    c = count(spec, batch=batch, seq_len=seq_len, dtype=dtype)
+    c = count_for_prediction(spec, batch, seq_len, dtype)
     c1 = c if seq_len == 1 else count(spec, batch=batch, seq_len=1, dtype=dtype)
     ctxs = [context(x, host, hoisted, threads, implementation) for x in (c, c1)]
     if not kernel_runs(host, dtype, hoisted, implementation):

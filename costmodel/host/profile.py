@@ -141,10 +141,10 @@ def profile_document(p: HostProfile) -> dict:
 
 
 def load_host_file(path) -> HostTarget:
-    p = Path(path)
+    p = Path(path).absolute()
     data = read_document(p)
-    t = parse_target(data, p.name, str(p))
-    return HostTarget(**{f.name: getattr(t, f.name) for f in fields(Target)}, profile=parse_profile(data, p.name))
+    t = parse_target(data, str(p), str(p))
+    return HostTarget(**{f.name: getattr(t, f.name) for f in fields(Target)}, profile=parse_profile(data, str(p)))
 
 
 def write_host_file(t: Target, profile: HostProfile, path) -> Path:

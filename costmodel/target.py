@@ -313,6 +313,11 @@ MEMORY = Table("memory", (
     Key("energy_pJ_per_byte", "number", _energy_default),
     Key("shared", "boolean", True), Key("persistent", "boolean", True)), array=True)
 SCHEMA = (TOP, MACS, OVERHEAD, TRANSCENDENTAL, MEMORY, ENERGY)   # the file, in order
+# Every top-level key a target file may have: the schema's, a measured target's record, an
+# accelerator's [array] (array.py) and a measured host's [host] profile (host/profile.py).
+TOP_KEYS = tuple(k.key for k in TOP.keys) + ("source",) + tuple(t.name for t in SCHEMA if t.name) + (
+    "calibration", "array", "host")
+OLD_HOST_KEYS = ("gemm", "elementwise", "kernel")   # host files before the [host] profile
 
 
 def _read(r: "_Reader", table: Table):
@@ -337,6 +342,11 @@ def parse_target(data: dict, fname: str, path: str = "") -> Target:
     """A Target from a parsed TOML document; `fname` names the file in errors. Tables the
     schema does not describe (a measured host's [host] profile) are left to their readers."""
     r = _Reader(fname, data)
+    for key in data:
+        if key not in TOP_KEYS:
+            hint = (" (a host file written by an older edgelstm: run `edgelstm calibrate` again)"
+                    if key in OLD_HOST_KEYS else "")
+            raise r._err(key, f"not a key of a target file (known: {', '.join(TOP_KEYS)}){hint}")
     top, macs, ov, tr, mem, en = (_read(r, t) for t in SCHEMA)
     if not macs["macs_per_cycle"]:
         raise r._err("macs_per_cycle", "expected at least one dtype")

@@ -3,13 +3,15 @@ roofline (predict.py, for any target) and the model of edgelstm's CPU kernel on 
 machine (host/, for `host`)."""
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 from typing import Optional
 
 from .host.model import predict_host
 from .host.profile import HostTarget, load_host_file
 from .predict import Prediction, predict as predict_roofline
-from .target import Target, host_target_path, load_target as load_generic
+from .target import Target, host_target_path, load_target as load_generic, read_document
 
 __all__ = ["load_target", "predict", "Prediction", "Target", "HostTarget"]
 
@@ -20,12 +22,16 @@ def load_target(name_or_path, generic: bool = False) -> Target:
     `host` is this machine, from `edgelstm calibrate` (run here in quick mode, with a note on
     stderr, when there is no file yet): a HostTarget, whose predictions follow the CPU
     kernel (costmodel/host), or with generic=True a plain Target (peak, bandwidth per level,
-    overheads) that predict() runs the generic roofline on, as for any catalog target."""
+    overheads) that predict() runs the generic roofline on, as for any catalog target. The
+    path of a host file (one with a [host] table) loads as `host` does."""
     if isinstance(name_or_path, Target):
         if generic and isinstance(name_or_path, HostTarget):
             return name_or_path.generic()
         return name_or_path
-    if str(name_or_path) != "host":
+    s = str(name_or_path)
+    if s != "host":
+        if not generic and (s.endswith(".toml") or os.sep in s) and "host" in read_document(Path(s)):
+            return load_host_file(s)      # a host file given by its path: the same as "host"
         return load_generic(name_or_path)
     path = host_target_path()
     if not path.exists():

@@ -77,6 +77,7 @@ def test_generic_host_is_a_plain_target_and_gets_the_roofline(host, monkeypatch)
     spec = LSTMSpec(64, 64)
     assert predict(spec, g, batch=4, seq_len=20) == roofline(spec, g, batch=4, seq_len=20)
     assert predict(spec, "host", batch=4, seq_len=20) == predict(spec, t, batch=4, seq_len=20)
+    assert predict(spec, str(path), batch=4, seq_len=20) == predict(spec, t, batch=4, seq_len=20)  # by its path
     assert predict(spec, t, batch=4, seq_len=20).latency_s != roofline(spec, g, batch=4, seq_len=20).latency_s
 
 

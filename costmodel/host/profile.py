@@ -7,7 +7,7 @@ profile below (what `predict_host` reads). Both are read and written from one sc
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 

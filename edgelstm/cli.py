@@ -203,7 +203,7 @@ def _add_targets(sub):
 
 
 def cmd_targets(args) -> int:
-    from .costmodel.target import host_target_path, list_targets, load_target
+    from .costmodel.target import TargetError, host_target_path, list_targets, load_target
     rows, items = [], []
     for name in list_targets():
         if name == "host":
@@ -212,7 +212,12 @@ def cmd_targets(args) -> int:
                 rows.append(("host", "this machine", "", "", "", f"not calibrated yet ({path})"))
                 items.append({"name": "host", "path": str(path), "calibrated": False})
                 continue
-            t = load_target(path)
+            try:
+                t = load_target(path)
+            except TargetError as e:   # an unreadable or older host file: listed, not fatal
+                rows.append(("host", "this machine", "", "", "", f"unusable: {e}"))
+                items.append({"name": "host", "path": str(path), "calibrated": False, "error": str(e)})
+                continue
         else:
             t = load_target(name)
         peak = max(t.peak_macs_per_s(dt, t.cores) for dt in t.macs_per_cycle)

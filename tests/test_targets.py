@@ -182,3 +182,17 @@ def test_host_profile_errors_name_the_key(tmp_path):
     bad = HOSTY.replace('routine = "dot"', 'routine = "magic"', 1)
     with pytest.raises(TargetError, match=r"host\.gemm\[0\]\.routine: expected one of dot, own, block, matvec"):
         load_host_file(write(tmp_path, bad, "hosty.toml"))
+
+
+def test_cli_targets_lists_an_older_host_file_as_unusable(tmp_path, monkeypatch, capsys):
+    """A host file from before the [host] profile (top-level [[gemm]], [kernel]) does not stop
+    `edgelstm targets`: the host row says what is wrong and what to do."""
+    import json
+    from edgelstm.cli import main
+    old = write(tmp_path, GOOD.replace('name = "toy"', 'name = "host"') + "[kernel]\ngemm_min_batch = 32\n", "host.toml")
+    monkeypatch.setenv("EDGELSTM_HOST_TARGET", str(old))
+    assert main(["targets", "--json"]) == 0
+    host = [t for t in json.loads(capsys.readouterr().out)["targets"] if t["name"] == "host"][0]
+    assert host["calibrated"] is False and "run `edgelstm calibrate` again" in host["error"]
+    assert main(["size", "--input-size", "8", "--hidden-size", "8", "--target", "host"]) == 2
+    assert "run `edgelstm calibrate` again" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """edgelstm: what an LSTM costs on real hardware, and how fast it really runs."""
 from .spec import DenseSpec, EmbeddingSpec, LSTMSpec, ModelSpec, SpecError
 from .weights import LayerWeights, LSTMWeights, WeightsError
+from . import convert as _convert  # noqa: F401  (registers LSTMWeights.from_torch/from_keras/from_onnx)
 from .costmodel.counts import CountError, Counts, count, count_grid
 
 __version__ = "0.1.0"

@@ -47,53 +47,8 @@ from .rowops import FASTMATH, FASTMATH_DOT, _axpy_rows, _epilogue, _sig, _tanh, 
 # raises, and that branch stops LLVM from vectorizing the epilogue.
 
 
-@dataclass
-class CPUConfig:
-    """Tunables, read at call time (change `edgelstm.kernels.cpu.config`)."""
-    # The hoisted input projection uses BLAS only on the gemm path: a threaded BLAS call next
-    # to Numba's own threads leaves both pools spinning for two cores (8 ms stalls measured).
-    parallel_projection_min_macs: int = 1 << 22   # Numba GEMM threaded from this size
-    gemm_min_batch: int = 32        # batch >= this: one BLAS GEMM per step instead of matvecs
-    max_rows_per_block: int = 8     # rows sharing one pass over W_hh in the rows kernel
-    parallel_epilogue_min_elements: int = 1 << 20   # B*H from this: gemm-path epilogue threaded
-    # One block of rows (B=1) runs the serial rows variant unless the sequence has at least this
-    # many steps; the parallel variant (a prange of one iteration) wakes the whole thread team
-    # and joins it, and when another process keeps a core busy that join waits for a time slice:
-    # 8.0 ms against 0.2 ms serially for B=1 H=64 T=100 on the shared 2-core machine. With the
-    # float32 epilogue the serial variant is as fast as the parallel one when idle. Off by default.
-    parallel_single_block_min_steps: int = 1 << 62
-    # The hoisted projection takes the axpy form (rows of W_ih^T, 4 output rows sharing each
-    # load) while 4 output rows of D*4H fit in this many bytes (L1-resident), the dot form
-    # above: measured (T=100, float32) 35 vs 79 µs at E=40 4H=256; 914 vs 379 µs at E=128 4H=1024.
-    projection_axpy_max_bytes: int = 16384
-    # Two independent tasks of one block (the two directions of a layer; the two halves of the
-    # hoisted projection) run on two cores (guard.run_two) from this many MACs per task: below
-    # it the helper thread's wake-up (tens of µs) costs more than the half it saves.
-    two_core_min_macs: int = 1 << 20
-    # B=1, one direction, no projection: the two-thread team (team.py) from this hidden size.
-    # Off by default: on the shared 2-core machine it was measured (load average 9-10) only
-    # slower: H=64 T=100 0.65 ms at best against 0.13 ms serially; a bare barrier crossing
-    # (bench/bench_kernels.py::test_barrier_crossing) took 2-170 µs there, where the team needs
-    # well under 1 µs per step to win. Its fallback keeps it near the serial time when enabled.
-    team_min_hidden: int = 1 << 62
-    team_claim_spins: int = 20000     # pauses the caller waits for the helper to claim the team
-    team_spin_limit: int = 2000       # pauses before a waiting team thread yields its core
-    team_max_yields: int = 200000     # then the team aborts and the layer is recomputed serially
-    # After a team call that yielded on more than 1/8 of its steps, or could not start, the
-    # next calls run serially for this long (a core is busy elsewhere), then the team is tried again.
-    team_backoff_s: float = 0.2
-    # Large batch without projection: both GEMMs are edgelstm's own (_gemm_rowblocks), split in
-    # two halves over guard.run_two; with a projection, BLAS (np.dot) and the row epilogue.
-    # B=1, one direction: the helper computes chunks of this many steps of the input projection
-    # while the caller runs the recurrence (whichever claims a chunk first computes it).
-    pipeline_chunk_steps: int = 16
-    pipeline_min_macs: int = 1 << 22   # from this many projection MACs per layer (see _pipelined_eligible)
-    gemm_row_block: int = 64          # rows of X per pass over W (64 x 1024 float32 = 256 KB, L2)
-    # (B=64, H=1024 measured no faster threaded: the per-step GEMM dominates, and every
-    # parallel region is a join that a loaded machine can stretch by a time slice)
-
-
-config = CPUConfig()
+# Tunables and the choice of path live in kernels/plan.py, read by the host cost model too.
+from .plan import CPUConfig, config, plan_layer  # noqa: E402,F401  (cpu.config is the public handle)
 
 def _jit_variant(impl, suffix, **options):
     """njit a copy of `impl` under its own name. Numba's on-disk cache keys a function by
@@ -407,15 +362,6 @@ def _layer_one_pipelined(x2, wih, wihT, bias, use_axpy, chunk, sync, spin_limit,
 _pipe_state = {"serial_until": 0.0, "runs": 0, "fallbacks": 0}
 
 
-def _pipelined_eligible(B, D, T, use_gemm, projection_macs) -> bool:
-    """Measured (B=1 T=100 float32, interleaved medians, loaded machine): H=256 2 layers
-    4.72 ms pipelined vs 5.39 ms plain (projections of 13M and 26M MACs); H=64 E=40
-    0.204 vs 0.169 ms (1M MACs: the helper's wake-up and the chunk hand-offs cost more)."""
-    return (B == 1 and D == 1 and not use_gemm and T >= 2 * config.pipeline_chunk_steps
-            and projection_macs >= config.pipeline_min_macs
-            and numba.get_num_threads() > 1 and time.monotonic() >= _pipe_state["serial_until"])
-
-
 def _layer_pipelined(x2, pk, xp, lens, hd, cd, y, spec):
     """One unidirectional layer at B=1 with its projection chunks shared with the helper
     thread (see _layer_one_pipelined). Falls back to the plain order from saved state if the
@@ -473,7 +419,7 @@ _epilogue_gemm_step_serial = _jit_variant(_epilogue_gemm_step_impl, "_serial", f
 
 
 def _layer_gemm(xp, g_off, whhT, whrT, peep, has_proj, has_peep, lengths, reverse, h, c, y, y_off,
-                may_parallel=True):
+                parallel=False):
     """One layer and direction, gemm path: same contract as `_layer_rows`."""
     T, B = xp.shape[0], xp.shape[1]
     G = whhT.shape[1]
@@ -483,7 +429,6 @@ def _layer_gemm(xp, g_off, whhT, whrT, peep, has_proj, has_peep, lengths, revers
     s = np.empty((B, G), dtype=xp.dtype)
     ibuf = np.empty((B, G), dtype=xp.dtype)
     hf = np.empty((B, H), dtype=xp.dtype)
-    parallel = may_parallel and B * H >= config.parallel_epilogue_min_elements
     epilogue = _epilogue_gemm_step if parallel else _epilogue_gemm_step_serial
     with guard.parallel_lock() if parallel else guard.NULL_LOCK:
         for step in range(T):
@@ -630,48 +575,39 @@ def packed_layers(weights) -> tuple:
     return weights.packed("cpu-v3", _pack)
 
 
-def _rows_call(may_parallel):
-    return _layer_rows if may_parallel else _layer_rows_serial
-
-
-def _projection_serial(x2, pk, xp2):
-    if 4 * pk.wihT.shape[1] * pk.wihT.itemsize <= config.projection_axpy_max_bytes:
+def _projection_serial(x2, pk, xp2, large=False):
+    """One thread: the row-blocked GEMM for a large batch (W streamed once per row block), else
+    the axpy form while 4 output rows fit L1, else the 4x4 dot form."""
+    if large:
+        _gemm_rowblocks(x2, pk.wih, pk.bias, xp2, config.gemm_row_block)
+    elif 4 * pk.wihT.shape[1] * pk.wihT.itemsize <= config.projection_axpy_max_bytes:
         _gemm_bias_axpy(x2, pk.wihT, pk.bias, xp2)
     else:
         _gemm_bias(x2, pk.wih, pk.bias, xp2)
 
 
-def _projection(x2, pk, xp2, use_gemm, one_block, may_parallel):
+def _projection(x2, pk, xp2, kind, large=False):
     """The hoisted input projection xp2 = x2 W_ih^T + bias: one GEMM over all T*B rows and
-    both directions. Large batch: edgelstm's row-blocked GEMM, two halves of the rows through
-    guard.run_two (no Numba team, no BLAS pool). One block of rows: two halves
-    of the rows on two cores through guard.run_two when big enough (no team join that a busy
-    core can stall). Several blocks: the prange GEMM when big enough, the serial one below."""
-    N, E_l = x2.shape
-    macs = N * E_l * xp2.shape[1]
-    if use_gemm:
+    both directions, in the form plan_layer chose (`kind`): "own_halves" splits the rows in two
+    halves over guard.run_two (the large-batch row-blocked GEMM, or the small forms), "blas" is
+    np.dot, "own_parallel" the prange GEMM, "own_serial" one thread. No Numba team for the
+    first two: a join that a busy core can stall."""
+    N = x2.shape[0]
+    if kind == "own_halves":
         half = (N // 2 + 3) // 4 * 4
-        rb = config.gemm_row_block
-        guard.run_two(lambda: _gemm_rowblocks(x2[:half], pk.wih, pk.bias, xp2[:half], rb),
-                      lambda: _gemm_rowblocks(x2[half:], pk.wih, pk.bias, xp2[half:], rb))
-    elif one_block:
-        half = N // 2
-        guard.run_two(lambda: _projection_serial(x2[:half], pk, xp2[:half]),
-                      lambda: _projection_serial(x2[half:], pk, xp2[half:]),
-                      parallel=half >= 4 and macs >= 2 * config.two_core_min_macs)
-    elif may_parallel and macs >= config.parallel_projection_min_macs:
+        guard.run_two(lambda: _projection_serial(x2[:half], pk, xp2[:half], large),
+                      lambda: _projection_serial(x2[half:], pk, xp2[half:], large))
+    elif kind == "blas":
+        np.dot(x2, pk.wih.T, out=xp2)
+        xp2 += pk.bias
+    elif kind == "own_parallel":
         with guard.parallel_lock():
             _gemm_bias_parallel(x2, pk.wih, pk.bias, xp2)
     else:
-        _projection_serial(x2, pk, xp2)
+        _projection_serial(x2, pk, xp2, large)
 
 
 _team_state = {"serial_until": 0.0, "runs": 0, "fallbacks": 0}
-
-
-def _team_eligible(spec, B, H) -> bool:
-    return (B == 1 and not spec.proj_size and H >= config.team_min_hidden
-            and numba.get_num_threads() > 1 and time.monotonic() >= _team_state["serial_until"])
 
 
 def _team_parts(weights):
@@ -745,11 +681,8 @@ def lstm_cpu(x, weights, h0, c0, lengths):
         lens.fill(T)
     else:
         lens = lengths
-    use_gemm = B >= config.gemm_min_batch
     nthreads = numba.get_num_threads()
-    may_parallel = guard.parallel_allowed()          # False in a forked child (guard.py)
-    rows_per_block = max(1, min(config.max_rows_per_block, -(-B // nthreads)))
-    one_block = rows_per_block >= B
+    forked = not guard.parallel_allowed() and nthreads > 1     # a forked child: no Numba region
     layer_in = x
     # One gate buffer and one output buffer for the whole stack: every layer's xp and y have
     # the same shape, and layer l's projection has read y (its input) before its recurrence
@@ -763,48 +696,46 @@ def lstm_cpu(x, weights, h0, c0, lengths):
     for l, pk in enumerate(packed_layers(weights)):
         E_l = layer_in.shape[2]
         x2 = layer_in.reshape(T * B, E_l)
-        if (_pipelined_eligible(B, D, T, use_gemm, T * B * E_l * 4 * H)
-                and not _team_eligible(spec, B, H)):
+        plan = plan_layer(T, B, E_l, H, D, nthreads, proj=spec.proj_size > 0, forked=forked)
+        if plan.projection == "own_pipelined" and time.monotonic() >= _pipe_state["serial_until"]:
             _layer_pipelined(x2, pk, xp, lens, h_n[l], c_n[l], y, spec)
             layer_in = y
             continue
-        _projection(x2, pk, xp2, use_gemm, one_block, may_parallel)
-        calls = []
+        kind = "own_serial" if plan.projection == "own_pipelined" else plan.projection
+        _projection(x2, pk, xp2, kind, large=plan.path == "gemm")
+        rpb = plan.rows_per_block
         for d in range(D):
             args = (xp, d * 4 * H, pk.whhT[d], pk.whrT[d], pk.peep[d], spec.proj_size > 0,
                     spec.peephole, lens, d == 1)
             hd, cd = h_n[l * D + d], c_n[l * D + d]
-            if use_gemm and not spec.proj_size:
+            rec = plan.recurrence
+            if rec == "split":
                 _layer_gemm_split(_gemm_parts(weights)[l][d], xp, d * 4 * H, spec.peephole, lens, d == 1,
                                   hd, cd, y, d * P)
-            elif use_gemm:
-                _layer_gemm(*args, hd, cd, y, d * P, may_parallel)
-            elif not one_block and -(-B // rows_per_block) == 2:
-                # Two blocks: one on each core through guard.run_two, not a Numba region whose
-                # join a busy core stalls (the halves are views, so this compiles an 'A'-layout
-                # specialization of the serial kernel once).
-                r = rows_per_block
-                a0 = (xp[:, :r], *args[1:7], lens[:r], args[8])
-                a1 = (xp[:, r:], *args[1:7], lens[r:], args[8])
+            elif rec == "blas":
+                _layer_gemm(*args, hd, cd, y, d * P, plan.epilogue_parallel)
+            elif rec == "two_blocks":
+                # one block on each core through guard.run_two, not a Numba region whose join a
+                # busy core stalls (the halves are views: an 'A'-layout specialization, once)
+                a0 = (xp[:, :rpb], *args[1:7], lens[:rpb], args[8])
+                a1 = (xp[:, rpb:], *args[1:7], lens[rpb:], args[8])
                 guard.run_two(
-                    lambda: _layer_rows_serial(*a0, pk.whh[d], r, hd[:r], cd[:r], y[:, :r], d * P),
-                    lambda: _layer_rows_serial(*a1, pk.whh[d], r, hd[r:], cd[r:], y[:, r:], d * P))
-            elif not one_block or (may_parallel and T >= config.parallel_single_block_min_steps):
+                    lambda: _layer_rows_serial(*a0, pk.whh[d], rpb, hd[:rpb], cd[:rpb], y[:, :rpb], d * P),
+                    lambda: _layer_rows_serial(*a1, pk.whh[d], rpb, hd[rpb:], cd[rpb:], y[:, rpb:], d * P))
+            elif rec == "prange":
                 with guard.parallel_lock():
-                    _rows_call(may_parallel)(*args, pk.whh[d], rows_per_block, hd, cd, y, d * P)
+                    _layer_rows(*args, pk.whh[d], rpb, hd, cd, y, d * P)
+            elif rec == "team" and time.monotonic() >= _team_state["serial_until"]:
+                _layer_team_or_serial(weights, l, args, pk.whh[d], hd, cd, y, d * P)
+            elif rec == "two_directions":
+                if d == 0:
+                    args1 = (xp, 4 * H, pk.whhT[1], pk.whrT[1], pk.peep[1], spec.proj_size > 0,
+                             spec.peephole, lens, True)
+                    h1, c1 = h_n[l * D + 1], c_n[l * D + 1]
+                    guard.run_two(lambda: _layer_rows_serial(*args, pk.whh[0], B, hd, cd, y, 0),
+                                  lambda: _layer_rows_serial(*args1, pk.whh[1], B, h1, c1, y, P))
             else:
-                calls.append((args, pk.whh[d], hd, cd, d * P))
-        if len(calls) == 1 and _team_eligible(spec, B, H):
-            a_, w_, hd, cd, off = calls[0]
-            _layer_team_or_serial(weights, l, a_, w_, hd, cd, y, off)
-        elif len(calls) == 2:      # one block, both directions: one on each core (guard.run_two)
-            (a0, w0, h0_, c0_, o0), (a1, w1, h1_, c1_, o1) = calls
-            big = T * B * (4 * H * P + (H * P if spec.proj_size else 0)) >= config.two_core_min_macs
-            guard.run_two(lambda: _layer_rows_serial(*a0, w0, B, h0_, c0_, y, o0),
-                          lambda: _layer_rows_serial(*a1, w1, B, h1_, c1_, y, o1), parallel=big)
-        else:
-            for a_, w_, hd, cd, off in calls:
-                _layer_rows_serial(*a_, w_, B, hd, cd, y, off)
+                _layer_rows_serial(*args, pk.whh[d], rpb, hd, cd, y, d * P)
         layer_in = y
     return layer_in, (h_n, c_n)
 

@@ -66,7 +66,7 @@ def _epilogue(z, c, peep, has_peep, a, s, ibuf, hf):
         a[k] = -abs(zi)
         a[H + k] = -abs(zf)
         a[2 * H + k] = -two * abs(zg)
-    vexp_neg(a, ibuf, 3 * H)
+    _vexp_neg(a, ibuf, 3 * H)
     for k in range(H):
         i = _sig(a[k], s[k], one)
         f = _sig(a[H + k], s[H + k], one)
@@ -80,7 +80,7 @@ def _epilogue(z, c, peep, has_peep, a, s, ibuf, hf):
         s[H + k] = cn
         a[k] = -abs(zo)
         a[H + k] = -two * abs(cn)
-    vexp_neg(a, ibuf, 2 * H)
+    _vexp_neg(a, ibuf, 2 * H)
     for k in range(H):
         hf[k] = _sig(a[k], s[k], one) * _tanh(a[H + k], s[H + k], one)
 

@@ -1,0 +1,164 @@
+"""The CPU kernel's plan: its tunables, which path a call takes, and what each path does per
+call, per layer, per block and per step. Declared once, here, and read by both
+`kernels/cpu.py` (which runs it) and the host cost model (`costmodel/host/`, which charges
+each item its calibrated price). Nothing here imports Numba.
+
+When kernels/cpu.py changes what it allocates, passes or calls, change the counts below with
+it: tests/test_plan.py checks every count against the kernel's own code (signatures, the
+np.empty/np.zeros calls in each routine), so a count that drifts fails a test.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class CPUConfig:
+    """Tunables, read at call time (change `edgelstm.kernels.cpu.config`, the same object)."""
+    # The hoisted input projection uses BLAS only on the gemm path: a threaded BLAS call next
+    # to Numba's own threads leaves both pools spinning for two cores (8 ms stalls measured).
+    parallel_projection_min_macs: int = 1 << 22   # Numba GEMM threaded from this size
+    gemm_min_batch: int = 32        # batch >= this: one BLAS GEMM per step instead of matvecs
+    max_rows_per_block: int = 8     # rows sharing one pass over W_hh in the rows kernel
+    parallel_epilogue_min_elements: int = 1 << 20   # B*H from this: gemm-path epilogue threaded
+    # One block of rows (B=1) runs the serial rows variant unless the sequence has at least this
+    # many steps; the parallel variant (a prange of one iteration) wakes the whole thread team
+    # and joins it, and when another process keeps a core busy that join waits for a time slice:
+    # 8.0 ms against 0.2 ms serially for B=1 H=64 T=100 on the shared 2-core machine. With the
+    # float32 epilogue the serial variant is as fast as the parallel one when idle. Off by default.
+    parallel_single_block_min_steps: int = 1 << 62
+    # The hoisted projection takes the axpy form (rows of W_ih^T, 4 output rows sharing each
+    # load) while 4 output rows of D*4H fit in this many bytes (L1-resident), the dot form
+    # above: measured (T=100, float32) 35 vs 79 µs at E=40 4H=256; 914 vs 379 µs at E=128 4H=1024.
+    projection_axpy_max_bytes: int = 16384
+    # Two independent tasks of one block (the two directions of a layer; the two halves of the
+    # hoisted projection) run on two cores (guard.run_two) from this many MACs per task: below
+    # it the helper thread's wake-up (tens of µs) costs more than the half it saves.
+    two_core_min_macs: int = 1 << 20
+    # B=1, one direction, no projection: the two-thread team (team.py) from this hidden size.
+    # Off by default: on the shared 2-core machine it was measured (load average 9-10) only
+    # slower: H=64 T=100 0.65 ms at best against 0.13 ms serially; a bare barrier crossing
+    # (bench/bench_kernels.py::test_barrier_crossing) took 2-170 µs there, where the team needs
+    # well under 1 µs per step to win. Its fallback keeps it near the serial time when enabled.
+    team_min_hidden: int = 1 << 62
+    team_claim_spins: int = 20000     # pauses the caller waits for the helper to claim the team
+    team_spin_limit: int = 2000       # pauses before a waiting team thread yields its core
+    team_max_yields: int = 200000     # then the team aborts and the layer is recomputed serially
+    # After a team call that yielded on more than 1/8 of its steps, or could not start, the
+    # next calls run serially for this long (a core is busy elsewhere), then the team is tried again.
+    team_backoff_s: float = 0.2
+    # B=1, one direction: the helper computes chunks of this many steps of the input projection
+    # while the caller runs the recurrence (whichever claims a chunk first computes it).
+    pipeline_chunk_steps: int = 16
+    # From this many projection MACs per layer. Measured (B=1 T=100 float32, interleaved
+    # medians, loaded machine): H=256 2 layers 4.72 ms pipelined vs 5.39 ms plain (projections
+    # of 13M and 26M MACs); H=64 E=40 0.204 vs 0.169 ms (1M MACs: the helper's wake-up and the
+    # chunk hand-offs cost more than they save).
+    pipeline_min_macs: int = 1 << 22
+    # Large batch without projection: both GEMMs are edgelstm's own (_gemm_rowblocks), split in
+    # two halves over guard.run_two; with a projection, BLAS (np.dot) and the row epilogue.
+    gemm_row_block: int = 64          # rows of X per pass over W (64 x 1024 float32 = 256 KB, L2)
+    # (B=64, H=1024 measured no faster threaded: the per-step GEMM dominates, and every
+    # parallel region is a join that a loaded machine can stretch by a time slice)
+
+
+config = CPUConfig()
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """How one layer of one call runs (`plan_layer`), before the run-time fallbacks: work that
+    is planned for two cores (`two_cores`) runs on one when the helper thread is busy or does
+    not start in time, and the B=1 pipelined projection and team back off to the plain serial
+    order for config.team_backoff_s after a call that had to yield (kernels/guard.py, cpu.py)."""
+    path: str                 # "rows" (per-row products in blocks) or "gemm" (a GEMM per step)
+    projection: str           # the hoisted input GEMM: "blas" (np.dot: gemm path with a projection),
+                              # "own_halves" (own GEMM, two halves of the rows over run_two),
+                              # "own_pipelined" (B=1: chunks beside the recurrence),
+                              # "own_parallel" (prange) or "own_serial"
+    rows_per_block: int       # rows path: rows sharing one pass over W_hh
+    blocks: int               # rows path: blocks of rows
+    rows_parallel: bool       # rows path: the prange variant (else the serial kernel)
+    epilogue_parallel: bool   # gemm path with a projection: the per-step epilogue threaded
+    recurrence: str = ""      # rows: "serial", "two_blocks", "two_directions", "prange", "team";
+                              # gemm: "split" (own GEMM + epilogue per half of the units) or "blas"
+    two_cores: bool = False   # some of this layer's work is planned on two cores (guard.run_two)
+
+
+def plan_layer(T: int, B: int, E: int, H: int, D: int, nthreads: int, cfg: CPUConfig = None,
+               proj: bool = False, forked: bool = False) -> LayerPlan:
+    """The path a layer with input size E takes for T steps of B rows on `nthreads` threads
+    (`proj`: the spec has a projection; `forked`: a forked child, where no Numba region runs)."""
+    cfg = cfg or config
+    multi = nthreads > 1
+    region_ok = multi and not forked
+    gemm = B >= cfg.gemm_min_batch
+    rpb = max(1, min(cfg.max_rows_per_block, -(-B // max(nthreads, 1))))
+    blocks = -(-B // rpb)
+    one_block = rpb >= B
+    macs = T * B * E * D * 4 * H
+    epilogue_parallel = False
+    rows_parallel = False
+    if gemm:
+        recurrence = "blas" if proj else "split"
+        projection = "own_halves"
+        epilogue_parallel = proj and region_ok and B * H >= cfg.parallel_epilogue_min_elements
+    else:
+        if blocks == 2:
+            recurrence = "two_blocks"
+        elif not one_block or (region_ok and T >= cfg.parallel_single_block_min_steps):
+            recurrence = "prange" if region_ok else "serial"
+            rows_parallel = region_ok
+        elif D == 2:
+            recurrence = "two_directions" if multi and T * B * (4 * H * H) >= cfg.two_core_min_macs else "serial"
+        elif B == 1 and not proj and multi and H >= cfg.team_min_hidden:
+            recurrence = "team"
+        else:
+            recurrence = "serial"
+        pipelined = (B == 1 and D == 1 and multi and T >= 2 * cfg.pipeline_chunk_steps
+                     and macs >= cfg.pipeline_min_macs and recurrence == "serial")
+        if pipelined:
+            projection = "own_pipelined"
+        elif one_block:
+            projection = "own_halves" if multi and T * B >= 8 and macs >= 2 * cfg.two_core_min_macs else "own_serial"
+        else:
+            projection = "own_parallel" if region_ok and macs >= cfg.parallel_projection_min_macs else "own_serial"
+    two = multi and (projection in ("own_halves", "own_pipelined")
+                     or recurrence in ("two_blocks", "two_directions", "team", "split"))
+    return LayerPlan("gemm" if gemm else "rows", projection, rpb, blocks, rows_parallel, epilogue_parallel,
+                     recurrence, two)
+
+
+@dataclass(frozen=True)
+class CPUFacts:
+    """What kernels/cpu.py does, counted from its code (tests/test_plan.py checks each count).
+    Names in brackets are the kernel's functions."""
+    # Per lstm() call, Python side (lstm_cpu): h_n, c_n, lengths, xp, y allocated; the input
+    # made contiguous and xp reshaped (views).
+    call_allocs: int = 5
+    call_views: int = 2
+    # Per layer, Python side: the input's reshape; per layer and direction: h_n[i], c_n[i].
+    layer_views: int = 1
+    dir_views: int = 2
+    # JIT entry points called from Python, and their arguments (dispatch unboxes each).
+    projection_entry: str = "_gemm_bias_impl"           # once per layer (own GEMM)
+    rows_entry: str = "_layer_rows_impl"                # once per layer and direction (rows path)
+    gemm_step_entry: str = "_epilogue_gemm_step_impl"   # once per step (gemm path)
+    projection_args: int = 4
+    rows_args: int = 15
+    gemm_step_args: int = 17
+    # Rows path, inside JIT code: scratch arrays per block (`_layer_rows_impl`); per block and
+    # step, one product call (`_gemm_acc` or `_axpy_multi`, 4 or 5 arguments: 4 counted);
+    # per row and step, calls to `_epilogue` (8 arguments), `_vexp_neg` twice (3 each) and
+    # `_finish_row` (5): 4 calls, 19 arguments.
+    rows_block_allocs: int = 7
+    product_args: int = 4
+    row_calls: int = 4
+    row_call_args: int = 19
+    # Gemm path, Python side (`_layer_gemm`): scratch arrays per layer and direction, one
+    # numba.get_num_threads() per layer; per step, the views xp[t] and y[t].
+    gemm_layer_allocs: int = 5
+    gemm_step_views: int = 2
+
+
+FACTS = CPUFacts()

@@ -92,8 +92,12 @@ def load_rows(path: Path = DATA) -> List[Row]:
         if raw["id"] in seen:
             raise ValidationDataError(f"{Path(path).name}: {raw['id']}: id: used twice")
         seen.add(raw["id"])
+        try:
+            spec = el.LSTMSpec(**raw["spec"])
+        except (TypeError, ValueError) as e:
+            raise ValidationDataError(f"{Path(path).name}: {raw['id']}: spec: {e}") from None
         rows.append(Row(id=raw["id"], device_class=raw["class"], device=raw["device"], target=raw["target"],
-                        runtime=raw["runtime"], spec=el.LSTMSpec(**raw["spec"]), batch=raw["batch"],
+                        runtime=raw["runtime"], spec=spec, batch=raw["batch"],
                         seq_len=raw["seq_len"], dtype=raw["dtype"], measured_s=float(raw["measured_s"]),
                         source=raw["source"], url=raw["url"], where=raw["where"], setup=raw["setup"],
                         threads=raw.get("threads"), published_params=raw.get("published_params"),

@@ -90,3 +90,6 @@ def test_a_malformed_row_is_named_with_its_key(tmp_path):
     bad.write_text(vt.DATA.read_text().replace('class = "mcu"', 'class = "toaster"', 1))
     with pytest.raises(vt.ValidationDataError, match=r"edgemark-l4r5-lstm64-float32: class: expected one of"):
         vt.load_rows(bad)
+    bad.write_text(vt.DATA.read_text().replace("hidden_size = 256", "hidden_sise = 256", 1))
+    with pytest.raises(vt.ValidationDataError, match=r"deepbench-1080ti-h256-b4-t150: spec: .*hidden_sise"):
+        vt.load_rows(bad)

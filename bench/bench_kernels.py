@@ -150,15 +150,19 @@ def test_sequence(benchmark, case, peer):
     benchmark.extra_info["GFLOP_per_s"] = flops / benchmark.stats.stats.median / 1e9
 
 
-@pytest.mark.parametrize("peer", ("edgelstm", "torch"))
+@pytest.mark.parametrize("peer", ("edgelstm", "edgelstm-out", "torch"))
 def test_stream_step(benchmark, peer):
-    """One time step per call, B=1, H=128: LSTMStream.step against torch with the state fed back."""
+    """One time step per call, B=1, H=128: LSTMStream.step against torch with the state fed back.
+    "edgelstm" is the default form (a new array per step), "edgelstm-out" step(x_t, out=buf)."""
     spec = el.LSTMSpec(128, 128)
     w = el.LSTMWeights.random(spec, seed=1)
     x_t = np.random.default_rng(3).standard_normal(128).astype(np.float32)
     if peer == "edgelstm":
         s = LSTMStream(w)
         run = lambda: s.step(x_t)
+    elif peer == "edgelstm-out":
+        s, buf = LSTMStream(w), np.empty(128, np.float32)
+        run = lambda: s.step(x_t, out=buf)
     else:
         m = torch_module(w)
         xt = torch.from_numpy(x_t).reshape(1, 1, 128)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-import tomllib
+from ._toml import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path

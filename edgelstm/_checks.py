@@ -123,3 +123,15 @@ def check_step_input(x_t, input_size: int, batch: int) -> np.dtype:
         alt = f" or ({input_size},)" if batch == 1 else ""
         raise InputError(f"x_t: expected shape ({batch}, {input_size}){alt} (B, E), got {shape}")
     return _float_dtype("x_t", x_t)
+
+
+def check_step_out(out, expected_shape, dtype: np.dtype) -> None:
+    """A caller's buffer for LSTMStream.step(out=): a writeable ndarray of h_t's shape and dtype."""
+    if not isinstance(out, np.ndarray):
+        raise InputTypeError(f"out: expected a numpy array {expected_shape} of {dtype}, got {type(out).__name__}")
+    if out.shape != tuple(expected_shape):
+        raise InputError(f"out: expected shape {tuple(expected_shape)}, got {out.shape}")
+    if out.dtype != dtype:
+        raise InputTypeError(f"out: expected dtype {dtype} (the stream's), got {out.dtype}")
+    if not out.flags.writeable:
+        raise InputError("out: expected a writeable array, got a read-only one")

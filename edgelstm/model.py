@@ -4,15 +4,25 @@
 `edgelstm.count(model.spec)` works), `.weights` (a ModelWeights, or None for a
 model read for counting only), and `model(x)` runs it with the edgelstm kernels.
 
-Layout: `model(x)` takes x time-major like torch.nn.LSTM and `edgelstm.lstm`:
-token ids (T, B) (integers) when the model has an embedding, else features (T, B, E);
-`batch_first=True` takes (B, T) / (B, T, E) instead, as Keras and batch_first torch
-modules do. The output is (T, B, F) (or (B, T, F)) when the model returns every
-step, and (B, F) when it returns one vector per sequence (a Keras LSTM with
+Layout: `model(x)` takes x in the layout of the framework the model came from, so that
+it gives that framework's answer for the same array: `Model.batch_first` records it.
+Keras models are batch-first; an ONNX model takes what its graph input takes (edgelstm
+follows the Transposes between the graph input and the first LSTM, and the LSTM's
+`layout` attribute), exactly what an onnxruntime session takes; a torch module takes
+what its LSTMs' `batch_first` says. Batch-first means token ids (B, T) (integers) when
+the model has an embedding, else features (B, T, E); time-major means (T, B) /
+(T, B, E). `model(x, batch_first=...)` overrides it. The output is (B, T, F) or
+(T, B, F), in the same layout, when the model returns every step, and (B, F) when it
+returns one vector per sequence (a Keras LSTM with
 return_sequences=False, or a head with every_step=False). The per-sequence vector is
 the final hidden state of the last stack: for a bidirectional stack the forward
 direction's state after step T-1 and the backward direction's after step 0, as Keras
 and ONNX's Y_h give it (not y[-1]).
+
+Weights are copied on import and read-only (see LSTMWeights). A model loaded from a
+torch module follows that module: if its parameters change in place (a training step,
+`weight_hh_l0.mul_(2)`), the next `model(x)` re-imports them first, so it never mixes
+new and old weights.
 
 Reading a file never executes anything in it: no unpickling (torch.load runs with
 weights_only=True), a .keras config is read as JSON and never deserialized into
@@ -27,7 +37,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from .spec import DenseSpec, EmbeddingSpec, LSTMSpec, ModelSpec
-from .weights import LSTMWeights
+from .weights import LSTMWeights, frozen_copy
 
 HEAD_ACTIVATIONS = ("linear", "softmax", "sigmoid", "tanh", "relu")
 
@@ -83,11 +93,12 @@ class Model:
     False if it returns one vector per sequence. With a head it equals head.every_step.
     head_activation: applied after the head ("linear" for none).
     source: where the model came from (a path or a module's class name), for messages.
+    batch_first: the layout `model(x)` takes by default (see the module docstring).
     """
 
     def __init__(self, spec: ModelSpec, weights: Optional[ModelWeights] = None, *,
                  return_sequences: Optional[bool] = None, head_activation: str = "linear",
-                 source: str = "model"):
+                 source: str = "model", batch_first: bool = False):
         self.spec = ModelSpec.of(spec)
         if weights is not None:
             _check_weights(self.spec, weights)
@@ -103,14 +114,23 @@ class Model:
         self.return_sequences = bool(return_sequences)
         self.head_activation = head_activation
         self.source = source
+        self.batch_first = bool(batch_first)
+        # Set by an importer whose source can change after import (a live torch module):
+        # called before each run, it re-imports when the source changed.
+        self._refresh = None
 
     def __repr__(self) -> str:
         w = "with weights" if self.weights is not None else "spec only"
         return f"Model({self.spec}, {w}, source={self.source!r})"
 
-    def __call__(self, x, *, batch_first: bool = False):
-        """Run the model; see the module docstring for x's layout and the output's."""
+    def __call__(self, x, *, batch_first: Optional[bool] = None):
+        """Run the model; see the module docstring for x's layout and the output's.
+        batch_first: None (default) takes the model's own layout, `self.batch_first`."""
         from .run import lstm
+        if batch_first is None:
+            batch_first = self.batch_first
+        if self._refresh is not None:
+            self._refresh(self)
         if self.weights is None:
             raise ModelFileError(f"{self.source}: this model was read for counting only (no weights); "
                                  f"it cannot run")
@@ -121,7 +141,8 @@ class Model:
         x = np.asarray(x)
         if self.spec.embedding is not None:
             if x.ndim != 2 or not np.issubdtype(x.dtype, np.integer):
-                raise ValueError(f"x: expected token ids, an integer array (T, B) (or (B, T) with batch_first), "
+                want = "(B, T)" if batch_first else "(T, B)"
+                raise ValueError(f"x: expected token ids, an integer array {want} (batch_first={batch_first}), "
                                  f"got {x.dtype} {x.shape}")
             V = self.spec.embedding.vocab_size
             if x.size and (x.min() < 0 or x.max() >= V):
@@ -130,7 +151,8 @@ class Model:
         else:
             E = self.spec.stacks[0].input_size
             if x.ndim != 3 or x.shape[2] != E or not np.issubdtype(x.dtype, np.floating):
-                raise ValueError(f"x: expected float features (T, B, {E}) (or (B, T, {E}) with batch_first), "
+                want = f"(B, T, {E})" if batch_first else f"(T, B, {E})"
+                raise ValueError(f"x: expected float features {want} (batch_first={batch_first}), "
                                  f"got {x.dtype} {x.shape}")
         if x.dtype not in (np.float32, np.float64):
             x = x.astype(np.float32)
@@ -203,18 +225,19 @@ def group_specs(specs: Sequence[LSTMSpec]) -> Tuple[LSTMSpec, ...]:
 
 
 def build_model(source: str, lstm_layers: Sequence[LSTMWeights], *, embedding=None, head_weight=None,
-                head_bias=None, return_sequences: bool = True, head_activation: str = "linear") -> Model:
+                head_bias=None, return_sequences: bool = True, head_activation: str = "linear",
+                batch_first: bool = False) -> Model:
     """A Model from the parts an importer found, in order (embedding, LSTM layers, head)."""
     if not lstm_layers:
         raise ModelFileError(f"{source}: no LSTM found")
     stacks = group_stacks(lstm_layers)
     emb_spec = None
     if embedding is not None:
-        embedding = np.asarray(embedding)
+        embedding = frozen_copy(embedding)
         emb_spec = EmbeddingSpec(int(embedding.shape[0]), int(embedding.shape[1]))
     head = None
     if head_weight is not None:
-        head_weight = np.asarray(head_weight)
+        head_weight = frozen_copy(head_weight)
         head = DenseSpec(int(head_weight.shape[0]), bias=head_bias is not None, every_step=return_sequences)
         if head_weight.shape[1] != stacks[-1].spec.output_size:
             raise ModelFileError(f"{source}: the head's weight has shape {head_weight.shape}: expected "
@@ -224,9 +247,9 @@ def build_model(source: str, lstm_layers: Sequence[LSTMWeights], *, embedding=No
     except ValueError as e:
         raise ModelFileError(f"{source}: the layers found do not chain: {e}") from None
     weights = ModelWeights(stacks=stacks, embedding=embedding, head_weight=head_weight,
-                           head_bias=None if head_bias is None else np.asarray(head_bias))
+                           head_bias=None if head_bias is None else frozen_copy(head_bias))
     return Model(spec, weights, return_sequences=return_sequences, head_activation=head_activation,
-                 source=source)
+                 source=source, batch_first=batch_first)
 
 
 # -- entry point ------------------------------------------------------------------------

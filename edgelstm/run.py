@@ -87,13 +87,13 @@ class LSTMStream:
     """Run a unidirectional LSTM stack one time step at a time, keeping its state.
 
     `step(x_t)` takes x_t (B, E), or (E,) when batch == 1, and returns h_t of the top layer,
-    (B, P) or (P,). The returned array is a preallocated buffer that the next `step` (or
-    `reset`) overwrites: copy it to keep it. No array is allocated per step when x_t is
-    C-contiguous in the stream's dtype (the weights' dtype); other input is copied into a
-    preallocated buffer.
+    (B, P) or (P,), as a new array (as torch and Keras do: collecting the steps in a list
+    keeps every step). `step(x_t, out=buf)` writes h_t into the caller's buffer instead
+    and allocates nothing when x_t is C-contiguous in the stream's dtype (the weights'
+    dtype): the form for a hot loop. Other input is copied into a preallocated buffer.
 
-    `.h` (L, B, P) and `.c` (L, B, H) are the state; assigning to them validates the shape and
-    copies the values in. `reset()` zeroes the state.
+    `.h` (L, B, P) and `.c` (L, B, H) are copies of the state; assigning to them validates
+    the shape and copies the values in. `reset()` zeroes the state.
     """
 
     def __init__(self, weights, batch=1, device="cpu"):
@@ -135,23 +135,29 @@ class LSTMStream:
         self._args = (*self._packed, spec.proj_size > 0, spec.peephole, self._h, self._c,
                       self._z, self._hf, self._a, self._s, self._ibuf, self._out)
 
-    def step(self, x_t):
-        """Advance one step; returns the top layer's h_t (overwritten by the next step)."""
+    def step(self, x_t, out=None):
+        """Advance one step; returns the top layer's h_t, a new array, or `out` filled with it."""
         if self._impl is not None:
-            return self._impl.step(x_t)
+            return self._impl.step(x_t, out=out)
         # Fast path (no copy): an ndarray already (B, E), C-contiguous, in the stream's dtype.
         if (type(x_t) is np.ndarray and x_t.shape == self._xshape and x_t.dtype == self.dtype
                 and x_t.flags.c_contiguous):
-            x, out = x_t, self._out
+            x, h = x_t, self._out
         elif (type(x_t) is np.ndarray and x_t.shape == self._xshape1 and x_t.dtype == self.dtype
                 and x_t.flags.c_contiguous):
-            x, out = x_t.reshape(self._xshape), self._out_view       # (E,) for batch 1: a view
+            x, h = x_t.reshape(self._xshape), self._out_view       # (E,) for batch 1: a view
         else:
             _checks.check_step_input(x_t, self._xshape[1], self.batch)
             self._xbuf[...] = np.reshape(x_t, self._xshape)
             x = self._xbuf
-            out = self._out_view if len(x_t.shape) == 1 else self._out
+            h = self._out_view if len(x_t.shape) == 1 else self._out
+        if out is not None and not (type(out) is np.ndarray and out.shape == h.shape and out.dtype == self.dtype
+                                    and out.flags.writeable):
+            _checks.check_step_out(out, h.shape, self.dtype)     # raises with what was expected
         self._kernel(x, *self._args)
+        if out is None:
+            return h.copy()
+        np.copyto(out, h)
         return out
 
     def reset(self):
@@ -172,8 +178,8 @@ class LSTMStream:
 
     @property
     def h(self):
-        """(L, B, P) hidden state (a live view: copy it to keep it)."""
-        return self._impl.h if self._impl is not None else self._h
+        """(L, B, P) hidden state (a copy)."""
+        return self._impl.h if self._impl is not None else self._h.copy()
 
     @h.setter
     def h(self, value):
@@ -181,8 +187,8 @@ class LSTMStream:
 
     @property
     def c(self):
-        """(L, B, H) cell state (a live view: copy it to keep it)."""
-        return self._impl.c if self._impl is not None else self._c
+        """(L, B, H) cell state (a copy)."""
+        return self._impl.c if self._impl is not None else self._c.copy()
 
     @c.setter
     def c(self, value):

@@ -146,7 +146,7 @@ def load_grid(path) -> List[Config]:
         raise BenchError(f"--grid {p}: cannot read it ({e.strerror})") from None
     try:
         if p.suffix == ".toml":
-            import tomllib
+            from .costmodel._toml import tomllib
             data = tomllib.loads(text)
         else:
             data = json.loads(text)
@@ -266,9 +266,15 @@ def machine_info(threads: int, target=None) -> dict:
             "python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__}
     if target is not None:
         info["target"] = getattr(target, "name", str(target))
-        for key in ("calibrated_at", "method", "source", "path"):
-            if getattr(target, key, None):
-                info[f"target_{key}"] = getattr(target, key)
+        # What the target file says of itself: its path, and for a calibrated host file the
+        # [calibration] table's date, method and CPU (Target keeps that table as .calibration).
+        if getattr(target, "path", ""):
+            info["target_path"] = target.path
+        calib = getattr(target, "calibration", None) or {}
+        for key, name in (("date", "calibrated_at"), ("method", "method"), ("cpu_model", "calibrated_on"),
+                          ("quick", "quick_calibration")):
+            if key in calib:
+                info[f"target_{name}"] = calib[key]
     return info
 
 

@@ -60,6 +60,13 @@ def expected_shapes(spec: LSTMSpec, layer: int) -> Dict[str, Optional[Tuple[int,
     }
 
 
+def frozen_copy(a, dtype=None) -> np.ndarray:
+    """A C-contiguous, read-only copy of `a` (never a view of the caller's memory)."""
+    out = np.array(a, dtype=dtype, order="C", copy=True)
+    out.flags.writeable = False
+    return out
+
+
 def _dtype_name(dtype) -> str:
     name = np.dtype(dtype).name
     if name not in FLOAT_DTYPES:
@@ -70,8 +77,13 @@ def _dtype_name(dtype) -> str:
 class LSTMWeights:
     """Parameters of an LSTM stack: `.spec`, `.dtype`, and `.layers[l][d]` (LayerWeights).
 
-    Arrays are C-contiguous copies in one float dtype. Packed layouts that kernels
-    read are cached on the object (`.packed(kind)`), built once on first use.
+    Arrays are C-contiguous copies in one float dtype, made on construction (and so on
+    every import: `from_torch`, `from_keras`, `from_onnx`) and frozen: they are read-only,
+    so an in-place edit (`w.layers[0][0].w_hh[:] = 0`) raises instead of leaving the
+    packed copies that kernels cache on the object (`.packed(kind)`) silently stale.
+    Edits to the source (a torch module's parameters, say) are not seen: the weights are
+    a snapshot. To change weights, build new ones (`LSTMWeights(spec, layers)` with the
+    new arrays, or `w.replace(...)`).
     """
 
     def __init__(self, spec: LSTMSpec, layers, dtype="float32"):
@@ -112,7 +124,7 @@ class LSTMWeights:
                 raise WeightsError(f"{where}: expected shape {shape}, got {a.shape}")
             if not np.issubdtype(a.dtype, np.floating):
                 raise WeightsError(f"{where}: expected a floating dtype, got {a.dtype}")
-            out[name] = np.ascontiguousarray(a, dtype=self.dtype)
+            out[name] = frozen_copy(a, self.dtype)
         return LayerWeights(**out)
 
     # -- construction ---------------------------------------------------------------
@@ -154,6 +166,13 @@ class LSTMWeights:
         """From one ONNX LSTM node's W, R, B, P (see edgelstm.convert.from_onnx)."""
         from .convert import from_onnx
         return from_onnx(W, R, B, P, direction=direction, hidden_size=hidden_size, dtype=dtype)
+
+    def replace(self, layer: int, direction: int = 0, **tensors) -> "LSTMWeights":
+        """New weights with some tensors of one layer and direction replaced (copied, checked)."""
+        layers = [list(d) for d in self.layers]
+        lw = layers[layer][direction]
+        layers[layer][direction] = LayerWeights(**{**lw.__dict__, **tensors})
+        return LSTMWeights(self.spec, layers, dtype=self.dtype)
 
     def astype(self, dtype) -> "LSTMWeights":
         if np.dtype(dtype) == self.dtype:

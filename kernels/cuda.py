@@ -575,7 +575,7 @@ class CudaStream:
         self.h = np.zeros((L, B, P), self._dtype)
         self.c = np.zeros((L, B, H), self._dtype)
 
-    def step(self, x_t):
+    def step(self, x_t, out=None):
         dt = _checks.check_step_input(x_t, self.spec.input_size, self.batch)
         if dt != self._dtype:
             raise _checks.InputTypeError(f"x_t: expected dtype {self._dtype} (the weights' dtype), got {dt}")
@@ -593,10 +593,18 @@ class CudaStream:
             self._hs[l] = [h_next, h_prev]
             x = self._ys[l]
         # (E,) in at batch 1 -> (P,) out, as the CPU stream does
-        out = self._ys[-1].reshape((self.spec.out_size,) if len(x_t.shape) == 1 else (B, self.spec.out_size))
-        if on_device:
+        h = self._ys[-1].reshape((self.spec.out_size,) if len(x_t.shape) == 1 else (B, self.spec.out_size))
+        if on_device:      # a new device array (or the caller's), never the buffer the next step overwrites
+            dst = cu.device_array(h.shape, h.dtype, stream=st) if out is None else _as_device(cu, out)
+            dst.copy_to_device(h, stream=st)
+            st.synchronize()
+            return dst if out is None else out
+        if out is not None:
+            _checks.check_step_out(out, h.shape, np.dtype(self._dtype))
+            h.copy_to_host(out, stream=st)
+            st.synchronize()
             return out
-        host = out.copy_to_host(stream=st)
+        host = h.copy_to_host(stream=st)
         st.synchronize()
         return host
 

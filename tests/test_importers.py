@@ -281,9 +281,12 @@ def test_keras_file_functional_every_step(tmp_path):
     m = load_model(path)
     assert m.spec.stacks == (LSTMSpec(3, 5, bidirectional=True, bias="none"),)
     x = np.random.default_rng(5).standard_normal((B, T, 3)).astype(np.float32)
-    np.testing.assert_allclose(m(x, batch_first=True), _to_np(model(x)), atol=1e-5)
-    # time-major is the default layout
-    np.testing.assert_allclose(m(x.transpose(1, 0, 2)).transpose(1, 0, 2), _to_np(model(x)), atol=1e-5)
+    # a Keras model is batch-first: m(x) takes what model(x) / model.predict(x) takes
+    assert m.batch_first is True
+    np.testing.assert_allclose(m(x), _to_np(model(x)), atol=1e-5)
+    # batch_first=False overrides it: time-major in, time-major out
+    np.testing.assert_allclose(m(x.transpose(1, 0, 2), batch_first=False).transpose(1, 0, 2), _to_np(model(x)),
+                               atol=1e-5)
 
 
 def test_keras_json_counts_only(tmp_path):

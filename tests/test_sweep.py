@@ -157,3 +157,18 @@ def test_bench_calibrate_first_predicts_with_a_fresh_file_in_out(tmp_path, monke
     assert d["results"][0]["predicted_s"] > 0
     assert not (tmp_path / "home-host.toml").exists() and host_target_path() == tmp_path / "home-host.toml"
     assert "calibrating this machine (quick)" in capsys.readouterr().err
+
+
+def test_machine_info_reports_the_targets_calibration(tmp_path):
+    """results.json's machine block names the target file and its [calibration] table
+    (it read fields Target never had, so these were always missing)."""
+    from edgelstm.costmodel.target import catalog_dir, load_target
+    text = (catalog_dir() / "cortex-a72.toml").read_text()
+    p = tmp_path / "calibrated.toml"
+    p.write_text(text + '\n[calibration]\ndate = "2026-11-29T10:00:00"\nmethod = "micro-benchmarks"\n'
+                        'cpu_model = "Some CPU"\nquick = true\n')
+    info = sweep.machine_info(1, load_target(str(p)))
+    assert info["target_path"] == str(p)
+    assert info["target_calibrated_at"] == "2026-11-29T10:00:00"
+    assert info["target_method"] == "micro-benchmarks" and info["target_calibrated_on"] == "Some CPU"
+    assert info["target_quick_calibration"] is True

@@ -118,6 +118,10 @@ def _layers(source: str, cfg: dict) -> List[_Layer]:
     for l in lstms:
         if l.cfg.get("return_state", False):
             raise UnsupportedModelError(f"{source}: LSTM {l.cfg.get('name')!r}: unsupported return_state=True")
+        # Refused rather than silently run stateless (convert refuses other activations).
+        if l.cfg.get("stateful", False):
+            raise UnsupportedModelError(f"{source}: LSTM {l.cfg.get('name')!r}: unsupported stateful=True "
+                                        f"(use el.LSTMStream to keep state between calls)")
     return out
 
 
@@ -163,7 +167,8 @@ def _spec_only(source: str, cfg: dict, layers: List[_Layer]) -> Model:
         else:
             head = DenseSpec(int(c["units"]), bias=bool(c.get("use_bias", True)), every_step=rs)
     spec = ModelSpec(stacks=group_specs(specs), embedding=emb, head=head)
-    return Model(spec, None, return_sequences=rs, head_activation=_activation(source, layers), source=source)
+    return Model(spec, None, return_sequences=rs, head_activation=_activation(source, layers), source=source,
+                 batch_first=True)
 
 
 def _activation(source, layers):
@@ -208,7 +213,7 @@ def _with_weights(source: str, layers: List[_Layer], h5) -> Model:
     last = [l for l in layers if l.kind == "lstm"][-1]
     return build_model(source, lstm_layers, embedding=emb, head_weight=head_w, head_bias=head_b,
                        return_sequences=bool(last.cfg.get("return_sequences", False)),
-                       head_activation=_activation(source, layers))
+                       head_activation=_activation(source, layers), batch_first=True)
 
 
 def _read_json(source: str, data: bytes) -> dict:

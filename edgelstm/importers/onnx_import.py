@@ -97,6 +97,9 @@ def _lstm_layer(G: _Graph, node, k: int):
     ins = list(node.input) + [""] * (8 - len(node.input))
     if not ins[1] or not ins[2]:
         raise ModelFileError(f"{where}: W and R inputs are required")
+    if ins[4]:   # per-sequence lengths change the answer; Model runs every step of every row
+        raise UnsupportedModelError(f"{where}: unsupported sequence_lens input {ins[4]!r} (run the "
+                                    f"LSTM with el.lstm(x, weights, lengths=...) instead)")
     for idx, what in ((5, "initial_h"), (6, "initial_c")):
         if ins[idx] and ins[idx] in G.consts and np.any(G.consts[ins[idx]]):
             raise UnsupportedModelError(f"{where}: unsupported non-zero constant {what}")
@@ -109,6 +112,40 @@ def _lstm_layer(G: _Graph, node, k: int):
     except ConvertError as e:
         raise ModelFileError(f"{where}: {e}") from None
     return w, layout
+
+
+LAYOUT_NEUTRAL = {"Cast", "Identity", "Dropout"}
+
+
+def _batch_first(G: _Graph, first_lstm, layout: int) -> bool:
+    """Whether the graph input is batch-first: follow it to the first LSTM's X through
+    Transposes (and an embedding Gather, which appends the feature axis), then read which
+    input axis lands on X's time axis (axis 0 with layout=0, axis 1 with layout=1).
+    A path through anything else (a Reshape, say) keeps the node's own layout."""
+    path, t = [], first_lstm.input[0]
+    while t not in G.graph_inputs:
+        n = G.producer.get(t)
+        if n is None or len(path) > len(G.nodes):
+            return layout == 1
+        if n.op_type == "Gather" and n.input[0] in G.consts:
+            path.append(n)
+            t = n.input[1]                                 # the token ids
+        elif n.op_type in LAYOUT_NEUTRAL or n.op_type == "Transpose":
+            path.append(n)
+            t = n.input[0]
+        else:
+            return layout == 1
+    embedded = any(n.op_type == "Gather" for n in path)
+    axes = ["a0", "a1"] if embedded else ["a0", "a1", "f"]  # the graph input's axes
+    for n in reversed(path):
+        if n.op_type == "Gather":
+            axes = axes + ["f"]
+        elif n.op_type == "Transpose":
+            perm = list(_attrs(n).get("perm", range(len(axes))[::-1]))
+            if sorted(perm) != list(range(len(axes))):
+                return layout == 1
+            axes = [axes[p] for p in perm]
+    return axes[1 if layout == 1 else 0] == "a1"
 
 
 def _embedding(G: _Graph, first_lstm):
@@ -210,14 +247,15 @@ def load_onnx(path: str, kind: str = "other") -> Model:
             raise UnsupportedModelError(f"{G.path}: LSTM {order[-1].name!r} feeds {len(nxt)} LSTMs; edgelstm "
                                         f"imports one chain of stacked LSTMs")
         order.append(nxt[0])
-    layers = []
+    layers, layouts = [], []
     for k, n in enumerate(order):
-        w, _layout = _lstm_layer(G, n, k)   # layout changes X's axes, not the weights
+        w, layout = _lstm_layer(G, n, k)    # layout changes X's axes, not the weights
         layers.append(w)
+        layouts.append(layout)
     embedding = _embedding(G, order[0])
     head_w, head_b, every_step = _head(G, order[-1])
     if head_w is None:   # no head: the model returns every step if Y is used, else only Y_h
         y = order[-1].output[0] if order[-1].output else ""
         every_step = bool(y) and (y in {o.name for o in model.graph.output} or bool(G.consumers.get(y)))
     return build_model(path, layers, embedding=embedding, head_weight=head_w, head_bias=head_b,
-                       return_sequences=every_step)
+                       return_sequences=every_step, batch_first=_batch_first(G, order[0], layouts[0]))

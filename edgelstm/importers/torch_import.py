@@ -23,7 +23,35 @@ def _np(t) -> np.ndarray:
 
 
 def load_torch_module(module, every_step: bool = True) -> Model:
-    """A Model from an nn.Module holding [nn.Embedding] nn.LSTM... [nn.Linear]."""
+    """A Model from an nn.Module holding [nn.Embedding] nn.LSTM... [nn.Linear].
+
+    The model takes the layout of the module's LSTMs (`batch_first`), and follows the
+    module: parameters changed in place after the import (a training step) are
+    re-imported before the next run (see `_follow`)."""
+    model = _import_module(module, every_step)
+    model._refresh = _follow(module, every_step)
+    return model
+
+
+def _versions(module):
+    # torch bumps a tensor's _version on every in-place change; replacing a Parameter
+    # object changes its id.
+    return tuple((id(p), p._version) for p in module.parameters())
+
+
+def _follow(module, every_step):
+    seen = [_versions(module)]
+
+    def refresh(model):
+        now = _versions(module)
+        if now != seen[0]:
+            fresh = _import_module(module, every_step)
+            model.spec, model.weights, model.batch_first = fresh.spec, fresh.weights, fresh.batch_first
+            seen[0] = now
+    return refresh
+
+
+def _import_module(module, every_step: bool) -> Model:
     import torch.nn as nn
     source = type(module).__name__
     parts = []
@@ -39,6 +67,10 @@ def load_torch_module(module, every_step: bool = True) -> Model:
     if not re.fullmatch(r"E?L+D?", pattern):
         raise UnsupportedModelError(f"{source}: expected [Embedding] LSTM... [Linear] in registration order, "
                                     f"got {' '.join(kinds) or 'none of them'}")
+    layouts = {bool(m.batch_first) for _, m in parts if isinstance(m, nn.LSTM)}
+    if len(layouts) > 1:
+        raise UnsupportedModelError(f"{source}: its nn.LSTMs mix batch_first=True and False; edgelstm runs "
+                                    f"a model in one layout")
     embedding = head_w = head_b = None
     layers = []
     for name, m in parts:
@@ -53,7 +85,7 @@ def load_torch_module(module, every_step: bool = True) -> Model:
             head_w = _np(m.weight)
             head_b = _np(m.bias) if m.bias is not None else None
     return build_model(source, layers, embedding=embedding, head_weight=head_w, head_bias=head_b,
-                       return_sequences=every_step)
+                       return_sequences=every_step, batch_first=layouts.pop())
 
 
 def _torch_load(path: str):

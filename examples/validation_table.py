@@ -13,12 +13,16 @@ from __future__ import annotations
 import math
 import statistics
 import sys
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import edgelstm as el
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the tomli backport, a core dependency there
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "docs" / "validation.toml"

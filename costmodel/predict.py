@@ -601,7 +601,7 @@ def predict(spec, target, batch: int = 1, seq_len: int = 1, dtype: str = "float3
     if not state_fits:
         notes.append(f"states and buffers ({buffer_bytes:,} B) exceed on-chip memory ({on_chip:,} B)")
     lstm_terms = [t for t in terms if t.name.startswith("lstm")] or terms
-    return Prediction(
+    pred = Prediction(
         target=target.name, spec=spec, batch=c.batch, seq_len=c.seq_len, dtype=dtype, hoisted=hoisted,
         threads=threads, implementation=implementation,
         latency_s=latency, step_latency_s=step_latency, max_step_rate_hz=1.0 / step_latency,
@@ -613,3 +613,25 @@ def predict(spec, target, batch: int = 1, seq_len: int = 1, dtype: str = "float3
         state_fits=state_fits, fits=weights_fit and state_fits,
         weight_bytes_per_step=traffic.weight_bytes_per_step, bytes_per_step=traffic.bytes_per_step,
         layers=tuple(terms), notes=tuple(notes))
+    return pred if target.array is None else _on_array(pred, c, target)
+
+
+def _on_array(pred: Prediction, c: Counts, target: Target) -> Prediction:
+    """A target with an [array]: latency and energy from the systolic-array model
+    (costmodel/array.py) instead of the roofline; memory fit as before."""
+    from dataclasses import replace
+    from .array import ArrayError, lstm_cost, merge_tech
+    a = target.array
+    try:
+        r = {k: v[0].item() for k, v in lstm_cost(c, a.designs(target.clock_MHz), merge_tech(a.tech)).items()}
+    except ArrayError as e:
+        raise PredictError(f"{target.name}: {e}") from None
+    hz = target.clock_MHz * 1e6
+    bound = "compute" if r["fits"] else f"memory:{storage_level(target).name}"
+    return replace(pred, latency_s=r["latency_s"], step_latency_s=r["step_latency_s"],
+                   max_step_rate_hz=1.0 / r["step_latency_s"], bound=bound, step_bound=bound,
+                   breakdown={k[7:]: v / hz for k, v in r.items() if k.startswith("cycles_")},
+                   bound_breakdown={bound: r["latency_s"]}, energy_j=r["energy_j"], step_energy_j=r["step_energy_j"],
+                   energy_breakdown={k[7:-2]: v for k, v in r.items() if k.startswith("energy_") and k.endswith("_j")},
+                   notes=pred.notes + (f"systolic array {a.rows}x{a.cols} {a.dataflow}: utilization "
+                                       f"{r['utilization']:.1%}, area {r['area_mm2']:.3g} mm2 (costmodel/array.py)",))

@@ -18,7 +18,9 @@ from ._toml import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
+
+from .array import ArrayConfig, ArrayError, parse_array
 
 KINDS = ("mcu", "cpu", "gpu", "accelerator", "host")
 MEMORY_KINDS = ("register", "sram", "cache", "dram", "hbm", "flash")
@@ -162,6 +164,7 @@ class Target:
     sources: Dict[str, str] = field(default_factory=dict)
     calibration: Dict[str, object] = field(default_factory=dict)
     path: str = ""
+    array: Optional[ArrayConfig] = None  # an accelerator's systolic array (costmodel/array.py)
 
     def peak_macs_per_s(self, dtype: str, threads: int = 1) -> float:
         rate = self.macs_per_cycle.get(dtype)
@@ -339,6 +342,10 @@ def parse_target(data: dict, fname: str, path: str = "") -> Target:
     t_ns = {k[3:]: tr.number(k) for k in tr.table if k.startswith("ns_")}
     t_pass = {k[8:]: tr.number(k, positive=False) for k in tr.table if k.startswith("pass_ns_")}
     calib = r.raw("calibration", {})
+    try:
+        array = parse_array(data["array"], fname) if "array" in data else None
+    except ArrayError as e:
+        raise TargetError(str(e)) from None
     return Target(
         name=r.string("name"), description=r.string("description", ""),
         kind=r.string("kind", choices=KINDS), clock_MHz=r.number("clock_MHz"), cores=r.integer("cores", 1),
@@ -363,7 +370,7 @@ def parse_target(data: dict, fname: str, path: str = "") -> Target:
         wrapper_s=ov.number("wrapper_s", 0.0, positive=False),
         wrapper_layer_s=ov.number("wrapper_layer_s", 0.0, positive=False),
         wrapper_dir_s=ov.number("wrapper_dir_s", 0.0, positive=False),
-        calibration=dict(calib) if isinstance(calib, dict) else {}, path=path)
+        calibration=dict(calib) if isinstance(calib, dict) else {}, path=path, array=array)
 
 
 def load_target_file(path) -> Target:

@@ -17,6 +17,9 @@ _LAZY = {
 
 
 def __getattr__(name):
+    if name == "explore":  # the design-study module (edgelstm/explore.py)
+        import importlib
+        return importlib.import_module(".explore", __name__)
     if name in _LAZY:
         import importlib
         value = getattr(importlib.import_module(_LAZY[name], __name__), name)

@@ -1,4 +1,4 @@
-"""The `edgelstm` command: size, targets, calibrate, bench.
+"""The `edgelstm` command: size, targets, calibrate, bench, explore.
 
 Bad input gets one line on stderr and exit code 2, never a traceback.
 """
@@ -288,6 +288,107 @@ def cmd_bench(args) -> int:
     return 0
 
 
+# -- explore -------------------------------------------------------------------------------
+def _add_explore(sub):
+    p = sub.add_parser("explore", help="sweep systolic-array accelerator designs for an LSTM: "
+                                       "Pareto front, CSV/JSON and plots (docs/design-study.md)")
+    p.add_argument("--grid", required=True, metavar="FILE",
+                   help="TOML grid: a list of values per design key, optional [budget] table")
+    g = p.add_argument_group("the LSTM (LSTMSpec fields), or --model / --example as in `size`")
+    g.add_argument("--input-size", type=int)
+    g.add_argument("--hidden-size", type=int)
+    g.add_argument("--num-layers", type=int, default=1)
+    g.add_argument("--bidirectional", action="store_true")
+    g.add_argument("--proj-size", type=int, default=0)
+    g.add_argument("--bias", default="pytorch")
+    g.add_argument("--peephole", action="store_true")
+    p.add_argument("--model", metavar="FILE")
+    p.add_argument("--example")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--seq-len", type=int, default=1)
+    p.add_argument("--dtype", default="int8", help="int8, int4, float16, bfloat16, float32")
+    b = p.add_argument_group("budget (overrides the grid file's [budget])")
+    b.add_argument("--rate-hz", type=float, help="steps per second: the step deadline and the power's duty cycle")
+    b.add_argument("--step-deadline-s", type=float)
+    b.add_argument("--power-w", type=float)
+    b.add_argument("--area-mm2", type=float)
+    p.add_argument("--objectives", default="step_latency_s,step_energy_j,area_mm2",
+                   help="comma-separated result keys for the Pareto front")
+    p.add_argument("--out", default="explore-results", metavar="DIR")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--json", action="store_true", help="the summary as one JSON object on stdout")
+    p.set_defaults(func=cmd_explore)
+
+
+def cmd_explore(args) -> int:
+    from pathlib import Path
+    from . import explore as ex
+    try:
+        spec = spec_from_args(args)
+    except UsageError as e:
+        raise UsageError(str(e).replace("size:", "explore:", 1)) from None
+    objectives = tuple(o.strip() for o in args.objectives.split(",") if o.strip())
+    bad = [o for o in objectives if o not in ex.OBJECTIVES]
+    if bad or not objectives:
+        raise UsageError(f"explore: --objectives: expected comma-separated keys among {', '.join(ex.OBJECTIVES)}, "
+                         f"got {args.objectives!r}")
+    values, budget = ex.load_grid(args.grid)
+    for k in ex.BUDGET_KEYS:
+        if getattr(args, k) is not None:
+            budget[k] = getattr(args, k)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    designs = ex.grid(**values)
+    n = len(designs["rows"])
+    t0 = time.perf_counter()
+    shown = [False]
+
+    def progress(done, total):  # a bar on stderr once the sweep has taken more than a second
+        if time.perf_counter() - t0 > 1.0 or shown[0]:
+            shown[0] = True
+            bar = "#" * int(30 * done / total)
+            print(f"\rexplore: [{bar:<30}] {done:,}/{total:,} designs", end="", file=sys.stderr, flush=True)
+
+    result = ex.sweep_chunked(spec, designs, batch=args.batch, seq_len=args.seq_len, dtype=args.dtype,
+                              progress=progress)
+    if shown[0]:
+        print(file=sys.stderr)
+    elapsed = time.perf_counter() - t0
+    ok = ex.constraints(result, **budget)
+    front = ex.pareto(result, objectives=objectives, where=ok)
+    ex.write_csv(out / "front.csv", designs, result, front)
+    written = [out / "front.csv"]
+    if n <= ex.CSV_ALL_MAX:
+        ex.write_csv(out / "designs.csv", designs, result, range(n))
+        written.append(out / "designs.csv")
+    summary = {"spec": str(spec), "batch": args.batch, "seq_len": args.seq_len, "dtype": args.dtype,
+               "grid": values, "budget": budget, "objectives": list(objectives), "designs": n,
+               "within_budget": int(ok.sum()), "sweep_s": elapsed, "designs_per_s": n / elapsed,
+               "front": list(ex._rows(designs, result, front))}
+    (out / "explore.json").write_text(json.dumps(summary, indent=2))
+    written.append(out / "explore.json")
+    if not args.no_plots:
+        try:
+            written += ex.plot_study(out, designs, result, ok, front, objectives,
+                                     title=f"E={getattr(spec, 'input_size', '')} H={getattr(spec, 'hidden_size', '')} {args.dtype}, {n:,} designs")
+        except ImportError:
+            print("explore: matplotlib is not installed (pip install 'edgelstm[plot]'): no plots", file=sys.stderr)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"{spec}: {n:,} designs in {elapsed:.2f} s ({n / elapsed / 1e6:.2f} M/s); "
+          f"{int(ok.sum()):,} within budget {budget or '(none)'}; Pareto front over {', '.join(objectives)}:")
+    rows = [(f"{r['rows']}x{r['cols']} {r['dataflow']}", f"{r['ifmap_sram_kB']:g}/{r['filter_sram_kB']:g}/{r['ofmap_sram_kB']:g}",
+             f"{r['dram_words_per_cycle']:g}", f"{r['clock_MHz']:g}", small(r["step_latency_s"], "s"),
+             small(r["step_energy_j"], "J"), f"{r['area_mm2']:.3g}", f"{r['utilization']:.1%}")
+            for r in summary["front"][:20]]
+    print(table(("array", "SRAM KiB i/f/o", "DRAM w/c", "MHz", "step", "step energy", "mm2", "util"), rows))
+    if len(summary["front"]) > 20:
+        print(f"... {len(summary['front']) - 20} more in {out / 'front.csv'}")
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
 # -- entry point ---------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="edgelstm", description="What an LSTM costs on real hardware, and how fast it runs.")
@@ -296,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_targets(sub)
     _add_calibrate(sub)
     _add_bench(sub)
+    _add_explore(sub)
     return parser
 
 

@@ -174,7 +174,7 @@ def shape_terms(M, N, K, rows, cols, code) -> dict:
 
 def memory_cycles(t: dict, ifmap_valid, filter_valid, ifmap_active, filter_active, ofmap_active,
                   dram_words_per_cycle, ifmap_dram=True, filter_dram=True, ofmap_dram=True,
-                  overlap: bool = False) -> dict:
+                  overlap: bool = False, window: Optional[dict] = None) -> dict:
     """Cycles of one GEMM with its memory traffic, from its shape_terms `t`.
 
     *_valid: the operand's real words (M*K, K*N); *_active: the active half of each double
@@ -183,27 +183,46 @@ def memory_cycles(t: dict, ifmap_valid, filter_valid, ifmap_active, filter_activ
     fits is fetched whole before compute (its tiles, padding included: SCALE-Sim's
     prefetch); one that does not is streamed, its first fold's words before compute and
     the rest overlapped with it. overlap=True streams every DRAM operand that way (a
-    double-buffered design that starts on the first fold: the LSTM's per-step weights)."""
+    double-buffered design that starts on the first fold: the LSTM's per-step weights).
+
+    window: from window_prefetches, for designs using the 'scalesim' memory model: where
+    its `on` mask holds, a spilled operand costs its read-buffer window's prefetches
+    (`*_window_cycles`, fetching `*_window_words`) instead of one stream per pass, after
+    a first fill of the whole active half (SCALE-Sim's prefetch_active_buffer)."""
     bw = dram_words_per_cycle
 
-    def read_side(words, fold_words, stream_words, valid, active, from_dram):
+    def read_side(words, fold_words, stream_words, valid, active, from_dram, name):
         spill = valid > active
         dram = True if from_dram is True else spill | from_dram
         if overlap:
             first = np.minimum(fold_words, active) * dram
-            return first, (np.where(spill, stream_words, words) - first) * dram
-        # SCALE-Sim's prefetch fills at most the active half (the padding is fetched too).
-        first = np.minimum(np.where(spill, fold_words, words), active) * dram
-        return first, (stream_words - first) * spill
+            stream = (np.where(spill, stream_words, words) - first) * dram
+        else:
+            # SCALE-Sim's prefetch fills at most the active half (the padding is fetched too).
+            first = np.minimum(np.where(spill, fold_words, words), active) * dram
+            stream = (stream_words - first) * spill
+        fetched = first + stream
+        if window is not None:
+            on, wspill = window["on"], window[f"{name}_spill"]
+            if not overlap:  # an operand the window holds whole is fetched once, up front
+                fits = on & ~wspill
+                first = np.where(fits, np.minimum(words, active) * dram, first)
+                stream = np.where(fits, 0, stream)
+                fetched = np.where(fits, first, fetched)
+            first = np.where(on & wspill, np.minimum(words, active), first)
+            # The window's prefetches, as words at `bw` so that the max below compares cycles.
+            stream = np.where(on & wspill, window[f"{name}_window_cycles"] * bw, stream)
+            fetched = np.where(on & wspill, first + window[f"{name}_window_words"], fetched)
+        return first, stream, fetched
 
-    f_if, s_if = read_side(t["ifmap_words"], t["ifmap_fold_words"], t["ifmap_stream_words"], ifmap_valid,
-                           ifmap_active, ifmap_dram)
+    f_if, s_if, w_if = read_side(t["ifmap_words"], t["ifmap_fold_words"], t["ifmap_stream_words"], ifmap_valid,
+                                 ifmap_active, ifmap_dram, "ifmap")
     # os re-reads the filter once per row fold only when one K x C tile does not fit
     # (filter_tile_words is 0 for ws and is, whose passes are in filter_stream_words).
     tile = t["filter_tile_words"]
     f_stream = np.where((tile > 0) & (tile <= filter_active), t["filter_words"], t["filter_stream_words"])
-    f_f, s_f = read_side(t["filter_words"], t["filter_fold_words"], f_stream, filter_valid, filter_active,
-                         filter_dram)
+    f_f, s_f, w_f = read_side(t["filter_words"], t["filter_fold_words"], f_stream, filter_valid, filter_active,
+                              filter_dram, "filter")
     w = t["ofmap_writes"]
     tail = np.minimum(w, ofmap_active)
     s_o = w - tail
@@ -215,19 +234,138 @@ def memory_cycles(t: dict, ifmap_valid, filter_valid, ifmap_active, filter_activ
     stream = np.maximum(np.maximum(s_if, s_f), s_o) / bw
     drain = tail / bw
     return dict(cycles=fill + np.maximum(t["compute"], stream) + drain, fill=fill, stream=stream, drain=drain,
-                ifmap_dram_words=f_if + s_if, filter_dram_words=f_f + s_f, ofmap_dram_words=tail + s_o)
+                ifmap_dram_words=w_if, filter_dram_words=w_f, ofmap_dram_words=tail + s_o)
+
+
+MEMORY_MODELS = ("stream", "scalesim")
+
+
+def memory_model_codes(memory_model) -> np.ndarray:
+    """0 for 'stream', 1 for 'scalesim': from a string or an array of strings or codes."""
+    a = np.asarray(memory_model)
+    if a.dtype.kind in "US":
+        a = a.astype(str)
+        codes = np.full(a.shape, -1, dtype=np.int64)
+        for i, name in enumerate(MEMORY_MODELS):
+            codes[a == name] = i
+        if (codes < 0).any():
+            bad = str(a[codes < 0].ravel()[0])
+            raise ArrayError(f"memory_model: expected one of {', '.join(MEMORY_MODELS)}, got {bad!r}")
+        return codes
+    if a.dtype.kind in "iu" and (a.size == 0 or (a.min() >= 0 and a.max() <= 1)):
+        return a.astype(np.int64)
+    raise ArrayError(f"memory_model: expected one of {', '.join(MEMORY_MODELS)}, got {memory_model!r}")
+
+
+def _trip_chance(back_lines, A, P):
+    """Chance that going back `back_lines` behind the furthest line read so far sends the
+    read-buffer window round the whole operand. Just after the window has moved to reach a
+    line, it holds A - u lines behind it, u spread evenly over [0, P) by where the line
+    falls against the window's P-line steps."""
+    return np.clip((back_lines - (A - P)) / np.maximum(P, 1), 0.0, 1.0)
+
+
+def _backward_trips(block_lines, A, P):
+    """Expected trips round the operand to read a block of `block_lines` lines with its
+    rows in reverse order: each trip leaves the window holding U(A - P, A) lines behind the
+    line it came for, so the trips are a renewal process with uniform steps; its renewal
+    function for U(0, 1) steps is sum_k (-1)^k (t - k)^k e^(t - k) / k! - 1 (k <= t), and
+    2t - 1/3 for large t."""
+    t = np.maximum(block_lines - (A - P), 0.0) / np.maximum(P, 1)
+    tc = np.minimum(t, 8.0)
+    m = -np.ones_like(tc)
+    fact = 1.0
+    for k in range(9):
+        fact *= max(k, 1)
+        term = (-1) ** k * np.maximum(tc - k, 0.0) ** k * np.exp(tc - k) / fact
+        m = m + np.where(tc >= k, term, 0.0)
+    return np.where(t > 8.0, 2 * t - 1 / 3, m)
+
+
+def window_prefetches(M, N, K, rows, cols, code, ifmap_cap_words, filter_cap_words, dram_words_per_cycle,
+                      on=True) -> dict:
+    """SCALE-Sim 3.0.0's read buffers (memory/read_buffer.py) when an operand does not fit:
+    how many prefetches each makes, and the cycles they take. Vectorized; broadcasts.
+
+    The simulator keeps each operand as `lines` of ceil(capacity / 100) words in its fetch
+    order (the prefetch matrix, padding left out), and a window of A lines over them (the
+    active half). A demanded word outside the window moves the window forward, cyclically,
+    by P lines (the prefetch half), one prefetch of ceil(P words / bandwidth) + 1 cycles
+    each, until it holds the word. The prefetches run back to back on their own clock, so
+    a buffer's stalls bound the run at (prefetches x cycles per prefetch) wherever they
+    fall. Reading the operand once in fetch order takes (lines - A) / P prefetches, and
+    every time the demand order goes back to a line the window has passed, the window goes
+    round the whole operand: `lines` / P prefetches more.
+
+    How the demand order meets the fetch order, per dataflow (compute/systolic_compute_*.py):
+    - os and ws ifmap, is filter: fetched as their row-fold tiles (T x W, W = R) stacked and
+      read along anti-diagonals; each column fold reads the tiles in that order, so the
+      window goes round cf times, and moving on to the next tile goes back W(W-1) words
+      (its first diagonal came before the last of the tile before): a trip by chance;
+    - os filter: its column tiles (K x C), fetched the same way, each read rf times in a
+      row: every repeat goes back the tile's C(K + C - 1) words;
+    - ws filter, is ifmap: column tiles fetched row by row, each R x C fold read with its
+      rows in reverse order (_backward_trips).
+    Returns ifmap_/filter_ spill (the window does not hold the operand), window_cycles,
+    window_words (words fetched after the first fill), prefetches, and `on`."""
+    M, N, K = (np.asarray(x, dtype=np.float64) for x in (M, N, K))
+    R, C = np.asarray(rows, dtype=np.float64), np.asarray(cols, dtype=np.float64)
+    is_os, is_ws, is_is = code == 0, code == 1, code == 2
+    rf, cf, _ = fold_geometry(M, N, K, R, C, code)
+    bw = np.asarray(dram_words_per_cycle, dtype=np.float64)
+    out = {"on": np.asarray(on, dtype=bool)}
+    dim_c = np.where(is_is, M, N)
+    last_r, last_c = K - (rf - 1) * R, dim_c - (cf - 1) * C
+    # The row-fold tiles read in order: width (valid) and the dimension along the rows.
+    w_row = np.minimum(R, np.where(is_os, M, K))
+    for name, cap, valid, pattern in (
+            ("ifmap", ifmap_cap_words, M * K, np.where(is_is, 2, 0)),
+            ("filter", filter_cap_words, K * N, np.where(is_os, 1, np.where(is_ws, 2, 0)))):
+        cap = np.floor(np.asarray(cap, dtype=np.float64))
+        eps = np.ceil(cap / 100)                      # words per line
+        active = np.ceil(cap / 2)
+        prefetch = cap - active
+        lines = np.floor(valid / eps) + 1
+        a_max, p_max = np.ceil(active / eps), np.ceil(prefetch / eps)
+        spill = lines > a_max
+        A = np.where(spill, a_max, lines)
+        P = np.where(spill, np.minimum(p_max, lines - A), 0)
+        # Trips round the operand beyond the first pass.
+        cyc_trips = (cf - 1) + cf * (rf - 1) * _trip_chance(w_row * (w_row - 1) / eps, A, P)
+        w_col = np.minimum(C, N)
+        rep_trips = ((cf - 1) * _trip_chance(w_col * (w_col - 1) / eps, A, P)
+                     + cf * (rf - 1) * _trip_chance(w_col * (K + w_col - 1) / eps, A, P))
+        back = lambda r, c: _backward_trips(r * c / eps, A, P)
+        rev_trips = ((rf - 1) * (cf - 1) * back(R, C) + (rf - 1) * back(R, last_c)
+                     + (cf - 1) * back(last_r, C) + back(last_r, last_c))
+        trips = np.where(pattern == 0, cyc_trips, np.where(pattern == 1, rep_trips, rev_trips))
+        n = np.where(spill, np.maximum(np.ceil(((1 + trips) * lines - A) / np.maximum(P, 1)), 0), 0)
+        per = np.ceil(prefetch / bw)                  # fetch rows of `bw` words, plus 1 cycle latency
+        out[f"{name}_spill"] = spill
+        out[f"{name}_prefetches"] = n
+        out[f"{name}_window_cycles"] = n * (per + 1)
+        out[f"{name}_window_words"] = n * per * bw
+    return out
 
 
 def gemm_memory_cycles(M, N, K, rows, cols, code, ifmap_cap_words, filter_cap_words, ofmap_cap_words,
-                       dram_words_per_cycle, ifmap_dram=True, filter_dram=True, ofmap_dram=True):
+                       dram_words_per_cycle, ifmap_dram=True, filter_dram=True, ofmap_dram=True,
+                       memory_model="stream"):
     """Cycles of one GEMM with its memory traffic, vectorized (no validation: callers
     validate). *_cap_words: each double buffer's capacity in words (half is active).
-    Returns a dict: cycles, compute, fill, stream, drain, the DRAM words per operand and
-    dram_words, plus the shape_terms entries."""
+    memory_model: 'stream' (each spilled operand streamed once per pass: a weight-streaming
+    design) or 'scalesim' (SCALE-Sim 3.0.0's read-buffer window: see window_prefetches),
+    or an array of codes (MEMORY_MODELS index). Returns a dict: cycles, compute, fill,
+    stream, drain, the DRAM words per operand and dram_words, plus the shape_terms entries."""
     t = shape_terms(M, N, K, rows, cols, code)
+    window = None
+    mm = memory_model_codes(memory_model)
+    if np.any(mm == 1):
+        window = window_prefetches(M, N, K, rows, cols, code, ifmap_cap_words, filter_cap_words,
+                                   dram_words_per_cycle, mm == 1)
     m = memory_cycles(t, M * K, K * N, np.ceil(np.asarray(ifmap_cap_words) / 2),
                       np.ceil(np.asarray(filter_cap_words) / 2), np.ceil(np.asarray(ofmap_cap_words) / 2),
-                      dram_words_per_cycle, ifmap_dram, filter_dram, ofmap_dram)
+                      dram_words_per_cycle, ifmap_dram, filter_dram, ofmap_dram, window=window)
     m["dram_words"] = m["ifmap_dram_words"] + m["filter_dram_words"] + m["ofmap_dram_words"]
     return dict(t, **m)
 

@@ -443,6 +443,7 @@ class ArrayConfig:
     vector_lanes: int               # elementwise operations per cycle (adds, products)
     tech: Dict[str, object] = field(default_factory=dict)
     source: str = ""
+    memory_model: str = "stream"    # 'stream' (weight streaming) or 'scalesim' (see window_prefetches)
 
     def designs(self, clock_MHz: float) -> dict:
         """This configuration as a one-design dict for `lstm_cost` / explore.sweep."""
@@ -451,7 +452,7 @@ class ArrayConfig:
                 "ofmap_sram_kB": [self.ofmap_sram_bytes / 1024],
                 "dram_words_per_cycle": [self.dram_words_per_cycle], "clock_MHz": [clock_MHz],
                 "sigmoid_per_cycle": [self.sigmoid_per_cycle], "tanh_per_cycle": [self.tanh_per_cycle],
-                "vector_lanes": [self.vector_lanes]}
+                "vector_lanes": [self.vector_lanes], "memory_model": [self.memory_model]}
 
 
 def parse_array(table, fname: str) -> ArrayConfig:
@@ -478,6 +479,10 @@ def parse_array(table, fname: str) -> ArrayConfig:
     if not isinstance(source, str) or not source:
         raise ArrayError(f"{fname}: array.source: missing (say where the array's figures come from)")
     cols = num("cols")
+    memory_model = table.get("memory_model", "stream")
+    if memory_model not in MEMORY_MODELS:
+        raise ArrayError(f"{fname}: array.memory_model: expected one of {', '.join(MEMORY_MODELS)}, "
+                         f"got {memory_model!r}")
     tech = table.get("tech", {})
     merge_tech(tech, fname)  # validates the overrides now
     return ArrayConfig(rows=num("rows"), cols=cols, dataflow=df,
@@ -486,13 +491,15 @@ def parse_array(table, fname: str) -> ArrayConfig:
                        dram_words_per_cycle=num("dram_words_per_cycle", integer=False),
                        sigmoid_per_cycle=num("sigmoid_per_cycle", default=cols),
                        tanh_per_cycle=num("tanh_per_cycle", default=cols),
-                       vector_lanes=num("vector_lanes", default=cols), tech=dict(tech), source=source)
+                       vector_lanes=num("vector_lanes", default=cols), tech=dict(tech), source=source,
+                       memory_model=memory_model)
 
 
 # -- design points -------------------------------------------------------------------------
 REQUIRED_KEYS = ("rows", "cols", "dataflow", "ifmap_sram_kB", "filter_sram_kB", "ofmap_sram_kB",
                  "dram_words_per_cycle", "clock_MHz")
-OPTIONAL_KEYS = ("sigmoid_per_cycle", "tanh_per_cycle", "vector_lanes")  # default: cols
+OPTIONAL_KEYS = ("sigmoid_per_cycle", "tanh_per_cycle", "vector_lanes",  # default: cols
+                 "memory_model")  # default: 'stream'; 'scalesim' emulates SCALE-Sim's read buffers
 MAX_DESIGNS = 20_000_000  # per call: the inputs and results of 20 M designs take about 2.5 GB
 
 
@@ -533,6 +540,8 @@ def normalize_designs(designs) -> dict:
         d[f"{k}_bytes"] = positive_floats(f"designs['{k}_sram_kB']", designs[f"{k}_sram_kB"]) * 1024
     for k, name in (("sigmoid", "sigmoid_per_cycle"), ("tanh", "tanh_per_cycle"), ("lanes", "vector_lanes")):
         d[k] = positive_ints(f"designs[{name!r}]", designs[name]) if name in designs else d["cols"]
+    d["memory"] = (memory_model_codes(designs["memory_model"]) if "memory_model" in designs
+                   else np.zeros(n, dtype=np.int64))
     return d
 
 
@@ -666,8 +675,17 @@ def _cost_chunk(counts, plan, d, inv, tech) -> dict:
     br = {k: np.zeros(n) for k in ("input_gemm", "recurrent_gemm", "projection_gemm", "epilogue", "head")}
     br["weight_load"] = load
 
+    # Designs on the 'scalesim' memory model: a spilled operand costs SCALE-Sim's read-buffer
+    # window prefetches instead of one stream per pass.
+    sim_mem = d["memory"] == 1
+    caps = {k: np.floor(d[f"{k}_bytes"] / wb) for k in ("ifmap", "filter")}
+
     def run(t, M, N, K, if_dram, o_dram):
-        m = memory_cycles(t, M * K, K * N, a_if, a_f, a_o, bw, if_dram, not_res, o_dram, overlap=True)
+        window = None
+        if sim_mem.any():
+            window = window_prefetches(M, N, K, R, C, d["code"], caps["ifmap"], caps["filter"], bw, sim_mem)
+        m = memory_cycles(t, M * K, K * N, a_if, a_f, a_o, bw, if_dram, not_res, o_dram, overlap=True,
+                          window=window)
         dram = m["ifmap_dram_words"] + m["filter_dram_words"] + m["ofmap_dram_words"]
         sram = (t["ifmap_reads"] + m["ifmap_dram_words"]) * e_sram["ifmap"] \
             + (t["filter_reads"] + m["filter_dram_words"]) * e_sram["filter"] + t["ofmap_writes"] * e_sram["ofmap"]

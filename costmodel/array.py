@@ -257,94 +257,135 @@ def memory_model_codes(memory_model) -> np.ndarray:
     raise ArrayError(f"memory_model: expected one of {', '.join(MEMORY_MODELS)}, got {memory_model!r}")
 
 
-def _trip_chance(back_lines, A, P):
-    """Chance that going back `back_lines` behind the furthest line read so far sends the
-    read-buffer window round the whole operand. Just after the window has moved to reach a
-    line, it holds A - u lines behind it, u spread evenly over [0, P) by where the line
-    falls against the window's P-line steps."""
-    return np.clip((back_lines - (A - P)) / np.maximum(P, 1), 0.0, 1.0)
+def _tri(y):
+    y = np.maximum(y, 0.0)
+    return y * (y + 1) / 2
 
 
-def _backward_trips(block_lines, A, P):
-    """Expected trips round the operand to read a block of `block_lines` lines with its
-    rows in reverse order: each trip leaves the window holding U(A - P, A) lines behind the
-    line it came for, so the trips are a renewal process with uniform steps; its renewal
-    function for U(0, 1) steps is sum_k (-1)^k (t - k)^k e^(t - k) / k! - 1 (k <= t), and
-    2t - 1/3 for large t."""
-    t = np.maximum(block_lines - (A - P), 0.0) / np.maximum(P, 1)
-    tc = np.minimum(t, 8.0)
-    m = -np.ones_like(tc)
-    fact = 1.0
-    for k in range(9):
-        fact *= max(k, 1)
-        term = (-1) ** k * np.maximum(tc - k, 0.0) ** k * np.exp(tc - k) / fact
-        m = m + np.where(tc >= k, term, 0.0)
-    return np.where(t > 8.0, 2 * t - 1 / 3, m)
+def _words_before_diagonal(d, T, W, nb, w_last):
+    """Valid words before anti-diagonal d of nb stacked T x W tiles (the last w_last wide,
+    the rest padding): a T x w tile holds tri(s) - tri(s - w) - tri(s - T) + tri(s - T - w)
+    words before its own diagonal s. Broadcasts; loops over the tile index only."""
+    out = np.zeros(np.broadcast(d, T, W, nb, w_last).shape)
+    for b in range(int(np.max(nb)) if np.size(nb) else 0):
+        w = np.where(b == nb - 1, w_last, W)
+        s = d - b * T
+        out += np.where(b < nb, _tri(s) - _tri(s - w) - _tri(s - T) + _tri(s - T - w), 0.0)
+    return out
+
+
+def _window_walk(start, end, use, lines, A, P):
+    """Prefetches of a read-buffer window over segments each read forward, in order.
+    start, end, use: (segments, configs) line numbers and a mask; lines, A, P per config.
+    The window after k prefetches holds lines [kP, kP + A) (mod lines); a segment's first
+    line, taken at its first occurrence at or after kP, and its last line must be in it."""
+    k = np.zeros(lines.shape)
+    p = np.maximum(P, 1)
+    for i in range(start.shape[0]):
+        ls, le = start[i], end[i]
+        x = ls + lines * np.ceil((k * p - ls) / lines)
+        k_next = np.maximum(k, np.floor((x + (le - ls) - A) / p) + 1)
+        k = np.where(use[i], np.maximum(k_next, np.floor((x - A) / p) + 1), k)
+    return k
+
+
+def _operand_prefetches(M, N, K, R, C, code, cap, operand):
+    """SCALE-Sim's prefetch count for one operand (see window_prefetches); 1-D arrays, one
+    entry per configuration. Returns (prefetches, spill)."""
+    is_os, is_ws, is_is = code == 0, code == 1, code == 2
+    eps = np.ceil(cap / 100)                          # words per line
+    active = np.ceil(cap / 2)
+    lines = np.floor((M * K if operand == "ifmap" else K * N) / eps) + 1
+    a_max, p_max = np.ceil(active / eps), np.ceil((cap - active) / eps)
+    spill = lines > a_max
+    A = np.where(spill, a_max, lines)
+    P = np.where(spill, np.minimum(p_max, lines - A), 0)
+    dim_c = np.where(is_is, M, N)
+    rf, cf = np.ceil(np.where(is_os, M, K) / R), np.ceil(dim_c / C)
+    pattern = (np.where(is_is, 2, 0) if operand == "ifmap" else np.where(is_os, 1, np.where(is_ws, 2, 0)))
+    # Patterns 0 and 1: nb tiles of T rows x W stacked, fetched by anti-diagonals; each
+    # column fold reads them in order (0), or each tile rf times in a row (1, os filter).
+    T = np.where(pattern == 1, K, np.where(is_os, K, np.where(is_ws, M, N)))
+    W = np.where(pattern == 1, C, R)
+    split = np.where(pattern == 1, N, np.where(is_os, M, K))
+    nb = np.ceil(split / W)
+    w_last = split - (nb - 1) * W
+    reps = np.where(pattern == 1, rf, 1)
+    n_diag = np.where(pattern == 2, 0, nb * reps * np.where(pattern == 1, 1, cf))
+    # Pattern 2 (ws filter, is ifmap): cf column tiles of K rows fetched row by row, each
+    # fold of R rows read last row first.
+    last_c = dim_c - (cf - 1) * C
+    n_rev = np.where(pattern == 2, cf * K, 0)
+    n_seg = np.where(spill, np.maximum(n_diag, n_rev), 0)
+    S = int(n_seg.max()) if n_seg.size else 0
+    i = np.arange(S, dtype=np.float64)[:, None]
+    b = np.where(pattern == 1, i // reps % nb, i % nb)
+    wb = np.where(b == nb - 1, w_last, W)
+    d0 = b * T                                         # the tile's first diagonal: its (0, 0)
+    last_diag = d0 + T + wb - 2                        # its last word (T - 1, wb - 1)
+    # Words of earlier tiles that follow the last word on its diagonal.
+    behind = np.maximum(0, np.minimum(W - T - wb + 1, d0))
+    start_d = _words_before_diagonal(d0, T, W, nb, w_last)
+    end_d = _words_before_diagonal(last_diag + 1, T, W, nb, w_last) - 1 - behind
+    fc, within = i // K, i % K
+    fr, j = within // R, within % R
+    row = fr * R + np.minimum(R, K - fr * R) - 1 - j
+    wv = np.where(fc == cf - 1, last_c, C)
+    start_r = fc * K * C + row * wv
+    start = np.where(pattern == 2, start_r, start_d)
+    end = np.where(pattern == 2, start_r + wv - 1, end_d)
+    n = _window_walk(start // eps, end // eps, i < n_seg, lines, A, P)
+    return np.where(spill, n, 0.0), spill
 
 
 def window_prefetches(M, N, K, rows, cols, code, ifmap_cap_words, filter_cap_words, dram_words_per_cycle,
                       on=True) -> dict:
     """SCALE-Sim 3.0.0's read buffers (memory/read_buffer.py) when an operand does not fit:
-    how many prefetches each makes, and the cycles they take. Vectorized; broadcasts.
+    how many prefetches each makes, and the cycles they take. Broadcasts.
 
-    The simulator keeps each operand as `lines` of ceil(capacity / 100) words in its fetch
-    order (the prefetch matrix, padding left out), and a window of A lines over them (the
-    active half). A demanded word outside the window moves the window forward, cyclically,
-    by P lines (the prefetch half), one prefetch of ceil(P words / bandwidth) + 1 cycles
-    each, until it holds the word. The prefetches run back to back on their own clock, so
-    a buffer's stalls bound the run at (prefetches x cycles per prefetch) wherever they
-    fall. Reading the operand once in fetch order takes (lines - A) / P prefetches, and
-    every time the demand order goes back to a line the window has passed, the window goes
-    round the whole operand: `lines` / P prefetches more.
+    The simulator keeps each operand as lines of ceil(capacity / 100) words in its fetch
+    order (its prefetch matrix, padding left out) and a window of A lines over them (the
+    active half: ceil(ceil(capacity / 2) / line words)). A demanded word outside the
+    window moves the window forward, cyclically, by P lines (the prefetch half), one
+    prefetch of ceil(P words / bandwidth) + 1 cycles each, until the window holds the word.
+    The prefetches run back to back on the buffer's own clock, so a buffer bounds the run
+    at (prefetches x cycles per prefetch). Whenever the demand order turns back behind
+    the window, the window goes round the whole operand.
 
-    How the demand order meets the fetch order, per dataflow (compute/systolic_compute_*.py):
-    - os and ws ifmap, is filter: fetched as their row-fold tiles (T x W, W = R) stacked and
-      read along anti-diagonals; each column fold reads the tiles in that order, so the
-      window goes round cf times, and moving on to the next tile goes back W(W-1) words
-      (its first diagonal came before the last of the tile before): a trip by chance;
-    - os filter: its column tiles (K x C), fetched the same way, each read rf times in a
-      row: every repeat goes back the tile's C(K + C - 1) words;
-    - ws filter, is ifmap: column tiles fetched row by row, each R x C fold read with its
-      rows in reverse order (_backward_trips).
-    Returns ifmap_/filter_ spill (the window does not hold the operand), window_cycles,
-    window_words (words fetched after the first fill), prefetches, and `on`."""
-    M, N, K = (np.asarray(x, dtype=np.float64) for x in (M, N, K))
-    R, C = np.asarray(rows, dtype=np.float64), np.asarray(cols, dtype=np.float64)
-    is_os, is_ws, is_is = code == 0, code == 1, code == 2
-    rf, cf, _ = fold_geometry(M, N, K, R, C, code)
-    bw = np.asarray(dram_words_per_cycle, dtype=np.float64)
-    out = {"on": np.asarray(on, dtype=bool)}
-    dim_c = np.where(is_is, M, N)
-    last_r, last_c = K - (rf - 1) * R, dim_c - (cf - 1) * C
-    # The row-fold tiles read in order: width (valid) and the dimension along the rows.
-    w_row = np.minimum(R, np.where(is_os, M, K))
-    for name, cap, valid, pattern in (
-            ("ifmap", ifmap_cap_words, M * K, np.where(is_is, 2, 0)),
-            ("filter", filter_cap_words, K * N, np.where(is_os, 1, np.where(is_ws, 2, 0)))):
-        cap = np.floor(np.asarray(cap, dtype=np.float64))
-        eps = np.ceil(cap / 100)                      # words per line
-        active = np.ceil(cap / 2)
-        prefetch = cap - active
-        lines = np.floor(valid / eps) + 1
-        a_max, p_max = np.ceil(active / eps), np.ceil(prefetch / eps)
-        spill = lines > a_max
-        A = np.where(spill, a_max, lines)
-        P = np.where(spill, np.minimum(p_max, lines - A), 0)
-        # Trips round the operand beyond the first pass.
-        cyc_trips = (cf - 1) + cf * (rf - 1) * _trip_chance(w_row * (w_row - 1) / eps, A, P)
-        w_col = np.minimum(C, N)
-        rep_trips = ((cf - 1) * _trip_chance(w_col * (w_col - 1) / eps, A, P)
-                     + cf * (rf - 1) * _trip_chance(w_col * (K + w_col - 1) / eps, A, P))
-        back = lambda r, c: _backward_trips(r * c / eps, A, P)
-        rev_trips = ((rf - 1) * (cf - 1) * back(R, C) + (rf - 1) * back(R, last_c)
-                     + (cf - 1) * back(last_r, C) + back(last_r, last_c))
-        trips = np.where(pattern == 0, cyc_trips, np.where(pattern == 1, rep_trips, rev_trips))
-        n = np.where(spill, np.maximum(np.ceil(((1 + trips) * lines - A) / np.maximum(P, 1)), 0), 0)
-        per = np.ceil(prefetch / bw)                  # fetch rows of `bw` words, plus 1 cycle latency
+    The demand order is a sequence of segments each read forward; per dataflow
+    (compute/systolic_compute_*.py):
+    - os and ws ifmap, is filter: row-fold tiles (T x R; T = K, M, N) stacked and fetched
+      by anti-diagonals; each column fold reads the tiles in order, each along its own
+      diagonals, so a tile's first word comes before the last word of the tile before;
+    - os filter: the K x C column tiles, fetched the same way, each read rf times in a row;
+    - ws filter, is ifmap: K x C column tiles fetched row by row; each fold reads its R rows
+      last row first, each row forward.
+    The window is walked over the segments' first and last lines (a loop over segments,
+    vectorized over the distinct configurations). tests/test_scalesim.py checks the totals
+    against the simulator. Returns ifmap_/filter_ spill, prefetches, window_cycles,
+    window_words (words fetched after the first fill), and `on`."""
+    arrs = np.broadcast_arrays(*(np.asarray(x, dtype=np.float64) for x in (M, N, K, rows, cols, code)),
+                               np.floor(np.asarray(ifmap_cap_words, dtype=np.float64)),
+                               np.floor(np.asarray(filter_cap_words, dtype=np.float64)),
+                               np.asarray(on, dtype=np.float64))
+    shape = arrs[0].shape
+    flat = np.stack([a.ravel() for a in arrs], axis=1)
+    want = flat[:, 8] > 0
+    keys, inv = np.unique(flat[want, :8], axis=0, return_inverse=True)
+    uM, uN, uK, uR, uC, ucode, ucap_if, ucap_f = keys.T
+    out = {"on": arrs[8].astype(bool).reshape(shape)}
+    bw = np.broadcast_to(np.asarray(dram_words_per_cycle, dtype=np.float64), shape)
+    for name, cap, ucap in (("ifmap", arrs[6], ucap_if), ("filter", arrs[7], ucap_f)):
+        n_u, spill_u = _operand_prefetches(uM, uN, uK, uR, uC, ucode.astype(np.int64), ucap, name)
+        n = np.zeros(flat.shape[0])
+        spill = np.zeros(flat.shape[0], dtype=bool)
+        n[want], spill[want] = n_u[inv.ravel()], spill_u[inv.ravel()]
+        n, spill = n.reshape(shape), spill.reshape(shape)
+        per = np.ceil((cap - np.ceil(cap / 2)) / bw)  # fetch rows of `bw` words; +1 cycle latency
         out[f"{name}_spill"] = spill
         out[f"{name}_prefetches"] = n
         out[f"{name}_window_cycles"] = n * (per + 1)
-        out[f"{name}_window_words"] = n * per * bw
+        out[f"{name}_window_words"] = n * np.minimum(per * bw, cap - np.ceil(cap / 2))
     return out
 
 

@@ -265,33 +265,65 @@ def _tri(y):
 def _words_before_diagonal(d, T, W, nb, w_last):
     """Valid words before anti-diagonal d of nb stacked T x W tiles (the last w_last wide,
     the rest padding): a T x w tile holds tri(s) - tri(s - w) - tri(s - T) + tri(s - T - w)
-    words before its own diagonal s. Broadcasts; loops over the tile index only."""
-    out = np.zeros(np.broadcast(d, T, W, nb, w_last).shape)
-    for b in range(int(np.max(nb)) if np.size(nb) else 0):
-        w = np.where(b == nb - 1, w_last, W)
-        s = d - b * T
-        out += np.where(b < nb, _tri(s) - _tri(s - w) - _tri(s - T) + _tri(s - T - w), 0.0)
+    words before its own diagonal s. Tiles wholly before d count T x W; only the few that
+    d crosses (at most ceil((T + W - 1) / T) + 1) are summed."""
+    def part(s, w):
+        return _tri(s) - _tri(s - w) - _tri(s - T) + _tri(s - T - w)
+    whole = np.clip(np.floor((d - T - W + 1) / T) + 1, 0, nb - 1)
+    out = whole * T * W + part(d - (nb - 1) * T, w_last)
+    q_max = int(np.max(np.ceil((T + W - 1) / T) + 1)) if np.size(T) else 0
+    for q in range(q_max):
+        b = whole + q
+        out = out + np.where(b <= nb - 2, part(d - b * T, W), 0.0)
     return out
 
 
-def _window_walk(start, end, use, lines, A, P):
-    """Prefetches of a read-buffer window over segments each read forward, in order.
-    start, end, use: (segments, configs) line numbers and a mask; lines, A, P per config.
-    The window after k prefetches holds lines [kP, kP + A) (mod lines); a segment's first
-    line, taken at its first occurrence at or after kP, and its last line must be in it."""
+def _window_walk(start, end, row_s, row_e, use, lines, A, P, d):
+    """A read-buffer window walked over segments each read forward, in demand order.
+
+    start, end: (segments, configs) line numbers of each segment's first and last word;
+    row_s, row_e: the demand rows they are read in; use: which segments exist; lines, A, P
+    and d (cycles per prefetch) per config. The window after k prefetches holds lines
+    [kP, kP + A) (mod lines); a word's line is taken at its first occurrence at or after
+    kP. Returns (prefetches, stall cycles): prefetch k is done at cycle k d - 1 whenever
+    it was asked for, and a row that waits for prefetches finishes at x, where each
+    prefetch done at L sets x to L + max(0, L - x) (service_reads counts a positive stall
+    twice), from x = its cycle + 1."""
     k = np.zeros(lines.shape)
     p = np.maximum(P, 1)
+    c = np.full(lines.shape, -1.0)   # cycle of the last row seen
+    r_prev = np.full(lines.shape, -1.0)
+
+    def at_row(c, r, k_old, k_new, ok):
+        c = c + (r - r_prev_holder[0])
+        m = k_new - k_old
+        first = (k_old + 1) * d - 1
+        last = k_new * d - 1
+        o1 = np.maximum(first - (c + 1), 0.0)
+        odd = m % 2 == 1
+        o = np.where(o1 <= d, np.where(odd, o1, d - o1), np.where(m == 1, o1, np.where(odd, d, 0.0)))
+        x = last + o
+        return np.where(ok & (m > 0), np.maximum(c, x - 1), c)
+
+    r_prev_holder = [r_prev]
     for i in range(start.shape[0]):
+        ok = use[i]
         ls, le = start[i], end[i]
         x = ls + lines * np.ceil((k * p - ls) / lines)
-        k_next = np.maximum(k, np.floor((x + (le - ls) - A) / p) + 1)
-        k = np.where(use[i], np.maximum(k_next, np.floor((x - A) / p) + 1), k)
-    return k
+        k1 = np.maximum(k, np.floor((x - A) / p) + 1)
+        k2 = np.maximum(k1, np.floor((x + (le - ls) - A) / p) + 1)
+        c1 = at_row(c, row_s[i], k, k1, ok)
+        r_prev_holder[0] = np.where(ok, row_s[i], r_prev_holder[0])
+        c2 = at_row(np.where(ok, c1, c), row_e[i], k1, k2, ok)
+        r_prev_holder[0] = np.where(ok, row_e[i], r_prev_holder[0])
+        c = np.where(ok, c2, c)
+        k = np.where(ok, k2, k)
+    return k, np.maximum(c - r_prev_holder[0], 0.0)
 
 
-def _operand_prefetches(M, N, K, R, C, code, cap, operand):
-    """SCALE-Sim's prefetch count for one operand (see window_prefetches); 1-D arrays, one
-    entry per configuration. Returns (prefetches, spill)."""
+def _operand_prefetches(M, N, K, R, C, code, cap, bw, operand):
+    """SCALE-Sim's prefetches and stall cycles for one operand (see window_prefetches); 1-D
+    arrays, one entry per configuration. Returns (prefetches, stall cycles, spill)."""
     is_os, is_ws, is_is = code == 0, code == 1, code == 2
     eps = np.ceil(cap / 100)                          # words per line
     active = np.ceil(cap / 2)
@@ -334,8 +366,20 @@ def _operand_prefetches(M, N, K, R, C, code, cap, operand):
     start_r = fc * K * C + row * wv
     start = np.where(pattern == 2, start_r, start_d)
     end = np.where(pattern == 2, start_r + wv - 1, end_d)
-    n = _window_walk(start // eps, end // eps, i < n_seg, lines, A, P)
-    return np.where(spill, n, 0.0), spill
+    # The demand rows (compute/systolic_compute_*.py): fold f = i for the tiles read along
+    # diagonals (a skewed fold: its first word at row `pre`, its last T + wb - 2 rows on;
+    # ws ifmap and is filter wait R rows first), the fold of its row for reversed rows
+    # (one row each, the fold's padding rows first).
+    _, _, per_fold = fold_geometry(M, N, K, R, C, code)
+    pre = np.where(is_os, 0, R)
+    rs_d = i * per_fold + pre
+    re_d = rs_d + T + wb - 2
+    rs_r = (fc * rf + fr) * per_fold + (R - np.minimum(R, K - fr * R)) + j
+    row_s = np.where(pattern == 2, rs_r, rs_d)
+    row_e = np.where(pattern == 2, rs_r, re_d)
+    d = np.ceil((cap - active) / bw) + 1
+    n, stall = _window_walk(start // eps, end // eps, row_s, row_e, i < n_seg, lines, A, P, d)
+    return np.where(spill, n, 0.0), np.where(spill, stall, 0.0), spill
 
 
 def window_prefetches(M, N, K, rows, cols, code, ifmap_cap_words, filter_cap_words, dram_words_per_cycle,
@@ -367,25 +411,29 @@ def window_prefetches(M, N, K, rows, cols, code, ifmap_cap_words, filter_cap_wor
     arrs = np.broadcast_arrays(*(np.asarray(x, dtype=np.float64) for x in (M, N, K, rows, cols, code)),
                                np.floor(np.asarray(ifmap_cap_words, dtype=np.float64)),
                                np.floor(np.asarray(filter_cap_words, dtype=np.float64)),
+                               np.asarray(dram_words_per_cycle, dtype=np.float64),
                                np.asarray(on, dtype=np.float64))
     shape = arrs[0].shape
     flat = np.stack([a.ravel() for a in arrs], axis=1)
-    want = flat[:, 8] > 0
-    keys, inv = np.unique(flat[want, :8], axis=0, return_inverse=True)
-    uM, uN, uK, uR, uC, ucode, ucap_if, ucap_f = keys.T
-    out = {"on": arrs[8].astype(bool).reshape(shape)}
-    bw = np.broadcast_to(np.asarray(dram_words_per_cycle, dtype=np.float64), shape)
+    want = flat[:, 9] > 0
+    keys, inv = np.unique(flat[want, :9], axis=0, return_inverse=True)
+    uM, uN, uK, uR, uC, ucode, ucap_if, ucap_f, ubw = keys.T
+    out = {"on": arrs[9].astype(bool).reshape(shape)}
+    compute = np.zeros(flat.shape[0])
+    if want.any():
+        rf, cf, per_fold = fold_geometry(uM, uN, uK, uR, uC, ucode.astype(np.int64))
+        compute[want] = (rf * cf * per_fold - 1)[inv.ravel()]
     for name, cap, ucap in (("ifmap", arrs[6], ucap_if), ("filter", arrs[7], ucap_f)):
-        n_u, spill_u = _operand_prefetches(uM, uN, uK, uR, uC, ucode.astype(np.int64), ucap, name)
-        n = np.zeros(flat.shape[0])
+        n_u, stall_u, spill_u = _operand_prefetches(uM, uN, uK, uR, uC, ucode.astype(np.int64), ucap, ubw, name)
+        n, stall = np.zeros(flat.shape[0]), np.zeros(flat.shape[0])
         spill = np.zeros(flat.shape[0], dtype=bool)
-        n[want], spill[want] = n_u[inv.ravel()], spill_u[inv.ravel()]
-        n, spill = n.reshape(shape), spill.reshape(shape)
-        per = np.ceil((cap - np.ceil(cap / 2)) / bw)  # fetch rows of `bw` words; +1 cycle latency
-        out[f"{name}_spill"] = spill
-        out[f"{name}_prefetches"] = n
-        out[f"{name}_window_cycles"] = n * (per + 1)
-        out[f"{name}_window_words"] = n * np.minimum(per * bw, cap - np.ceil(cap / 2))
+        n[want], stall[want], spill[want] = n_u[inv.ravel()], stall_u[inv.ravel()], spill_u[inv.ravel()]
+        prefetch_words = cap - np.ceil(cap / 2)
+        out[f"{name}_spill"] = spill.reshape(shape)
+        out[f"{name}_prefetches"] = n.reshape(shape)
+        # The run with this buffer's stalls: compute plus the stall cycles it adds.
+        out[f"{name}_window_cycles"] = (compute + stall).reshape(shape)
+        out[f"{name}_window_words"] = n.reshape(shape) * prefetch_words
     return out
 
 

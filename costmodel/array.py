@@ -295,7 +295,7 @@ def _window_walk(start, end, row_s, row_e, use, lines, A, P, d):
     r_prev = np.full(lines.shape, -1.0)
 
     def at_row(c, r, k_old, k_new, ok):
-        c = c + (r - r_prev_holder[0])
+        c = np.where(ok, c + (r - r_prev_holder[0]), c)
         m = k_new - k_old
         first = (k_old + 1) * d - 1
         last = k_new * d - 1
@@ -312,11 +312,23 @@ def _window_walk(start, end, row_s, row_e, use, lines, A, P, d):
         x = ls + lines * np.ceil((k * p - ls) / lines)
         k1 = np.maximum(k, np.floor((x - A) / p) + 1)
         k2 = np.maximum(k1, np.floor((x + (le - ls) - A) / p) + 1)
-        c1 = at_row(c, row_s[i], k, k1, ok)
+        c = at_row(c, row_s[i], k, k1, ok)
         r_prev_holder[0] = np.where(ok, row_s[i], r_prev_holder[0])
-        c2 = at_row(np.where(ok, c1, c), row_e[i], k1, k2, ok)
+        # Read forward, prefetch k is asked for when the demand reaches line (k-1)P + A,
+        # at a row interpolated between the segment's first and last.
+        span = np.maximum(le - ls, 1.0)
+        kk = k1 + 1
+        while True:
+            more = ok & (kk <= k2)
+            if not more.any():
+                break
+            row = row_s[i] + np.clip(((kk - 1) * p + A - x) / span, 0.0, 1.0) * (row_e[i] - row_s[i])
+            row = np.maximum(np.ceil(row), r_prev_holder[0])
+            c = at_row(c, row, kk - 1, kk, more)
+            r_prev_holder[0] = np.where(more, row, r_prev_holder[0])
+            kk = kk + 1
+        c = at_row(c, row_e[i], k2, k2, ok)
         r_prev_holder[0] = np.where(ok, row_e[i], r_prev_holder[0])
-        c = np.where(ok, c2, c)
         k = np.where(ok, k2, k)
     return k, np.maximum(c - r_prev_holder[0], 0.0)
 

@@ -233,6 +233,21 @@ def memory_cycles(t: dict, ifmap_valid, filter_valid, ifmap_active, filter_activ
     fill = np.maximum(f_if, f_f) / bw
     stream = np.maximum(np.maximum(s_if, s_f), s_o) / bw
     drain = tail / bw
+    if window is not None and not overlap:
+        # SCALE-Sim's write buffer (memory/write_buffer.py): once more than its drain half
+        # (D words) is full it drains D words, crediting the space at once, so the drains
+        # during compute cost nothing unless the array outruns them; its write port keeps
+        # no occupancy, so after the last write only what is left (rem) is drained, in
+        # chunks of ceil(D / bw) cycles, each chunk a cycle after the one before.
+        o_spill = window["on"] & (w > ofmap_active)
+        D = ofmap_active
+        drains = np.floor((w - 1) / D)
+        rem = w - drains * D
+        rem_rows = np.ceil(rem / bw)
+        chunks = np.ceil(rem_rows / np.ceil(D / bw))
+        stream = np.where(o_spill, np.maximum(np.maximum(s_if, s_f) / bw,
+                                              np.maximum(drains - 1, 0) * (np.ceil(D / bw) + 1)), stream)
+        drain = np.where(o_spill, rem_rows + chunks - 1, drain)
     return dict(cycles=fill + np.maximum(t["compute"], stream) + drain, fill=fill, stream=stream, drain=drain,
                 ifmap_dram_words=w_if, filter_dram_words=w_f, ofmap_dram_words=tail + s_o)
 

@@ -234,20 +234,24 @@ def memory_cycles(t: dict, ifmap_valid, filter_valid, ifmap_active, filter_activ
     stream = np.maximum(np.maximum(s_if, s_f), s_o) / bw
     drain = tail / bw
     if window is not None and not overlap:
-        # SCALE-Sim's write buffer (memory/write_buffer.py): once more than its drain half
-        # (D words) is full it drains D words, crediting the space at once, so the drains
-        # during compute cost nothing unless the array outruns them; its write port keeps
-        # no occupancy, so after the last write only what is left (rem) is drained, in
-        # chunks of ceil(D / bw) cycles, each chunk a cycle after the one before.
+        # SCALE-Sim's write buffer (memory/write_buffer.py), C = 2D words: once more than D
+        # are held it drains D (ceil(D / bw) cycles, +1), crediting the space at once, one
+        # drain at a time; the array waits only when the buffer is full. Its write port
+        # keeps no occupancy, so after the last write only what is left is drained, in
+        # chunks of ceil(D / bw) cycles, each a cycle after the one before. The writes are
+        # taken as spread evenly over the compute cycles.
         o_spill = window["on"] & (w > ofmap_active)
         D = ofmap_active
-        drains = np.floor((w - 1) / D)
-        rem = w - drains * D
-        rem_rows = np.ceil(rem / bw)
-        chunks = np.ceil(rem_rows / np.ceil(D / bw))
-        stream = np.where(o_spill, np.maximum(np.maximum(s_if, s_f) / bw,
-                                              np.maximum(drains - 1, 0) * (np.ceil(D / bw) + 1)), stream)
-        drain = np.where(o_spill, rem_rows + chunks - 1, drain)
+        lat = np.ceil(D / bw) + 1
+        comp = t["compute"]
+        first = comp * np.minimum((D + 1) / w, 1.0)           # when the first drain starts
+        must = np.maximum(np.ceil((w - 2 * D) / D), 0)         # drains started before the last write
+        fit = np.floor(np.maximum(comp - first, 0) / lat) + 1  # drains that fit in compute
+        drains = np.maximum(np.minimum(np.floor((w - 1) / D), fit), must)
+        last_write = np.where(must > 0, np.maximum(comp, first + (must - 1) * lat), comp)
+        rem_rows = np.ceil((w - drains * D) / bw)
+        stream = np.where(o_spill, np.maximum(np.maximum(s_if, s_f) / bw, last_write), stream)
+        drain = np.where(o_spill, rem_rows + np.ceil(rem_rows / np.ceil(D / bw)) - 1, drain)
     return dict(cycles=fill + np.maximum(t["compute"], stream) + drain, fill=fill, stream=stream, drain=drain,
                 ifmap_dram_words=w_if, filter_dram_words=w_f, ofmap_dram_words=tail + s_o)
 

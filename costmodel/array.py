@@ -352,9 +352,11 @@ def _window_walk(start, end, row_s, row_e, use, lines, A, P, d):
     return k, np.maximum(c - r_prev_holder[0], 0.0)
 
 
-def _operand_prefetches(M, N, K, R, C, code, cap, bw, operand):
+def _operand_prefetches(M, N, K, R, C, code, cap, bw, operand, grouped=False):
     """SCALE-Sim's prefetches and stall cycles for one operand (see window_prefetches); 1-D
-    arrays, one entry per configuration. Returns (prefetches, stall cycles, spill)."""
+    arrays, one entry per configuration. Returns (prefetches, stall cycles, spill). The
+    configurations that spill are walked in groups of one demand pattern and similar
+    segment counts (grouped=True marks such a group), so that none walks another's."""
     is_os, is_ws, is_is = code == 0, code == 1, code == 2
     eps = np.ceil(cap / 100)                          # words per line
     active = np.ceil(cap / 2)
@@ -380,6 +382,14 @@ def _operand_prefetches(M, N, K, R, C, code, cap, bw, operand):
     last_c = dim_c - (cf - 1) * C
     n_rev = np.where(pattern == 2, cf * K, 0)
     n_seg = np.where(spill, np.maximum(n_diag, n_rev), 0)
+    if not grouped:
+        n, stall = np.zeros(lines.shape), np.zeros(lines.shape)
+        group = np.where(n_seg > 0, pattern * 64 + np.ceil(np.log2(np.maximum(n_seg, 1))), -1)
+        for key in np.unique(group[group >= 0]):
+            sel = group == key
+            n[sel], stall[sel], _ = _operand_prefetches(M[sel], N[sel], K[sel], R[sel], C[sel], code[sel],
+                                                        cap[sel], bw[sel], operand, grouped=True)
+        return n, stall, spill
     S = int(n_seg.max()) if n_seg.size else 0
     i = np.arange(S, dtype=np.float64)[:, None]
     b = np.where(pattern == 1, i // reps % nb, i % nb)
@@ -702,6 +712,8 @@ class _Gemm:
         t = shape_terms(M, N, K, uR, uC, ucode)
         self.t = {k: np.asarray(t[k], dtype=np.float64) for k in self.KEYS}
 
+    window = None  # window_prefetches over every design, for the 'scalesim' memory model
+
     def terms(self, inv):
         return {k: v[inv] for k, v in self.t.items()}
 
@@ -753,9 +765,19 @@ def lstm_cost(counts, designs, tech: Optional[dict] = None, breakdown: bool = Tr
             plan.append((row, {"head_seq": _Gemm(steps * B, row.out_size, row.input_size, uR, uC, ucode),
                                "head_step": _Gemm(B, row.out_size, row.input_size, uR, uC, ucode)}))
     n = inv.shape[0]
+    sim_mem = d["memory"] == 1
+    if sim_mem.any():
+        # SCALE-Sim's read-buffer window, once per GEMM for all designs (it walks each
+        # distinct configuration once), sliced per chunk below.
+        wb = WORD_BYTES[dtype]
+        caps = [np.floor(d[f"{k}_bytes"] / wb) for k in ("ifmap", "filter")]
+        for _, gs in plan:
+            for g in gs.values():
+                g.window = window_prefetches(g.M, g.N, g.K, d["rows"], d["cols"], d["code"], *caps, d["bw"], sim_mem)
     out = None
     for i in range(0, n, CHUNK):
-        part = _cost_chunk(counts, plan, {k: v[i:i + CHUNK] for k, v in d.items()}, inv[i:i + CHUNK], tech)
+        part = _cost_chunk(counts, plan, {k: v[i:i + CHUNK] for k, v in d.items()}, inv[i:i + CHUNK], tech,
+                           slice(i, i + CHUNK))
         if not breakdown:
             part = {k: part[k] for k in CORE_KEYS}
         if out is None:
@@ -765,7 +787,7 @@ def lstm_cost(counts, designs, tech: Optional[dict] = None, breakdown: bool = Tr
     return out
 
 
-def _cost_chunk(counts, plan, d, inv, tech) -> dict:
+def _cost_chunk(counts, plan, d, inv, tech, part=slice(None)) -> dict:
     dtype = counts.dtype
     wb = WORD_BYTES[dtype]
     B, T = counts.batch, counts.seq_len
@@ -777,7 +799,9 @@ def _cost_chunk(counts, plan, d, inv, tech) -> dict:
     e_sram = {k: sram_pJ_per_byte(tech, d[f"{k}_bytes"]) * wb for k in act}  # pJ per word
     e_dram = tech["dram"]["pJ_per_byte"] * wb
     vec = tech["vector"]
-    terms = [(row, {k: g.terms(inv) for k, g in gs.items()}) for row, gs in plan]
+    terms = [(row, {k: dict(g.terms(inv), window=None if g.window is None else {n: v[part] for n, v in
+                                                                                   g.window.items()})
+                    for k, g in gs.items()}) for row, gs in plan]
     # The model's weights stay in the filter buffer when all of them fit its active half.
     weight_words = sum(t["filter_words"] for _, ts in terms for k, t in ts.items()
                        if k in ("in_seq", "rec", "proj", "head_seq"))
@@ -797,13 +821,9 @@ def _cost_chunk(counts, plan, d, inv, tech) -> dict:
 
     # Designs on the 'scalesim' memory model: a spilled operand costs SCALE-Sim's read-buffer
     # window prefetches instead of one stream per pass.
-    sim_mem = d["memory"] == 1
-    caps = {k: np.floor(d[f"{k}_bytes"] / wb) for k in ("ifmap", "filter")}
-
+    # (Designs on the 'scalesim' memory model: each GEMM's window terms, see lstm_cost.)
     def run(t, M, N, K, if_dram, o_dram):
-        window = None
-        if sim_mem.any():
-            window = window_prefetches(M, N, K, R, C, d["code"], caps["ifmap"], caps["filter"], bw, sim_mem)
+        window = t["window"]
         m = memory_cycles(t, M * K, K * N, a_if, a_f, a_o, bw, if_dram, not_res, o_dram, overlap=True,
                           window=window)
         dram = m["ifmap_dram_words"] + m["filter_dram_words"] + m["ofmap_dram_words"]

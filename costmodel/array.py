@@ -259,8 +259,9 @@ def memory_cycles(t: dict, ifmap_valid, filter_valid, ifmap_active, filter_activ
 MEMORY_MODELS = ("stream", "scalesim")
 
 
-def memory_model_codes(memory_model) -> np.ndarray:
-    """0 for 'stream', 1 for 'scalesim': from a string or an array of strings or codes."""
+def memory_model_codes(memory_model, name: str = "memory_model") -> np.ndarray:
+    """0 for 'stream', 1 for 'scalesim': from a string or an array of strings or codes;
+    errors name `name`."""
     a = np.asarray(memory_model)
     if a.dtype.kind in "US":
         a = a.astype(str)
@@ -269,11 +270,11 @@ def memory_model_codes(memory_model) -> np.ndarray:
             codes[a == name] = i
         if (codes < 0).any():
             bad = str(a[codes < 0].ravel()[0])
-            raise ArrayError(f"memory_model: expected one of {', '.join(MEMORY_MODELS)}, got {bad!r}")
+            raise ArrayError(f"{name}: expected one of {', '.join(MEMORY_MODELS)}, got {bad!r}")
         return codes
     if a.dtype.kind in "iu" and (a.size == 0 or (a.min() >= 0 and a.max() <= 1)):
         return a.astype(np.int64)
-    raise ArrayError(f"memory_model: expected one of {', '.join(MEMORY_MODELS)}, got {memory_model!r}")
+    raise ArrayError(f"{name}: expected one of {', '.join(MEMORY_MODELS)}, got {memory_model!r}")
 
 
 def _tri(y):
@@ -670,7 +671,7 @@ def normalize_designs(designs) -> dict:
         d[f"{k}_bytes"] = positive_floats(f"designs['{k}_sram_kB']", designs[f"{k}_sram_kB"]) * 1024
     for k, name in (("sigmoid", "sigmoid_per_cycle"), ("tanh", "tanh_per_cycle"), ("lanes", "vector_lanes")):
         d[k] = positive_ints(f"designs[{name!r}]", designs[name]) if name in designs else d["cols"]
-    d["memory"] = (memory_model_codes(designs["memory_model"]) if "memory_model" in designs
+    d["memory"] = (memory_model_codes(designs["memory_model"], "designs['memory_model']") if "memory_model" in designs
                    else np.zeros(n, dtype=np.int64))
     return d
 

@@ -11,7 +11,9 @@
     front = explore.pareto(r, objectives=("step_latency_s", "step_energy_j", "area_mm2"), where=ok)
 
 The model is costmodel/array.py (SCALE-Sim's fold mapping, buffer and bandwidth stalls,
-the recurrence between steps; area and energy from costmodel/array_tech.toml).
+the recurrence between steps; area and energy from costmodel/array_tech.toml). Its memory
+model is 'stream' (a weight-streaming design) unless memory_model="scalesim" asks for
+SCALE-Sim 3.0.0's own read and write buffers (costmodel.array.window_prefetches).
 Everything is vectorized over designs: a sweep is a few hundred NumPy operations per
 LSTM layer, whatever the number of designs.
 """

@@ -204,7 +204,8 @@ def test_sweep_memory_model_per_design_and_default():
                        explore.sweep(spec, big)["latency_s"], rtol=1e-12)
     with pytest.raises(explore.ExploreError, match=r"memory_model: expected one of stream, scalesim, got 'lru'"):
         explore.sweep(spec, d, memory_model="lru")
-    with pytest.raises(explore.ExploreError, match=r"memory_model: expected one of stream, scalesim, got 'lru'"):
+    with pytest.raises(explore.ExploreError, match=r"designs\['memory_model'\]: expected one of stream, scalesim, "
+                                                   r"got 'lru'"):
         explore.sweep(spec, dict(d, memory_model=np.full(40, "lru")))
 
 

@@ -266,8 +266,8 @@ def memory_model_codes(memory_model, name: str = "memory_model") -> np.ndarray:
     if a.dtype.kind in "US":
         a = a.astype(str)
         codes = np.full(a.shape, -1, dtype=np.int64)
-        for i, name in enumerate(MEMORY_MODELS):
-            codes[a == name] = i
+        for i, model in enumerate(MEMORY_MODELS):
+            codes[a == model] = i
         if (codes < 0).any():
             bad = str(a[codes < 0].ravel()[0])
             raise ArrayError(f"{name}: expected one of {', '.join(MEMORY_MODELS)}, got {bad!r}")

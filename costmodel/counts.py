@@ -18,7 +18,7 @@ element, E_l the layer's input size, P = proj_size or H):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass, asdict, replace
 from typing import Dict, Tuple
 
 import numpy as np
@@ -42,6 +42,10 @@ CELL_BYTES = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "int8": 2
 GATE_BYTES = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "int8": 4, "int4": 4}
 
 CONVENTIONS = ("edgelstm", "thop", "ptflops", "torchinfo")
+# A stack with more layer-direction rows than this is listed with its layers above the
+# first merged into one row per direction (`repeat`): they are identical, so count() is
+# closed-form in num_layers (LSTMSpec(.., num_layers=10**9) counts as fast as 2 layers).
+MAX_LAYER_ROWS = 4096
 TRAFFIC_CASES = ("streamed", "streamed_hoisted", "resident", "resident_hoisted")
 
 
@@ -148,7 +152,9 @@ def convention_layer_macs(convention, spec: LSTMSpec, layer: int) -> int:
 @dataclass(frozen=True)
 class LayerCounts:
     """One row of the breakdown: an LSTM layer and direction, the embedding, or the head.
-    Per-step figures are for the whole batch."""
+    Per-step figures are for the whole batch. repeat: how many identical layer-direction
+    rows this row stands for (1, except the merged rows of a stack above MAX_LAYER_ROWS);
+    its figures are for one of them, totals multiply by repeat."""
 
     name: str
     kind: str  # "lstm", "embedding", "dense"
@@ -169,6 +175,7 @@ class LayerCounts:
     gate_buffer_bytes_per_step: int = 0
     training_bytes_per_step: int = 0
     every_step: bool = True
+    repeat: int = 1
 
     @property
     def params_total(self) -> int:
@@ -231,6 +238,11 @@ class Counts:
     def flops_per_byte(self) -> float:
         return self.traffic["streamed"].flops_per_byte
 
+    @property
+    def int8_ops(self) -> "Int8LSTMCounts":
+        """The integer work and RAM of TFLM's int8 LSTM kernel for this spec (count_int8_lstm)."""
+        return count_int8_lstm(self.spec, batch=self.batch, seq_len=self.seq_len)
+
     def to_dict(self) -> dict:
         """A stable, JSON-ready object."""
         return {
@@ -263,10 +275,12 @@ def _spec_dict(spec) -> dict:
 
 # -- the scalar path ----------------------------------------------------------------------
 def _lstm_rows(spec: LSTMSpec, stack: int, B: int, dtype: str, convention: str):
-    H, P, D = spec.hidden_size, spec.out_size, spec.num_directions
+    H, P, D, L = spec.hidden_size, spec.out_size, spec.num_directions, spec.num_layers
     proj, peep, nb = int(bool(spec.proj_size)), int(spec.peephole), _bias_vectors(spec.bias)
     has_bias = int(nb > 0)
-    for l in range(spec.num_layers):
+    merged = L * D > MAX_LAYER_ROWS
+    above = []                       # layer 1's rows: every layer above the first is the same
+    for l in range(min(L, 2)):
         E = spec.layer_input_size(l)
         tool_macs = None if convention == "edgelstm" else convention_layer_macs(convention, spec, l)
         for d in range(D):
@@ -278,7 +292,7 @@ def _lstm_rows(spec: LSTMSpec, stack: int, B: int, dtype: str, convention: str):
             else:  # the tool's number for the layer, split evenly over its directions
                 macs = tool_macs // D
                 flops = 2 * macs
-            yield LayerCounts(
+            row = LayerCounts(
                 name=f"lstm{stack}.layer{l}" + (".reverse" if d else ""),
                 kind="lstm", params=params, weight_bytes=w_in + w_rec,
                 macs_per_step=B * macs, flops_per_step=B * flops,
@@ -290,6 +304,17 @@ def _lstm_rows(spec: LSTMSpec, stack: int, B: int, dtype: str, convention: str):
                 gate_buffer_bytes_per_step=B * 2 * 4 * H * GATE_BYTES[dtype],
                 training_bytes_per_step=B * lstm_layer_training_bytes(E, H, P, proj, dtype),
             )
+            if l == 0:
+                yield row
+            else:
+                above.append(row)
+    for d, row in enumerate(above):
+        if merged:
+            yield replace(row, name=f"lstm{stack}.layer1-{L - 1}" + (".reverse" if d else ""), repeat=L - 1)
+    if not merged:
+        for l in range(1, L):
+            for d, row in enumerate(above):
+                yield replace(row, name=f"lstm{stack}.layer{l}" + (".reverse" if d else ""), layer=l)
 
 
 def _embedding_row(emb: EmbeddingSpec, B: int, dtype: str) -> LayerCounts:
@@ -319,33 +344,42 @@ def _head_row(head: DenseSpec, n_in: int, B: int, dtype: str) -> LayerCounts:
     )
 
 
+def _ratio(a: int, b: int) -> float:
+    """a / b as a float; inf when b is 0 or the quotient overflows a float (absurd sizes)."""
+    try:
+        return a / b if b else float("inf")
+    except OverflowError:
+        return float("inf")
+
+
 def _traffic(rows, flops_step: int, T: int) -> Dict[str, Traffic]:
     out = {}
     for case in TRAFFIC_CASES:
         hoisted = case.endswith("hoisted")
         w_step = w_once = acts = once_acts = 0
         for r in rows:
+            n = r.repeat
             if r.every_step:
-                acts += r.activation_bytes_per_step
+                acts += n * r.activation_bytes_per_step
             else:
-                once_acts += r.activation_bytes_per_step
+                once_acts += n * r.activation_bytes_per_step
             if r.kind == "lstm" and hoisted:
-                acts += r.gate_buffer_bytes_per_step
+                acts += n * r.gate_buffer_bytes_per_step
             if r.kind == "embedding":
                 continue  # a lookup: its gathered rows are counted with the activations
             if case.startswith("resident"):
-                w_once += r.weight_bytes
+                w_once += n * r.weight_bytes
             elif r.kind == "lstm" and hoisted:
-                w_step += r.weight_bytes - r.input_weight_bytes
-                w_once += r.input_weight_bytes
+                w_step += n * (r.weight_bytes - r.input_weight_bytes)
+                w_once += n * r.input_weight_bytes
             elif r.every_step:
-                w_step += r.weight_bytes
+                w_step += n * r.weight_bytes
             else:
-                w_once += r.weight_bytes
+                w_once += n * r.weight_bytes
         step = w_step + acts
         out[case] = Traffic(case=case, weight_bytes_per_step=w_step, activation_bytes_per_step=acts,
                             bytes_per_step=step, bytes_per_sequence=T * step + w_once + once_acts,
-                            flops_per_byte=flops_step / step if step else float("inf"))
+                            flops_per_byte=_ratio(flops_step, step))
     return out
 
 
@@ -369,23 +403,23 @@ def count(spec, batch: int = 1, seq_len: int = 1, dtype: str = "float32",
     by_kind: Dict[str, int] = {}
     for r in rows:
         for kind, n in r.params.items():
-            by_kind[kind] = by_kind.get(kind, 0) + n
+            by_kind[kind] = by_kind.get(kind, 0) + r.repeat * n
     step_rows = [r for r in rows if r.every_step]
     once_rows = [r for r in rows if not r.every_step]
-    macs_step = sum(r.macs_per_step for r in step_rows)
-    flops_step = sum(r.flops_per_step for r in step_rows)
-    macs_seq = T * macs_step + sum(r.macs_per_step for r in once_rows)
-    flops_seq = T * flops_step + sum(r.flops_per_step for r in once_rows)
+    macs_step = sum(r.repeat * r.macs_per_step for r in step_rows)
+    flops_step = sum(r.repeat * r.flops_per_step for r in step_rows)
+    macs_seq = T * macs_step + sum(r.repeat * r.macs_per_step for r in once_rows)
+    flops_seq = T * flops_step + sum(r.repeat * r.flops_per_step for r in once_rows)
     return Counts(
         spec=spec, batch=B, seq_len=T, dtype=dtype, convention=convention, layers=tuple(rows),
         params_by_kind=by_kind,
-        weight_bytes=sum(r.weight_bytes for r in rows),
+        weight_bytes=sum(r.repeat * r.weight_bytes for r in rows),
         weight_bytes_by_dtype={dt: count_weight_bytes(model, dt) for dt in DTYPES},
         scale_bytes=_scale_bytes(model, dtype),
-        state_bytes=sum(r.state_bytes for r in rows),
-        training_activation_bytes_per_step=sum(r.training_bytes_per_step for r in rows),
+        state_bytes=sum(r.repeat * r.state_bytes for r in rows),
+        training_activation_bytes_per_step=sum(r.repeat * r.training_bytes_per_step for r in rows),
         macs_per_step=macs_step, flops_per_step=flops_step,
-        transcendentals_per_step=sum(r.transcendentals_per_step for r in step_rows),
+        transcendentals_per_step=sum(r.repeat * r.transcendentals_per_step for r in step_rows),
         traffic=_traffic(rows, flops_step, T),
         macs_per_sequence=macs_seq, flops_per_sequence=flops_seq,
         # Backward does two products per forward product (w.r.t. inputs and weights).
@@ -403,7 +437,7 @@ def count_weight_bytes(spec, dtype: str) -> int:
         rows.extend(_lstm_rows(s, k, 1, dtype, "edgelstm"))
     if model.head is not None:
         rows.append(_head_row(model.head, model.head_in_features, 1, dtype))
-    return sum(r.weight_bytes for r in rows)
+    return sum(r.repeat * r.weight_bytes for r in rows)
 
 
 def _scale_bytes(model: ModelSpec, dtype: str) -> int:
@@ -459,3 +493,52 @@ def count_grid(input_size, hidden_size, num_layers=1, bidirectional=False, proj_
     trans = D * L * lstm_layer_transcendentals(H)
     return {"params": params, "weight_bytes": wbytes, "macs_per_step": B * macs,
             "flops_per_step": B * flops, "transcendentals_per_step": B * trans}
+
+
+# -- int8 LSTMs as TFLM runs them (kernels/int8.py): integer operations and arena bytes -----------
+@dataclass(frozen=True)
+class Int8LSTMCounts:
+    """Integer work and RAM of the unidirectional LSTM layers of a spec, run as TFLM's int8 kernel.
+
+    Per sequence (all T steps, B rows, all layers): macs (int8 x int8 into int32), requantizations
+    (MultiplyByQuantizedMultiplier calls: 4H input-side + 4H recurrent gate results, then f*c, i*g
+    and o*tanh(c)), lut_lookups (the int16 sigmoid/tanh table evaluations: 3H sigmoid + 2H tanh),
+    saturating_adds (4H gate sums + H cell sums) and elementwise_muls (3H).
+    RAM, bytes: state_bytes (h int8 + c int16 per layer: TFLM's variable tensors), scratch_bytes
+    (TFLM's 4 int16 gate buffers of B x H, the largest layer's), io_bytes (the int8 input sequence
+    and every layer's int8 output sequence, which TFLM keeps as tensors).
+    """
+
+    macs: int
+    requantizations: int
+    lut_lookups: int
+    saturating_adds: int
+    elementwise_muls: int
+    state_bytes: int
+    scratch_bytes: int
+    io_bytes: int
+
+
+def count_int8_lstm(spec, batch: int = 1, seq_len: int = 1) -> Int8LSTMCounts:
+    """Int8LSTMCounts of the LSTM stacks of an LSTMSpec or ModelSpec (unidirectional, no projection)."""
+    model = ModelSpec.of(spec)
+    B = _check_positive("batch", batch)
+    T = _check_positive("seq_len", seq_len)
+    n = dict(macs=0, requantizations=0, lut_lookups=0, saturating_adds=0, elementwise_muls=0)
+    state = scratch = 0
+    io = T * B * model.stacks[0].input_size
+    for s in model.stacks:
+        if s.bidirectional or s.proj_size or s.peephole:
+            raise CountError(f"spec: TFLM's int8 LSTM is unidirectional without projection or peepholes, got {s}")
+        for l in range(s.num_layers):
+            E, H = s.layer_input_size(l), s.hidden_size
+            steps = T * B
+            n["macs"] += steps * 4 * H * (E + H)
+            n["requantizations"] += steps * 11 * H
+            n["lut_lookups"] += steps * 5 * H
+            n["saturating_adds"] += steps * 5 * H
+            n["elementwise_muls"] += steps * 3 * H
+            state += B * H * (1 + 2)
+            scratch = max(scratch, 4 * B * H * 2)
+            io += T * B * H
+    return Int8LSTMCounts(**n, state_bytes=state, scratch_bytes=scratch, io_bytes=io)

@@ -21,7 +21,9 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Dict, Optional, Tuple
 
-from .counts import ACT_BYTES, Counts, check_dtype, count, lstm_layer_macs
+from edgelstm.spec import ModelSpec
+
+from .counts import ACT_BYTES, MAX_LAYER_ROWS, Counts, check_dtype, count, lstm_layer_macs
 from .target import OFF_CHIP, MemoryLevel, Target, TargetError, load_target
 
 IMPLEMENTATIONS = ("fused", "persistent")
@@ -579,6 +581,9 @@ def predict(spec, target, batch: int = 1, seq_len: int = 1, dtype: str = "float3
         raise PredictError(f"hoisted: expected True or False, got {hoisted!r}")
     threads = min(threads, target.cores)
     c = count(spec, batch=batch, seq_len=seq_len, dtype=dtype)
+    if any(r.repeat > 1 for r in c.layers):   # counts.MAX_LAYER_ROWS: the model walks every layer
+        raise PredictError(f"spec: predict takes stacks of at most {MAX_LAYER_ROWS} layer-directions, got "
+                           f"{max(s.num_layers * s.num_directions for s in ModelSpec.of(spec).stacks):,}")
     c1 = c if seq_len == 1 else count(spec, batch=batch, seq_len=1, dtype=dtype)
     latency, breakdown, by_bound, energy, terms, buffer_bytes = _model(c, target, hoisted, threads, implementation)
     step_latency, _, step_by_bound, step_energy, _, _ = _model(c1, target, hoisted, threads, implementation)

@@ -276,6 +276,17 @@ def _memory_level(r: _Reader) -> MemoryLevel:
                        source=r.string("source", ""))
 
 
+def _tables(r: _Reader, key: str) -> list:
+    """An optional array of tables ([[key]]), each checked to be a table."""
+    v = r.raw(key, [])
+    if not isinstance(v, list):
+        raise r._err(key, f"expected an array of tables ([[{key}]]), got {v!r}")
+    for i, t in enumerate(v):
+        if not isinstance(t, dict):
+            raise r._err(f"{key}[{i}]", f"expected a table, got {t!r}")
+    return v
+
+
 def _require_source(r: _Reader) -> str:
     return r.string("source")
 
@@ -323,7 +334,7 @@ def parse_target(data: dict, fname: str, path: str = "") -> Target:
     else:
         sources["energy"] = HOROWITZ_SOURCE
     gemm = []
-    for i, g in enumerate(r.raw("gemm", [])):
+    for i, g in enumerate(_tables(r, "gemm")):
         gr = _Reader(fname, g, f"gemm[{i}].")
         gemm.append(GemmPoint(dtype=gr.string("dtype", choices=tuple(_OPS_PJ)), threads=gr.integer("threads"),
                               m=gr.integer("m"), k=gr.integer("k"), n=gr.integer("n"),
@@ -331,7 +342,7 @@ def parse_target(data: dict, fname: str, path: str = "") -> Target:
                               routine=gr.string("routine", "blas",
                                                 choices=("blas", "dot", "own", "block", "matvec"))))
     elementwise = []
-    for i, g in enumerate(r.raw("elementwise", [])):
+    for i, g in enumerate(_tables(r, "elementwise")):
         gr = _Reader(fname, g, f"elementwise[{i}].")
         elementwise.append(ElementwisePoint(
             routine=gr.string("routine", choices=("rows", "gemm_step")),
@@ -373,19 +384,23 @@ def parse_target(data: dict, fname: str, path: str = "") -> Target:
         calibration=dict(calib) if isinstance(calib, dict) else {}, path=path, array=array)
 
 
+MAX_TARGET_FILE_BYTES = 4 * 2**20
+
+
 def load_target_file(path) -> Target:
-    p = Path(path)
+    """A target TOML file, read with a size limit (a regular file of at most 4 MiB: not
+    /dev/zero); errors name the file's full path and the key."""
+    from edgelstm._files import read_text
+    p = Path(path).absolute()
     try:
-        text = p.read_text()
+        text = read_text(p, "target file", MAX_TARGET_FILE_BYTES, error=TargetError, fixed_limit=True)
     except FileNotFoundError:
         raise TargetError(f"{p}: no such target file") from None
-    except OSError as e:
-        raise TargetError(f"{p}: cannot read ({e.strerror})") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise TargetError(f"{p.name}: not valid TOML ({e})") from None
-    return parse_target(data, p.name, str(p))
+        raise TargetError(f"{p}: not valid TOML ({e})") from None
+    return parse_target(data, str(p), str(p))
 
 
 def catalog_dir():
@@ -416,7 +431,9 @@ def load_target(name_or_path) -> Target:
     if s == "host":
         path = host_target_path()
         if not path.exists():
+            from edgelstm._files import check_writable
             from .calibrate import calibrate
+            check_writable(path, f"host target file (${HOST_ENV} or the default)", error=TargetError)
             print(f"edgelstm: no host calibration at {path}; calibrating this machine now "
                   f"(quick mode, about 25 s, more on a first run that compiles the kernels; `edgelstm calibrate` for the full run)", file=sys.stderr)
             calibrate(quick=True, out=path)

@@ -13,6 +13,8 @@ _LAZY = {
     "load_target": ".costmodel.target", "list_targets": ".costmodel.target", "Target": ".costmodel.target",
     "calibrate": ".costmodel.calibrate",
     "load_model": ".model", "Model": ".model",
+    "quantize": ".tflite", "export_tflite": ".tflite",
+    "count_int8_lstm": ".costmodel.counts", "Int8LSTMCounts": ".costmodel.counts",
 }
 
 

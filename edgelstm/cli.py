@@ -5,7 +5,10 @@ Bad input gets one line on stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
+import os
 import sys
 import time
 
@@ -24,6 +27,22 @@ class _Parser(argparse.ArgumentParser):
 
 
 # -- formatting --------------------------------------------------------------------------
+def _finite(v):
+    """JSON has no Infinity or NaN: a float figure that overflowed (absurd sizes) is null."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    return v
+
+
+def dumps(obj, **kw) -> str:
+    """json.dumps that never writes Infinity or NaN (they become null)."""
+    return json.dumps(_finite(obj), allow_nan=False, **kw)
+
+
 def human(n: float, unit: str = "") -> str:
     """1234567 -> '1.23 M'. Exact integers are in --json; tables are for reading."""
     for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
@@ -55,7 +74,7 @@ def _add_size(sub):
     p.add_argument("--example", help="a worked example of the seed articles instead of sizes "
                                       "(demystify, keras-640, kws, sentiment, seq2seq, sample2, sample3)")
     p.add_argument("--model", metavar="FILE", help="a model file instead of sizes: .onnx, .keras, "
-                                                    "Keras model .json")
+                                                    "Keras model .json, .tflite")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--seq-len", type=int, default=1)
     p.add_argument("--dtype", default="float32",
@@ -90,7 +109,7 @@ def spec_from_args(args):
 
 
 def size_report(c) -> str:
-    rows = [(l.name, l.input_size, l.hidden_size or "", l.out_size, f"{l.params_total:,}",
+    rows = [(l.name + (f" (x{l.repeat:,})" if l.repeat > 1 else ""), l.input_size, l.hidden_size or "", l.out_size, f"{l.params_total:,}",
              human(l.weight_bytes, "B"), human(l.macs_per_step), human(l.flops_per_step))
             for l in c.layers]
     rows.append(("total", "", "", "", f"{c.params:,}", human(c.weight_bytes, "B"),
@@ -111,9 +130,34 @@ def size_report(c) -> str:
     return "\n".join(out)
 
 
+def _tflite_int8_counts(args):
+    """For `size --model m.tflite`: take batch, seq_len and dtype from the file (unless given), and the
+    integer operations of TFLM's int8 kernel when the LSTM is int8. -> Int8LSTMCounts or None."""
+    if not str(getattr(args, "model", "") or "").lower().endswith(".tflite"):
+        return None
+    from .costmodel.counts import count_int8_lstm
+    from .model import load_model
+    m = load_model(args.model)
+    if args.batch == 1 and args.seq_len == 1:
+        args.batch, args.seq_len = m.batch, m.seq_len
+    if not any(hasattr(layer, "w_x") for layer in m.lstms):
+        return None
+    if args.dtype == "float32":
+        args.dtype = "int8"
+    return count_int8_lstm(m.spec, batch=args.batch, seq_len=args.seq_len)
+
+
+def int8_report(n) -> str:
+    return (f"int8 kernel (TFLM's integer LSTM) per sequence: {n.macs:,} MACs, {n.requantizations:,} "
+            f"requantizations, {n.lut_lookups:,} table look-ups, {n.saturating_adds:,} saturating adds; "
+            f"RAM: state {n.state_bytes:,} B, scratch {n.scratch_bytes:,} B, input and output sequences "
+            f"{n.io_bytes:,} B")
+
+
 def cmd_size(args) -> int:
     from .costmodel.counts import count
     spec = spec_from_args(args)
+    int8 = _tflite_int8_counts(args)
     c = count(spec, batch=args.batch, seq_len=args.seq_len, dtype=args.dtype, convention=args.convention)
     preds = []
     if args.target:
@@ -123,9 +167,13 @@ def cmd_size(args) -> int:
         d = c.to_dict()
         if args.target:
             d["predictions"] = [p.to_dict() for p in preds]
-        print(json.dumps(d, indent=2))
+        if int8 is not None:
+            d["int8_ops"] = dataclasses.asdict(int8)
+        print(dumps(d, indent=2))
     else:
         print(size_report(c))
+        if int8 is not None:
+            print(int8_report(int8))
         if preds:
             print("\n" + predictions_report(preds))
     return 0
@@ -172,7 +220,7 @@ def cmd_targets(args) -> int:
                      human(2 * peak, "FLOP/s"), " / ".join(f"{m.name} {human(m.capacity_bytes, 'B')}" for m in t.memory)))
         items.append(dict(t.to_dict(), name=name, calibrated=True))
     if args.json:
-        print(json.dumps({"targets": items}, indent=2))
+        print(dumps({"targets": items}, indent=2, default=str))
     else:
         print(table(("target", "kind", "clock", "dtypes", "peak", "memory"), rows))
     return 0
@@ -194,13 +242,16 @@ def _calibrate_log(msg: str) -> None:
 
 
 def cmd_calibrate(args) -> int:
+    from ._files import check_writable
     from .costmodel.calibrate import calibrate
-    from .costmodel.target import load_target_file
+    from .costmodel.target import host_target_path, load_target_file
+    # Checked before a minute of measuring, not when the file is written.
+    check_writable(args.out or host_target_path(), "host target file", error=UsageError)
     path = calibrate(quick=args.quick, out=args.out,
                      log=None if args.json else _calibrate_log)
     t = load_target_file(path)
     if args.json:
-        print(json.dumps(dict(t.to_dict(), calibration=t.calibration), indent=2, default=str))
+        print(dumps(dict(t.to_dict(), calibration=t.calibration), indent=2, default=str))
         return 0
     cal = t.calibration
     print(f"wrote {path} ({cal.get('cpu_model')}, {cal.get('duration_s')} s)")
@@ -224,6 +275,8 @@ def _add_bench(sub):
                    help="a configuration, e.g. hidden_size=128,batch=1|8,seq_len=100,dtype=float32 "
                         "(| gives several values; repeatable)")
     p.add_argument("--grid", help="a JSON or TOML file with 'configs' and/or 'axes'")
+    p.add_argument("--max-configs", type=int, default=None,
+                   help="refuse a grid larger than this (default $EDGELSTM_MAX_CONFIGS or 10000)")
     p.add_argument("--out", default="bench-results", help="directory for results.json, results.md and plots")
     p.add_argument("--threads", type=int, default=None, help="Numba threads (default: all cores)")
     p.add_argument("--min-time", type=float, default=None, help="seconds of repeats per configuration")
@@ -237,6 +290,18 @@ def _add_bench(sub):
     p.set_defaults(func=cmd_bench)
 
 
+def _check_bench_outputs(args) -> None:
+    """Everything bench will write, checked before the sweep (minutes) rather than after:
+    the --out directory, and the host target file when a first run calibrates into it."""
+    from ._files import check_writable
+    from .costmodel.target import HOST_ENV, host_target_path
+    check_writable(args.out, "bench --out directory", error=UsageError, is_dir=True)
+    if not args.calibrate:
+        host = host_target_path()
+        if not host.exists():
+            check_writable(host, f"host target file (${HOST_ENV} or the default)", error=UsageError)
+
+
 def cmd_bench(args) -> int:
     import os
     from . import sweep
@@ -246,11 +311,13 @@ def cmd_bench(args) -> int:
         raise UsageError(f"bench: --min-time: expected a positive number of seconds, got {args.min_time}")
     configs = []
     for text in args.spec:
-        configs += sweep.parse_spec_string(text)
+        configs += sweep.parse_spec_string(text, args.max_configs)
     if args.grid:
-        configs += sweep.load_grid(args.grid)
+        configs += sweep.load_grid(args.grid, args.max_configs)
     if not configs:
         configs = sweep.default_grid(quick=args.quick)
+    sweep.check_sizes(configs)
+    _check_bench_outputs(args)
     plots = not args.no_plots
     if plots:
         try:
@@ -280,7 +347,7 @@ def cmd_bench(args) -> int:
     machine = sweep.machine_info(threads, target)
     paths = sweep.write_reports(results, machine, args.out, target=target, plots=plots)
     if args.json:
-        print(json.dumps(sweep.to_json(results, machine), indent=2))
+        print(dumps(sweep.to_json(results, machine), indent=2))
     else:
         print(sweep.to_markdown(results, machine))
         print("wrote " + ", ".join(str(p) for p in paths) + f" in {time.perf_counter() - t0:.0f} s")
@@ -365,7 +432,7 @@ def cmd_explore(args) -> int:
                "grid": values, "budget": budget, "objectives": list(objectives), "designs": n,
                "within_budget": int(ok.sum()), "sweep_s": elapsed, "designs_per_s": n / elapsed,
                "front": list(ex._rows(designs, result, front))}
-    (out / "explore.json").write_text(json.dumps(summary, indent=2))
+    (out / "explore.json").write_text(dumps(summary, indent=2))
     written.append(out / "explore.json")
     if not args.no_plots:
         try:
@@ -374,7 +441,7 @@ def cmd_explore(args) -> int:
         except ImportError:
             print("explore: matplotlib is not installed (pip install 'edgelstm[plot]'): no plots", file=sys.stderr)
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(dumps(summary, indent=2))
         return 0
     print(f"{spec}: {n:,} designs in {elapsed:.2f} s ({n / elapsed / 1e6:.2f} M/s); "
           f"{int(ok.sum()):,} within budget {budget or '(none)'}; Pareto front over {', '.join(objectives)}:")
@@ -407,12 +474,19 @@ def main(argv=None) -> int:
         return args.func(args)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
-    except (SpecError, ValueError, KeyError, FileNotFoundError, PermissionError, IsADirectoryError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"error: {msg}", file=sys.stderr)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
     except BrokenPipeError:  # `edgelstm size ... | head`: the reader left; say nothing
         sys.stderr.close()
         return 0
+    except (SpecError, ValueError, KeyError, OSError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        if isinstance(e, OSError) and not str(e).startswith(("/", "error")) and e.filename:
+            msg = f"{e.filename}: {e.strerror or e}"
+        print(f"error: {' '.join(str(msg).split())}", file=sys.stderr)
+    except OverflowError as e:   # sizes whose figures exceed a float (10**154 units and up)
+        print(f"error: the sizes given are too large for the cost model's floating-point figures ({e})",
+              file=sys.stderr)
+    except RecursionError:
+        print("error: input nested too deeply", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
     return EXIT_USAGE

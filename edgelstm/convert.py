@@ -79,8 +79,20 @@ def from_torch(module, dtype=None) -> LSTMWeights:
                     num_layers=int(module.num_layers), bidirectional=bool(module.bidirectional),
                     proj_size=int(getattr(module, "proj_size", 0)),
                     bias="pytorch" if module.bias else "none")
-    sd = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+    sd = {k: torch_to_numpy(v, f"torch {k}") for k, v in module.state_dict().items()}
     return _from_torch_dict(sd, spec, dtype, source="torch")
+
+
+def torch_to_numpy(t, name: str = "tensor") -> np.ndarray:
+    """A torch tensor as a NumPy array. NumPy has no bfloat16: such a tensor becomes
+    float32, exactly (every bfloat16 is a float32), with a warning that says so."""
+    t = t.detach().cpu()
+    if str(t.dtype) == "torch.bfloat16":
+        import warnings
+        warnings.warn(f"{name}: bfloat16 weights converted to float32 (exact; NumPy has no bfloat16)",
+                      stacklevel=3)
+        t = t.float()
+    return t.numpy()
 
 
 def from_torch_state_dict(state_dict, spec: LSTMSpec, dtype=None, prefix: str = "") -> LSTMWeights:
@@ -88,7 +100,7 @@ def from_torch_state_dict(state_dict, spec: LSTMSpec, dtype=None, prefix: str = 
     sd = {}
     for k, v in state_dict.items():
         if k.startswith(prefix):
-            v = v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
+            v = torch_to_numpy(v, f"torch state_dict {k}") if hasattr(v, "detach") else np.asarray(v)
             sd[k[len(prefix):]] = v
     return _from_torch_dict(sd, spec, dtype, source=f"torch state_dict {prefix!r}" if prefix else "torch state_dict")
 

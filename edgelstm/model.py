@@ -42,12 +42,7 @@ from .weights import LSTMWeights, frozen_copy
 HEAD_ACTIVATIONS = ("linear", "softmax", "sigmoid", "tanh", "relu")
 
 
-class ModelFileError(ValueError):
-    """A model file or module edgelstm cannot read: the message names it and what was wrong."""
-
-
-class UnsupportedModelError(ModelFileError):
-    """A model that is well formed but uses something edgelstm does not run."""
+from .errors import ModelFileError, UnsupportedModelError  # noqa: F401  (re-exported: their home was here)
 
 
 @dataclass(frozen=True)
@@ -274,7 +269,9 @@ def zip_carries_pickle(names) -> bool:
 
 def load_model(path_or_module, spec: Optional[ModelSpec] = None, **options) -> Model:
     """Read a model: an ONNX file (.onnx), a Keras file (.keras, or model JSON for counting
-    only), a PyTorch nn.Module, or a PyTorch state_dict file (.pt/.pth/.bin) with `spec`.
+    only), a TensorFlow Lite file (.tflite: an edgelstm.tflite.TFLiteModel, which takes and
+    returns the file's own tensors), a PyTorch nn.Module, or a PyTorch state_dict file
+    (.pt/.pth/.bin) with `spec`.
 
     options: for PyTorch, `every_step` (default True): whether the nn.Linear head is
     applied at every step (else to the last stack's final state); PyTorch modules do
@@ -291,6 +288,22 @@ def load_model(path_or_module, spec: Optional[ModelSpec] = None, **options) -> M
         raise FileNotFoundError(f"{path}: no such file")
     if os.path.isdir(path):
         raise ModelFileError(f"{path}: is a directory, expected a model file")
+    if not os.path.isfile(path):      # /dev/zero, a FIFO: refused before a byte is read
+        raise ModelFileError(f"{os.path.abspath(path)}: not a regular file, expected a model file")
+    from ._files import max_bytes
+    max_bytes()                       # a malformed EDGELSTM_MAX_BYTES is the environment's error, not the file's
+    try:
+        return _load_file(path, spec, options)
+    except ModelFileError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError, RecursionError) as e:
+        # The importers check what they read; this names the file for anything a hostile file
+        # still reaches past them (a spec no LSTMSpec can hold, a malformed structure).
+        raise ModelFileError(f"{path}: malformed model file ({type(e).__name__}: "
+                             f"{str(e).strip()[:300]})") from None
+
+
+def _load_file(path: str, spec, options) -> Model:
     ext = os.path.splitext(path)[1].lower()
     kind = sniff(path)
     if ext == ".onnx":
@@ -299,10 +312,14 @@ def load_model(path_or_module, spec: Optional[ModelSpec] = None, **options) -> M
     if ext in (".keras", ".json"):
         from .importers.keras_import import load_keras
         return load_keras(path, kind=kind)
+    if ext == ".tflite":
+        from .tflite import load_tflite
+        return load_tflite(path)
     if ext in (".pt", ".pth", ".bin", ".ckpt"):
         from .importers.torch_import import load_torch_state_dict
         return load_torch_state_dict(path, spec, **options)
     if kind == "pickle":
         raise ModelFileError(f"{path}: refused: the file is a Python pickle, which edgelstm never loads")
     raise ModelFileError(f"{path}: unknown model file type {ext or '(no extension)'!r}: expected .onnx, "
-                         f".keras, .json (Keras model JSON), or .pt/.pth (a PyTorch state_dict, with spec=)")
+                         f".keras, .json (Keras model JSON), .tflite, or .pt/.pth (a PyTorch state_dict, "
+                         f"with spec=)")

@@ -32,6 +32,11 @@ WITHIN = 0.15          # the target band: |predicted - measured| <= 15% of measu
 SPEC_KEYS = ("input_size", "hidden_size", "num_layers", "bidirectional", "proj_size", "bias", "peephole")
 RUN_KEYS = ("batch", "seq_len", "dtype")
 BENCH_DTYPES = ("float32", "float64")
+# A grid's size is counted from its axes before any configuration is built, and refused
+# above this (EDGELSTM_MAX_CONFIGS, or max_configs=): a 15 KB file can name 1e9 of them.
+MAX_CONFIGS_ENV = "EDGELSTM_MAX_CONFIGS"
+DEFAULT_MAX_CONFIGS = 10_000
+MAX_GRID_FILE_BYTES = 4 * 2**20
 
 
 class BenchError(ValueError):
@@ -74,9 +79,45 @@ def _config(d: dict, where: str) -> Config:
     return Config(spec, batch, seq_len, dtype)
 
 
-def _product(axes: dict, where: str) -> List[Config]:
+def max_configs(override: Optional[int] = None) -> int:
+    """The grid size limit: `override`, else $EDGELSTM_MAX_CONFIGS, else 10,000."""
+    if override is not None:
+        v = override
+    else:
+        env = os.environ.get(MAX_CONFIGS_ENV)
+        if not env:
+            return DEFAULT_MAX_CONFIGS
+        try:
+            v = int(env)
+        except ValueError:
+            raise BenchError(f"{MAX_CONFIGS_ENV}: expected an integer >= 1, got {env!r}") from None
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise BenchError(f"max_configs: expected an integer >= 1, got {v!r}")
+    return v
+
+
+def _check_count(n: int, where: str, limit: Optional[int]) -> None:
+    limit = max_configs(limit)
+    if n > limit:
+        raise BenchError(f"{where}: {n:,} configurations, above the limit of {limit:,}; set {MAX_CONFIGS_ENV} "
+                         f"(or bench --max-configs) to allow more")
+
+
+def _product(axes: dict, where: str, limit: Optional[int] = None) -> List[Config]:
+    if not isinstance(axes, dict):
+        raise BenchError(f"{where}: expected a table of key: [values], got {_brief(axes)}")
     keys = list(axes)
     values = [v if isinstance(v, list) else [v] for v in axes.values()]
+    for k, v in zip(keys, values):
+        if not v:
+            raise BenchError(f"{where}: {k}: expected one or more values, got an empty list")
+        bad = [x for x in v if isinstance(x, (list, dict))]
+        if bad:
+            raise BenchError(f"{where}: {k}: expected a value or a list of values, got {_brief(bad[0])}")
+    n = 1
+    for v in values:             # counted from the axes, before anything is built
+        n *= len(v)
+    _check_count(n, where, limit)
     out = []
     for combo in itertools.product(*values):
         d = dict(zip(keys, combo))
@@ -87,6 +128,23 @@ def _product(axes: dict, where: str) -> List[Config]:
             d["input_size"] = H   # E = H unless given
         out.append(_config(d, where))
     return out
+
+
+def config_bytes(config: Config) -> int:
+    """What timing one configuration allocates, estimated: the weights and their packed
+    copy, the input, the output, and the hoisted gate buffer (T x B x 4H) of a layer."""
+    from .weights import weight_count
+    s, item = config.spec, np.dtype(config.dtype).itemsize
+    TB = config.seq_len * config.batch
+    return item * (2 * weight_count(s) + TB * (s.input_size + s.output_size + 4 * s.hidden_size * s.num_directions))
+
+
+def check_sizes(configs: List[Config], limit: Optional[int] = None) -> None:
+    """Refuse, before the sweep starts, a configuration whose arrays exceed the byte limit
+    (edgelstm._files.max_bytes: EDGELSTM_MAX_BYTES)."""
+    from ._files import check_bytes
+    for c in configs:
+        check_bytes(config_bytes(c), f"bench: configuration {c.label()}", limit, error=BenchError)
 
 
 def default_grid(quick: bool = False) -> List[Config]:
@@ -109,7 +167,12 @@ def default_grid(quick: bool = False) -> List[Config]:
     return configs
 
 
-def parse_spec_string(text: str) -> List[Config]:
+def _brief(v) -> str:
+    r = repr(v)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+def parse_spec_string(text: str, max_configs: Optional[int] = None) -> List[Config]:
     """'hidden_size=128,batch=1,seq_len=100' (values may be a|b|c lists: a product)."""
     axes = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
@@ -121,7 +184,7 @@ def parse_spec_string(text: str) -> List[Config]:
         axes[k] = [_scalar(x, k) for x in v.split("|")]
     if "hidden_size" not in axes:
         raise BenchError(f"--spec: expected at least hidden_size=N, got {text!r}")
-    return _product(axes, "--spec")
+    return _product(axes, "--spec", max_configs)
 
 
 def _scalar(v: str, key: str):
@@ -137,26 +200,40 @@ def _scalar(v: str, key: str):
         raise BenchError(f"--spec: {key}: expected an integer, got {v!r}") from None
 
 
-def load_grid(path) -> List[Config]:
-    """A JSON or TOML file: {"configs": [{...}, ...]} and/or {"axes": {key: [values]}}."""
-    p = Path(path)
+def load_grid(path, max_configs: Optional[int] = None) -> List[Config]:
+    """A JSON or TOML file: {"configs": [{...}, ...]} and/or {"axes": {key: [values]}}.
+
+    Read with a size limit (4 MiB, a regular file); the number of configurations is
+    counted before they are built and refused above max_configs (EDGELSTM_MAX_CONFIGS)."""
+    from ._files import max_bytes, read_text
+    p = Path(path).absolute()
     try:
-        text = p.read_text()
-    except OSError as e:
-        raise BenchError(f"--grid {p}: cannot read it ({e.strerror})") from None
+        text = read_text(p, "grid file", min(MAX_GRID_FILE_BYTES, max_bytes()), error=BenchError,
+                         fixed_limit=max_bytes() > MAX_GRID_FILE_BYTES)
+    except FileNotFoundError:
+        raise BenchError(f"--grid {p}: cannot read it (no such file)") from None
     try:
         if p.suffix == ".toml":
             from .costmodel._toml import tomllib
             data = tomllib.loads(text)
         else:
             data = json.loads(text)
+    except RecursionError:
+        raise BenchError(f"--grid {p}: nested too deeply to be a grid") from None
     except Exception as e:  # tomllib.TOMLDecodeError, json.JSONDecodeError
         raise BenchError(f"--grid {p}: not valid {'TOML' if p.suffix == '.toml' else 'JSON'} ({e})") from None
     if not isinstance(data, dict) or not ({"configs", "axes"} & set(data)):
         raise BenchError(f"--grid {p}: expected a 'configs' list and/or an 'axes' table")
-    configs = [_config(d, f"--grid {p}: configs[{i}]") for i, d in enumerate(data.get("configs", []))]
+    listed = data.get("configs", [])
+    if not isinstance(listed, list) or not all(isinstance(d, dict) for d in listed):
+        raise BenchError(f"--grid {p}: configs: expected a list of tables, got {_brief(listed)}")
+    if "axes" in data and not isinstance(data["axes"], dict):
+        raise BenchError(f"--grid {p}: axes: expected a table of key: [values], got {_brief(data['axes'])}")
+    _check_count(len(listed), f"--grid {p}: configs", max_configs)
+    configs = [_config(d, f"--grid {p}: configs[{i}]") for i, d in enumerate(listed)]
     if "axes" in data:
-        configs += _product(data["axes"], f"--grid {p}: axes")
+        configs += _product(data["axes"], f"--grid {p}: axes", max_configs)
+    _check_count(len(configs), f"--grid {p}", max_configs)
     if not configs:
         raise BenchError(f"--grid {p}: no configurations")
     return configs

@@ -60,6 +60,14 @@ def expected_shapes(spec: LSTMSpec, layer: int) -> Dict[str, Optional[Tuple[int,
     }
 
 
+def weight_count(spec: LSTMSpec) -> int:
+    """Elements of all the stack's tensors (closed form in num_layers: layers above the first
+    have one shape), to size an allocation before it is made."""
+    per = [sum(int(np.prod(s, dtype=object)) for s in expected_shapes(spec, l).values() if s is not None)
+           for l in range(min(spec.num_layers, 2))]
+    return spec.num_directions * (per[0] + (spec.num_layers - 1) * (per[1] if len(per) > 1 else 0))
+
+
 def frozen_copy(a, dtype=None) -> np.ndarray:
     """A C-contiguous, read-only copy of `a` (never a view of the caller's memory)."""
     out = np.array(a, dtype=dtype, order="C", copy=True)
@@ -86,7 +94,7 @@ class LSTMWeights:
     new arrays, or `w.replace(...)`).
     """
 
-    def __init__(self, spec: LSTMSpec, layers, dtype="float32"):
+    def __init__(self, spec: LSTMSpec, layers, dtype="float32", *, _adopt: bool = False):
         if not isinstance(spec, LSTMSpec):
             raise WeightsError(f"spec: expected an LSTMSpec, got {type(spec).__name__}")
         self.spec = spec
@@ -99,11 +107,11 @@ class LSTMWeights:
             dirs = list(dirs)
             if len(dirs) != spec.num_directions:
                 raise WeightsError(f"layers[{l}]: expected {spec.num_directions} directions, got {len(dirs)}")
-            checked.append(tuple(self._checked(l, d, lw) for d, lw in enumerate(dirs)))
+            checked.append(tuple(self._checked(l, d, lw, _adopt) for d, lw in enumerate(dirs)))
         self.layers: Tuple[Tuple[LayerWeights, ...], ...] = tuple(checked)
         self._packed: Dict[object, object] = {}
 
-    def _checked(self, l: int, d: int, lw) -> LayerWeights:
+    def _checked(self, l: int, d: int, lw, adopt: bool = False) -> LayerWeights:
         if isinstance(lw, dict):
             lw = LayerWeights(**lw)
         if not isinstance(lw, LayerWeights):
@@ -124,24 +132,45 @@ class LSTMWeights:
                 raise WeightsError(f"{where}: expected shape {shape}, got {a.shape}")
             if not np.issubdtype(a.dtype, np.floating):
                 raise WeightsError(f"{where}: expected a floating dtype, got {a.dtype}")
-            out[name] = frozen_copy(a, self.dtype)
+            if adopt and a.dtype == self.dtype and a.flags.c_contiguous and a.flags.owndata:
+                a.flags.writeable = False          # fresh arrays of ours (random): no second copy
+                out[name] = a
+            else:
+                out[name] = frozen_copy(a, self.dtype)
         return LayerWeights(**out)
 
     # -- construction ---------------------------------------------------------------
     @classmethod
-    def random(cls, spec: LSTMSpec, seed: int = 0, dtype="float32", scale: Optional[float] = None):
-        """Uniform(-k, k) with k = 1/sqrt(H), PyTorch's initialisation."""
+    def random(cls, spec: LSTMSpec, seed: int = 0, dtype="float32", scale: Optional[float] = None, *,
+               max_bytes: Optional[int] = None):
+        """Uniform(-k, k) with k = 1/sqrt(H), PyTorch's initialisation, drawn in `dtype`.
+
+        The weights' size is computed first and refused above the byte limit (max_bytes,
+        else $EDGELSTM_MAX_BYTES, else 1 GiB: edgelstm._files) before anything is drawn."""
+        from ._files import check_bytes
+        if not isinstance(spec, LSTMSpec):
+            raise WeightsError(f"spec: expected an LSTMSpec, got {type(spec).__name__}")
+        dt = np.dtype(_dtype_name(dtype))
+        check_bytes(weight_count(spec) * dt.itemsize, f"LSTMWeights.random({spec}, dtype={dt.name})",
+                    max_bytes, error=WeightsError)
         rng = np.random.default_rng(seed)
         k = scale if scale is not None else 1.0 / np.sqrt(spec.hidden_size)
+
+        def draw(shape):            # in dt directly: no float64 copy of the whole tensor
+            a = rng.random(shape, dtype=dt)
+            a *= dt.type(2 * k)
+            a -= dt.type(k)
+            return a
+
         layers = []
         for l in range(spec.num_layers):
             dirs = []
             for _ in range(spec.num_directions):
-                t = {name: (None if shape is None else rng.uniform(-k, k, size=shape))
+                t = {name: (None if shape is None else draw(shape))
                      for name, shape in expected_shapes(spec, l).items()}
                 dirs.append(LayerWeights(**t))
             layers.append(dirs)
-        return cls(spec, layers, dtype=dtype)
+        return cls(spec, layers, dtype=dt, _adopt=True)
 
     # -- other frameworks (edgelstm.convert; torch/keras/onnx stay optional) ----------
     @classmethod

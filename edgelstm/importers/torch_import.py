@@ -11,7 +11,7 @@ import re
 
 import numpy as np
 
-from ..convert import ConvertError, from_torch, from_torch_state_dict
+from ..convert import ConvertError, from_torch, from_torch_state_dict, torch_to_numpy
 from ..model import (Model, ModelFileError, ModelWeights, UnsupportedModelError, build_model, sniff)
 from ..spec import ModelSpec
 
@@ -19,7 +19,7 @@ SUPPORTED = ("Embedding", "LSTM", "Linear")
 
 
 def _np(t) -> np.ndarray:
-    return t.detach().cpu().numpy()
+    return torch_to_numpy(t)
 
 
 def load_torch_module(module, every_step: bool = True) -> Model:
@@ -88,6 +88,22 @@ def _import_module(module, every_step: bool) -> Model:
                        return_sequences=every_step, batch_first=layouts.pop())
 
 
+def _check_size(path: str, kind: str) -> None:
+    """The file, and for torch's zip format every record by its declared size, within the
+    byte limit (EDGELSTM_MAX_BYTES) before torch.load allocates storages for them."""
+    import os
+    import zipfile
+    from .._files import check_bytes
+    check_bytes(os.path.getsize(path), f"{path}: the state_dict file", error=ModelFileError)
+    if kind == "zip":
+        try:
+            with zipfile.ZipFile(path) as z:
+                total = sum(i.file_size for i in z.infolist())
+        except (zipfile.BadZipFile, OSError, ValueError) as e:
+            raise ModelFileError(f"{path}: not a readable PyTorch zip file (truncated or corrupt?): {e}") from None
+        check_bytes(total, f"{path}: the state_dict's tensors (decompressed)", error=ModelFileError)
+
+
 def _torch_load(path: str):
     import pickle
     try:
@@ -95,6 +111,7 @@ def _torch_load(path: str):
     except ImportError:
         raise ModelFileError(f"{path}: reading PyTorch files needs torch (pip install torch)") from None
     kind = sniff(path)
+    _check_size(path, kind)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

@@ -243,15 +243,20 @@ def memory_cycles(t: dict, ifmap_valid, filter_valid, ifmap_active, filter_activ
         o_spill = window["on"] & (w > ofmap_active)
         D = ofmap_active
         lat = np.ceil(D / bw) + 1
-        comp = t["compute"]
-        first = comp * np.minimum((D + 1) / w, 1.0)           # when the first drain starts
+        run = np.maximum(t["compute"], np.maximum(s_if, s_f) / bw)  # the run with read stalls
+        first = run * np.minimum((D + 1) / w, 1.0)             # when the first drain starts
         must = np.maximum(np.ceil((w - 2 * D) / D), 0)         # drains started before the last write
-        fit = np.floor(np.maximum(comp - first, 0) / lat) + 1  # drains that fit in compute
+        fit = np.floor(np.maximum(run - first, 0) / lat) + 1   # drains that fit in the run
         drains = np.maximum(np.minimum(np.floor((w - 1) / D), fit), must)
-        last_write = np.where(must > 0, np.maximum(comp, first + (must - 1) * lat), comp)
+        last_write = np.where(must > 0, np.maximum(run, first + (must - 1) * lat), run)
+        # The last drain started during the run ends ceil(D / bw) cycles later, maybe after
+        # the final drain of what is left (rem_rows cycles, in chunks).
+        last_start = np.maximum(run * np.minimum((drains * D + 1) / w, 1.0), first + (drains - 1) * lat)
+        busy_after = np.where(drains > 0, last_start + lat - 1 - last_write, 0)
         rem_rows = np.ceil((w - drains * D) / bw)
-        stream = np.where(o_spill, np.maximum(np.maximum(s_if, s_f) / bw, last_write), stream)
-        drain = np.where(o_spill, rem_rows + np.ceil(rem_rows / np.ceil(D / bw)) - 1, drain)
+        stream = np.where(o_spill, last_write, stream)
+        drain = np.where(o_spill, np.maximum(rem_rows + np.ceil(rem_rows / np.ceil(D / bw)) - 1, busy_after),
+                         drain)
     return dict(cycles=fill + np.maximum(t["compute"], stream) + drain, fill=fill, stream=stream, drain=drain,
                 ifmap_dram_words=w_if, filter_dram_words=w_f, ofmap_dram_words=tail + s_o)
 

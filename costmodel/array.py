@@ -239,7 +239,7 @@ def memory_cycles(t: dict, ifmap_valid, filter_valid, ifmap_active, filter_activ
         # drain at a time; the array waits only when the buffer is full. Its write port
         # keeps no occupancy, so after the last write only what is left is drained, in
         # chunks of ceil(D / bw) cycles, each a cycle after the one before. The writes are
-        # taken as spread evenly over the compute cycles.
+        # taken as spread evenly over the run (compute plus read stalls).
         o_spill = window["on"] & (w > ofmap_active)
         D = ofmap_active
         lat = np.ceil(D / bw) + 1

@@ -69,7 +69,8 @@ def test_lstm_cuda_sequence(benchmark, E, H, B, impl):
     benchmark.extra_info.update(
         spec=repr(spec), batch=B, seq_len=T, dtype="float32", implementation=impl,
         flops=flops, GFLOP_per_s=flops / benchmark.stats.stats.median / 1e9,
-        predicted_s={i: _predicted(spec, B, i) for i in ("fused", "persistent")})
+        implementation=kc.model_implementation(spec, B) if impl == "persistent" else "fused",
+        predicted_s={i: _predicted(spec, B, i) for i in ("fused", "persistent-block", "persistent-grid")})
 
 
 @pytest.mark.parametrize("E,H", [(32, 32), (128, 128)], ids=["E32-H32", "E128-H128"])

@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from hostile_files import onnx_chain  # noqa: E402
 
-from edgelstm.model import load_model  # noqa: E402
+from edgelstm.importers import load_model  # noqa: E402
 
 N = 1000
 ROUNDS = 7

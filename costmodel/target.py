@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from ._toml import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -93,38 +92,6 @@ class MemoryLevel:
 
 
 @dataclass(frozen=True)
-class GemmPoint:
-    """A measured matrix product (M x K) @ (K x N): host calibration. `routine` says what
-    computed it: "blas" (np.dot inside @njit, the machine's BLAS rate), or one of the CPU
-    kernel's routines timed on random matrices: "dot" (np.dot called from Python, per call),
-    "own" (the register-blocked projection GEMM, one call; threads > 1: a prange region),
-    "block" (the small GEMM on a block of m rows, per thread with `threads` running),
-    "matvec" (z += W v, per thread with `threads` running)."""
-    dtype: str
-    threads: int
-    m: int
-    k: int
-    n: int
-    GFLOP_per_s: float
-    routine: str = "blas"
-
-
-@dataclass(frozen=True)
-class ElementwisePoint:
-    """Measured seconds per batch row of one of the CPU kernel's elementwise building blocks
-    at hidden size `hidden`, timed on random vectors (host calibration): "rows" (the rows
-    path's per-row sequence: gate copy, `_epilogue`, `_finish_row`, called from a JIT loop;
-    per thread with `threads` running), "gemm_step" (the gemm path's per-step epilogue
-    `_epilogue_gemm_step`, one Python call over `batch` rows, its dispatch taken out)."""
-    routine: str
-    dtype: str
-    threads: int
-    hidden: int
-    ns_per_row: float
-    batch: int = 1
-
-
-@dataclass(frozen=True)
 class Target:
     name: str
     description: str
@@ -138,31 +105,11 @@ class Target:
     persistent_step_overhead_s: float    # per layer and step inside a persistent kernel (grid sync)
     parallel_step_overhead_s: float      # per layer and step when threads > 1 (fork/join)
     transcendental_cycles: float         # per element on one core, when no measured ns
-    transcendental_ns: Dict[str, float]  # measured per element and dtype on one core (host)
+    transcendental_ns: Dict[str, float]  # measured per element and dtype on one core (optional)
     parallel_efficiency: float           # all cores' throughput / (cores x one core's)
     energy: Dict[str, float]             # Horowitz defaults merged with the file's [energy]
-    gemm: Tuple[GemmPoint, ...] = ()
-    # How the CPU kernel splits the work (host): batches below gemm_min_batch run as
-    # per-row matvecs, rows_per_block rows per thread; empty: one product per step.
-    kernel: Dict[str, int] = field(default_factory=dict)
-    njit_call_s: float = 0.0             # a Python call of an @njit function with one array argument
-    njit_arg_s: float = 0.0              # each further array argument of such a call
-    inner_call_s: float = 0.0            # a call between JIT functions with one array-view argument
-    inner_arg_s: float = 0.0             # each further view argument of such a call
-    alloc_s: float = 0.0                 # a small array allocated inside JIT code
-    py_alloc_s: float = 0.0              # a small np.empty / np.zeros called from Python
-    py_view_s: float = 0.0               # a reshape (a view) from Python
-    py_threads_s: float = 0.0            # numba.get_num_threads() from Python
-    check_s: float = 0.0                 # the lstm() input validation (edgelstm._checks), one call
-    # The lstm() wrapper's Python side timed alone (its JIT calls stood in for): per call,
-    # per layer, per direction. Zero when not measured: the pieces above are composed instead.
-    wrapper_s: float = 0.0
-    wrapper_layer_s: float = 0.0
-    wrapper_dir_s: float = 0.0
-    elementwise: Tuple[ElementwisePoint, ...] = ()
-    transcendental_pass_ns: Dict[str, float] = field(default_factory=dict)  # fixed cost of a vectorized pass
     sources: Dict[str, str] = field(default_factory=dict)
-    calibration: Dict[str, object] = field(default_factory=dict)
+    calibration: Dict[str, object] = field(default_factory=dict)  # a measured target's record
     path: str = ""
     array: Optional[ArrayConfig] = None  # an accelerator's systolic array (costmodel/array.py)
 
@@ -257,131 +204,209 @@ class _Reader:
         return _Reader(self.fname, v, f"{self.prefix}{key}.")
 
 
-def _memory_level(r: _Reader) -> MemoryLevel:
-    kind = r.string("kind", choices=MEMORY_KINDS)
-    cap = r.integer("capacity_bytes")
-    bw = r.number("bandwidth_GB_per_s")
-    bw1 = r.number("bandwidth_1thread_GB_per_s", None) or bw
-    energy = r.number("energy_pJ_per_byte", None)
-    if energy is None:
-        if kind in ON_CHIP:
-            energy = sram_energy_pJ_per_byte(cap)
-        elif kind == "dram":
-            energy = HOROWITZ_DRAM_PJ_PER_BYTE
-        else:  # Horowitz has no HBM or flash figure: the file must give one
-            raise r._err("energy_pJ_per_byte", f"missing (no default for kind {kind!r})")
-    return MemoryLevel(name=r.string("name"), kind=kind, capacity_bytes=cap, bandwidth_GB_per_s=bw,
-                       bandwidth_1thread_GB_per_s=bw1, energy_pJ_per_byte=energy,
-                       shared=r.boolean("shared", True), persistent=r.boolean("persistent", True),
-                       source=r.string("source", ""))
+# -- the schema: one description, read by parse_target and written by target_document -----------
+REQUIRED = ...
 
 
-def _tables(r: _Reader, key: str) -> list:
-    """An optional array of tables ([[key]]), each checked to be a table."""
-    v = r.raw(key, [])
-    if not isinstance(v, list):
-        raise r._err(key, f"expected an array of tables ([[{key}]]), got {v!r}")
-    for i, t in enumerate(v):
-        if not isinstance(t, dict):
-            raise r._err(f"{key}[{i}]", f"expected a table, got {t!r}")
-    return v
+@dataclass(frozen=True)
+class Key:
+    """One key of a table: its TOML name, the _Reader method that checks it (`number`,
+    `number0` for >= 0, `integer`, `string`, `boolean`), its default (REQUIRED: none; a
+    callable: computed from the values read before it), its dataclass attribute, choices."""
+    key: str
+    kind: str
+    default: object = REQUIRED
+    attr: str = ""
+    choices: Tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.attr or self.key
 
 
-def _require_source(r: _Reader) -> str:
-    return r.string("source")
+@dataclass(frozen=True)
+class Table:
+    """A TOML table (`name` None: the top level): fixed keys, an optional map of keys that
+    share a prefix (`map_prefix` + one of `map_keys`, each a `map_kind` value) into the
+    dict attribute `map_attr`, and a `source` key (required, optional or absent)."""
+    name: Optional[str]
+    keys: Tuple[Key, ...] = ()
+    map_attr: str = ""
+    map_prefix: str = ""
+    map_keys: Tuple[str, ...] = ()
+    map_kind: str = "number"
+    map_what: str = "a dtype"         # what a map key is, for errors
+    source: str = "required"          # "required", "optional" or "none"
+    required: bool = True
+    array: bool = False               # an array of tables ([[name]])
+
+
+def read_table(r: "_Reader", table: Table) -> dict:
+    """{attribute: value} for every key of `table` (defaults filled in), the map under
+    table.map_attr and the source under "source"; unknown map keys are errors."""
+    out = {}
+    for k in table.keys:
+        default = k.default(out) if callable(k.default) else k.default
+        if k.kind == "number0":
+            out[k.name] = r.number(k.key, default, positive=False)
+        elif k.kind == "string" and k.choices:
+            out[k.name] = r.string(k.key, default, choices=k.choices)
+        else:
+            out[k.name] = getattr(r, k.kind)(k.key, default)
+    if table.map_attr:
+        fixed = {k.key for k in table.keys} | {"source"}
+        mp = {}
+        for key in r.table:
+            if key in fixed or not key.startswith(table.map_prefix):
+                continue
+            sub = key[len(table.map_prefix):]
+            if sub not in table.map_keys:
+                raise r._err(key, f"expected {table.map_what} ({', '.join(table.map_keys)})")
+            mp[sub] = r.number(key, positive=table.map_kind != "number0")
+        out[table.map_attr] = mp
+    if table.source != "none":
+        out["source"] = r.string("source", ... if table.source == "required" else "")
+    return out
+
+
+def write_table(values: dict, table: Table) -> dict:
+    """The TOML table (a dict for tomli_w) of `values` ({attribute: value}, as read_table
+    returns): every fixed key, the map's entries, the source when there is one."""
+    out = {k.key: values[k.name] for k in table.keys if values.get(k.name) is not None}
+    for sub, v in values.get(table.map_attr, {}).items() if table.map_attr else ():
+        out[table.map_prefix + sub] = v
+    if values.get("source"):
+        out["source"] = values["source"]
+    return out
+
+
+DTYPE_KEYS = tuple(_OPS_PJ)
+TOP = Table(None, (
+    Key("name", "string"), Key("description", "string", ""),
+    Key("kind", "string", choices=KINDS), Key("clock_MHz", "number"), Key("cores", "integer", 1),
+    Key("parallel_efficiency", "number", 1.0)))
+MACS = Table("macs_per_cycle", map_attr="macs_per_cycle", map_keys=DTYPE_KEYS)
+OVERHEAD = Table("overhead", (
+    Key("call_s", "number0", 0.0, "call_overhead_s"),
+    Key("step_s", "number0", attr="step_overhead_s"),
+    Key("parallel_step_s", "number0", lambda v: v["step_overhead_s"], "parallel_step_overhead_s"),
+    Key("persistent_step_s", "number0", 0.0, "persistent_step_overhead_s")))
+TRANSCENDENTAL = Table("transcendental", (Key("cycles", "number", 20.0, "transcendental_cycles"),),
+                       map_attr="transcendental_ns", map_prefix="ns_", map_keys=DTYPE_KEYS, map_what="ns_<dtype>",
+                       source="optional", required=False)
+ENERGY = Table("energy", map_attr="energy", map_keys=tuple(HOROWITZ_2014), map_what="a known energy key",
+               required=False)
+
+
+def _energy_default(v: dict):
+    if v["kind"] in ON_CHIP:
+        return sram_energy_pJ_per_byte(v["capacity_bytes"])
+    if v["kind"] == "dram":
+        return HOROWITZ_DRAM_PJ_PER_BYTE
+    return REQUIRED           # Horowitz has no HBM or flash figure: the file must give one
+
+
+MEMORY = Table("memory", (
+    Key("name", "string"), Key("kind", "string", choices=MEMORY_KINDS), Key("capacity_bytes", "integer"),
+    Key("bandwidth_GB_per_s", "number"),
+    Key("bandwidth_1thread_GB_per_s", "number", lambda v: v["bandwidth_GB_per_s"]),
+    Key("energy_pJ_per_byte", "number", _energy_default),
+    Key("shared", "boolean", True), Key("persistent", "boolean", True)), array=True)
+SCHEMA = (TOP, MACS, OVERHEAD, TRANSCENDENTAL, MEMORY, ENERGY)   # the file, in order
+# Every top-level key a target file may have: the schema's, a measured target's record, an
+# accelerator's [array] (array.py) and a measured host's [host] profile (host/profile.py).
+TOP_KEYS = tuple(k.key for k in TOP.keys) + ("source",) + tuple(t.name for t in SCHEMA if t.name) + (
+    "calibration", "array", "host")
+OLD_HOST_KEYS = ("gemm", "elementwise", "kernel")   # host files before the [host] profile
+
+
+def _read(r: "_Reader", table: Table):
+    """read_table on `table` of the document (None when optional and absent)."""
+    if table.name is None:
+        return read_table(r, table)
+    if table.array:
+        raw = r.raw(table.name)
+        if not isinstance(raw, list) or not raw:
+            raise r._err(table.name, f"expected one or more [[{table.name}]] tables")
+        out = []
+        for i, m in enumerate(raw):
+            if not isinstance(m, dict):
+                raise r._err(f"{table.name}[{i}]", "expected a table")
+            out.append(read_table(_Reader(r.fname, m, f"{table.name}[{i}]."), table))
+        return out
+    sub = r.sub(table.name, required=table.required)
+    return None if sub is None else read_table(sub, table)
 
 
 def parse_target(data: dict, fname: str, path: str = "") -> Target:
-    """A Target from a parsed TOML document; `fname` names the file in errors."""
+    """A Target from a parsed TOML document; `fname` names the file in errors. Tables the
+    schema does not describe (a measured host's [host] profile) are left to their readers."""
     r = _Reader(fname, data)
-    sources = {"clock_MHz": _require_source(r)}
-    macs_r = r.sub("macs_per_cycle")
-    macs = {}
-    for key in macs_r.table:
-        if key == "source":
-            continue
-        if key not in _OPS_PJ:
-            raise macs_r._err(key, f"expected a dtype ({', '.join(_OPS_PJ)})")
-        macs[key] = macs_r.number(key)
-    if not macs:
+    for key in data:
+        if key not in TOP_KEYS:
+            hint = (" (a host file written by an older edgelstm: run `edgelstm calibrate` again)"
+                    if key in OLD_HOST_KEYS else "")
+            raise r._err(key, f"not a key of a target file (known: {', '.join(TOP_KEYS)}){hint}")
+    top, macs, ov, tr, mem, en = (_read(r, t) for t in SCHEMA)
+    if not macs["macs_per_cycle"]:
         raise r._err("macs_per_cycle", "expected at least one dtype")
-    sources["macs_per_cycle"] = _require_source(macs_r)
-    ov = r.sub("overhead")
-    sources["overhead"] = _require_source(ov)
-    mem_raw = r.raw("memory")
-    if not isinstance(mem_raw, list) or not mem_raw:
-        raise r._err("memory", "expected one or more [[memory]] tables")
-    memory = []
-    for i, m in enumerate(mem_raw):
-        if not isinstance(m, dict):
-            raise r._err(f"memory[{i}]", "expected a table")
-        lr = _Reader(fname, m, f"memory[{i}].")
-        lvl = _memory_level(lr)
-        if not lvl.source:
-            raise lr._err("source", "missing")
-        memory.append(lvl)
-    tr = r.sub("transcendental", required=False) or _Reader(fname, {}, "transcendental.")
-    energy = dict(HOROWITZ_2014)
-    er = r.sub("energy", required=False)
-    if er is not None:
-        for key in er.table:
-            if key == "source":
-                continue
-            if key not in HOROWITZ_2014:
-                raise er._err(key, f"unknown energy key (known: {', '.join(sorted(HOROWITZ_2014))})")
-            energy[key] = er.number(key)
-        sources["energy"] = _require_source(er)
-    else:
-        sources["energy"] = HOROWITZ_SOURCE
-    gemm = []
-    for i, g in enumerate(_tables(r, "gemm")):
-        gr = _Reader(fname, g, f"gemm[{i}].")
-        gemm.append(GemmPoint(dtype=gr.string("dtype", choices=tuple(_OPS_PJ)), threads=gr.integer("threads"),
-                              m=gr.integer("m"), k=gr.integer("k"), n=gr.integer("n"),
-                              GFLOP_per_s=gr.number("GFLOP_per_s"),
-                              routine=gr.string("routine", "blas",
-                                                choices=("blas", "dot", "own", "block", "matvec"))))
-    elementwise = []
-    for i, g in enumerate(_tables(r, "elementwise")):
-        gr = _Reader(fname, g, f"elementwise[{i}].")
-        elementwise.append(ElementwisePoint(
-            routine=gr.string("routine", choices=("rows", "gemm_step")),
-            dtype=gr.string("dtype", choices=tuple(_OPS_PJ)), threads=gr.integer("threads"),
-            hidden=gr.integer("hidden"), ns_per_row=gr.number("ns_per_row"), batch=gr.integer("batch", 1)))
-    kr = r.sub("kernel", required=False)
-    kernel = {k: kr.integer(k) for k in ("gemm_min_batch", "rows_per_block") if k in kr.table} if kr else {}
-    t_ns = {k[3:]: tr.number(k) for k in tr.table if k.startswith("ns_")}
-    t_pass = {k[8:]: tr.number(k, positive=False) for k in tr.table if k.startswith("pass_ns_")}
+    tr = tr or {"transcendental_cycles": 20.0, "transcendental_ns": {}}
+    energy = dict(HOROWITZ_2014, **(en["energy"] if en else {}))
+    sources = {"clock_MHz": top.pop("source"), "macs_per_cycle": macs["source"], "overhead": ov.pop("source"),
+               "energy": en["source"] if en else HOROWITZ_SOURCE}
+    if tr.get("source"):
+        sources["transcendental"] = tr["source"]
+    tr.pop("source", None)
     calib = r.raw("calibration", {})
+    memory = tuple(MemoryLevel(**m) for m in mem)
     try:
         array = parse_array(data["array"], fname) if "array" in data else None
     except ArrayError as e:
         raise TargetError(str(e)) from None
-    return Target(
-        name=r.string("name"), description=r.string("description", ""),
-        kind=r.string("kind", choices=KINDS), clock_MHz=r.number("clock_MHz"), cores=r.integer("cores", 1),
-        macs_per_cycle=macs, memory=tuple(memory),
-        call_overhead_s=ov.number("call_s", 0.0, positive=False),
-        step_overhead_s=ov.number("step_s", positive=False),
-        persistent_step_overhead_s=ov.number("persistent_step_s", 0.0, positive=False),
-        parallel_step_overhead_s=ov.number("parallel_step_s", None, positive=False)
-        if "parallel_step_s" in ov.table else ov.number("step_s", positive=False),
-        transcendental_cycles=tr.number("cycles", 20.0), transcendental_ns=t_ns,
-        parallel_efficiency=r.number("parallel_efficiency", 1.0),
-        energy=energy, gemm=tuple(gemm), kernel=kernel, sources=sources,
-        njit_call_s=ov.number("njit_call_s", 0.0, positive=False),
-        njit_arg_s=ov.number("njit_arg_s", 0.0, positive=False), transcendental_pass_ns=t_pass,
-        inner_call_s=ov.number("inner_call_s", 0.0, positive=False),
-        inner_arg_s=ov.number("inner_arg_s", 0.0, positive=False),
-        alloc_s=ov.number("alloc_s", 0.0, positive=False),
-        py_alloc_s=ov.number("py_alloc_s", 0.0, positive=False),
-        py_view_s=ov.number("py_view_s", 0.0, positive=False),
-        py_threads_s=ov.number("py_threads_s", 0.0, positive=False),
-        check_s=ov.number("check_s", 0.0, positive=False), elementwise=tuple(elementwise),
-        wrapper_s=ov.number("wrapper_s", 0.0, positive=False),
-        wrapper_layer_s=ov.number("wrapper_layer_s", 0.0, positive=False),
-        wrapper_dir_s=ov.number("wrapper_dir_s", 0.0, positive=False),
-        calibration=dict(calib) if isinstance(calib, dict) else {}, path=path, array=array)
+    return Target(**top, macs_per_cycle=macs["macs_per_cycle"], memory=memory, **ov, **tr, energy=energy,
+                  sources=sources, calibration=dict(calib) if isinstance(calib, dict) else {}, path=path,
+                  array=array)
+
+
+def target_document(t: Target) -> dict:
+    """The TOML document of a Target (a dict for tomli_w), written from the same schema the
+    parser reads: parse_target(target_document(t)) == t (but for `path`)."""
+    from dataclasses import asdict
+    v = asdict(t)
+    doc = write_table(dict(v, source=t.sources.get("clock_MHz", "")), TOP)
+    doc["macs_per_cycle"] = write_table(dict(v, source=t.sources.get("macs_per_cycle", "")), MACS)
+    doc["overhead"] = write_table(dict(v, source=t.sources.get("overhead", "")), OVERHEAD)
+    doc["transcendental"] = write_table(dict(v, source=t.sources.get("transcendental", "")), TRANSCENDENTAL)
+    doc["memory"] = [write_table(m, MEMORY) for m in v["memory"]]
+    overrides = {k: e for k, e in t.energy.items() if HOROWITZ_2014.get(k) != e}
+    if overrides or t.sources.get("energy", HOROWITZ_SOURCE) != HOROWITZ_SOURCE:
+        doc["energy"] = write_table({"energy": overrides, "source": t.sources["energy"]}, ENERGY)
+    if t.array is not None:   # array.py's parse_array reads these keys (ArrayConfig's fields)
+        doc["array"] = {k: a for k, a in asdict(t.array).items() if a != {}}
+    if t.calibration:
+        doc["calibration"] = dict(t.calibration)
+    return doc
+
+
+def dumps_document(doc: dict, header: str = "") -> str:
+    """TOML text of a document (tomli_w), after `header` comment lines."""
+    import tomli_w
+    head = "".join(f"# {line}\n" for line in header.splitlines())
+    return head + tomli_w.dumps(doc)
+
+
+def write_target_file(t: Target, path, header: str = "", extra: Optional[dict] = None) -> Path:
+    """Write `t` (and `extra` tables, e.g. a host profile) to `path` atomically, then check
+    that it reads back as a target."""
+    doc = target_document(t)
+    doc.update(extra or {})
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + f".tmp{os.getpid()}")
+    tmp.write_text(dumps_document(doc, header))
+    os.replace(tmp, p)           # never leave a half-written file behind
+    load_target_file(p)
+    return p
 
 
 MAX_TARGET_FILE_BYTES = 4 * 2**20
@@ -390,8 +415,14 @@ MAX_TARGET_FILE_BYTES = 4 * 2**20
 def load_target_file(path) -> Target:
     """A target TOML file, read with a size limit (a regular file of at most 4 MiB: not
     /dev/zero); errors name the file's full path and the key."""
-    from edgelstm._files import read_text
     p = Path(path).absolute()
+    return parse_target(read_document(p), str(p), str(p))
+
+
+def read_document(p: Path) -> dict:
+    """The parsed TOML of a target file (bounded read); errors name the file's full path."""
+    from edgelstm._files import read_text
+    p = Path(p).absolute()
     try:
         text = read_text(p, "target file", MAX_TARGET_FILE_BYTES, error=TargetError, fixed_limit=True)
     except FileNotFoundError:
@@ -400,7 +431,7 @@ def load_target_file(path) -> Target:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise TargetError(f"{p}: not valid TOML ({e})") from None
-    return parse_target(data, str(p), str(p))
+    return data
 
 
 def catalog_dir():
@@ -424,19 +455,18 @@ def host_target_path() -> Path:
 
 
 def load_target(name_or_path) -> Target:
-    """A catalog name (`cortex-m7`), `host`, or the path of a TOML file."""
+    """A catalog name (`cortex-m7`), `host`, or the path of a TOML file, as a generic Target.
+    For `host` that is this machine as any catalog target describes one (peak, bandwidth per
+    level, overheads): the host file's [host] profile, the model of edgelstm's own CPU
+    kernel, is read by edgelstm.load_target (costmodel/api.py), which also calibrates on
+    first use; here a missing host file is an error."""
     if isinstance(name_or_path, Target):
         return name_or_path
     s = str(name_or_path)
     if s == "host":
         path = host_target_path()
         if not path.exists():
-            from edgelstm._files import check_writable
-            from .calibrate import calibrate
-            check_writable(path, f"host target file (${HOST_ENV} or the default)", error=TargetError)
-            print(f"edgelstm: no host calibration at {path}; calibrating this machine now "
-                  f"(quick mode, about 25 s, more on a first run that compiles the kernels; `edgelstm calibrate` for the full run)", file=sys.stderr)
-            calibrate(quick=True, out=path)
+            raise TargetError(f"host: no calibration of this machine at {path} (run `edgelstm calibrate`)")
         return load_target_file(path)
     if s.endswith(".toml") or os.sep in s:
         return load_target_file(s)

@@ -1,6 +1,7 @@
 """edgelstm: what an LSTM costs on real hardware, and how fast it really runs."""
 from .spec import DenseSpec, EmbeddingSpec, LSTMSpec, ModelSpec, SpecError
 from .weights import LayerWeights, LSTMWeights, WeightsError
+from . import convert as _convert  # noqa: F401  (registers LSTMWeights.from_torch/from_keras/from_onnx)
 from .costmodel.counts import CountError, Counts, count, count_grid
 
 __version__ = "0.1.0"
@@ -9,10 +10,10 @@ __version__ = "0.1.0"
 # Numba and compile nothing it does not need.
 _LAZY = {
     "lstm": ".run", "LSTMStream": ".run",
-    "predict": ".costmodel.predict", "Prediction": ".costmodel.predict",
-    "load_target": ".costmodel.target", "list_targets": ".costmodel.target", "Target": ".costmodel.target",
-    "calibrate": ".costmodel.calibrate",
-    "load_model": ".model", "Model": ".model",
+    "predict": ".costmodel.api", "Prediction": ".costmodel.predict",
+    "load_target": ".costmodel.api", "list_targets": ".costmodel.target", "Target": ".costmodel.target",
+    "calibrate": ".costmodel.host.calibrate",
+    "load_model": ".importers", "Model": ".model",
     "quantize": ".tflite", "export_tflite": ".tflite",
     "count_int8_lstm": ".costmodel.counts", "Int8LSTMCounts": ".costmodel.counts",
 }

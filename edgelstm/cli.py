@@ -91,7 +91,7 @@ def spec_from_args(args):
     if getattr(args, "model", None):
         if args.example or args.input_size is not None or args.hidden_size is not None:
             raise UsageError("size: give one of --model, --example or --input-size/--hidden-size")
-        from .model import load_model
+        from .importers import load_model
         return load_model(args.model).spec      # ModelFileError (a ValueError): one line, exit 2
     if args.example:
         from .examples import get_example
@@ -136,7 +136,7 @@ def _tflite_int8_counts(args):
     if not str(getattr(args, "model", "") or "").lower().endswith(".tflite"):
         return None
     from .costmodel.counts import count_int8_lstm
-    from .model import load_model
+    from .importers import load_model
     m = load_model(args.model)
     if args.batch == 1 and args.seq_len == 1:
         args.batch, args.seq_len = m.batch, m.seq_len
@@ -161,7 +161,7 @@ def cmd_size(args) -> int:
     c = count(spec, batch=args.batch, seq_len=args.seq_len, dtype=args.dtype, convention=args.convention)
     preds = []
     if args.target:
-        from .costmodel.predict import predict
+        from .costmodel.api import predict
         preds = [predict(spec, t, batch=args.batch, seq_len=args.seq_len, dtype=args.dtype) for t in args.target]
     if args.json:
         d = c.to_dict()
@@ -203,7 +203,7 @@ def _add_targets(sub):
 
 
 def cmd_targets(args) -> int:
-    from .costmodel.target import host_target_path, list_targets, load_target
+    from .costmodel.target import TargetError, host_target_path, list_targets, load_target
     rows, items = [], []
     for name in list_targets():
         if name == "host":
@@ -212,7 +212,12 @@ def cmd_targets(args) -> int:
                 rows.append(("host", "this machine", "", "", "", f"not calibrated yet ({path})"))
                 items.append({"name": "host", "path": str(path), "calibrated": False})
                 continue
-            t = load_target(path)
+            try:
+                t = load_target(path)
+            except TargetError as e:   # an unreadable or older host file: listed, not fatal
+                rows.append(("host", "this machine", "", "", "", f"unusable: {e}"))
+                items.append({"name": "host", "path": str(path), "calibrated": False, "error": str(e)})
+                continue
         else:
             t = load_target(name)
         peak = max(t.peak_macs_per_s(dt, t.cores) for dt in t.macs_per_cycle)
@@ -229,26 +234,21 @@ def cmd_targets(args) -> int:
 # -- calibrate ---------------------------------------------------------------------------
 def _add_calibrate(sub):
     p = sub.add_parser("calibrate", help="measure this machine and write the host target file")
-    p.add_argument("--quick", action="store_true", help="fewer repetitions: about 25 s (more on a first run, which compiles the kernels)")
+    p.add_argument("--quick", action="store_true", help="fewer points and repetitions: a few seconds once "
+                                                         "compiled (a first run also compiles the micro-benchmarks)")
     p.add_argument("--out", metavar="PATH", help="where to write (default $EDGELSTM_HOST_TARGET or "
                                                   "~/.cache/edgelstm/host.toml)")
     p.add_argument("--json", action="store_true", help="print the written target as JSON")
     p.set_defaults(func=cmd_calibrate)
 
 
-def _calibrate_log(msg: str) -> None:
-    """Calibration's progress, a line on stderr (stdout keeps the command's own output)."""
-    print(f"calibrate: {msg}", file=sys.stderr)
-
-
 def cmd_calibrate(args) -> int:
     from ._files import check_writable
-    from .costmodel.calibrate import calibrate
+    from .costmodel.host.calibrate import calibrate
     from .costmodel.target import host_target_path, load_target_file
     # Checked before a minute of measuring, not when the file is written.
     check_writable(args.out or host_target_path(), "host target file", error=UsageError)
-    path = calibrate(quick=args.quick, out=args.out,
-                     log=None if args.json else _calibrate_log)
+    path = calibrate(quick=args.quick, out=args.out, progress=not args.json)
     t = load_target_file(path)
     if args.json:
         print(dumps(dict(t.to_dict(), calibration=t.calibration), indent=2, default=str))
@@ -281,7 +281,7 @@ def _add_bench(sub):
     p.add_argument("--threads", type=int, default=None, help="Numba threads (default: all cores)")
     p.add_argument("--min-time", type=float, default=None, help="seconds of repeats per configuration")
     p.add_argument("--calibrate", nargs="?", const="quick", choices=("quick", "full"), default=None,
-                   help="calibrate this machine first (quick: about 25 s; full: about 2 min) into "
+                   help="calibrate this machine first (quick: about 15-20 s the first time, a few seconds once compiled; full: a few minutes) into "
                         "OUT/host.toml and predict with that file, so the model and the timings see "
                         "the machine in the same state (on a shared machine it drifts); the host "
                         "file in your cache is left as it is")
@@ -325,20 +325,20 @@ def cmd_bench(args) -> int:
         except ImportError:
             raise UsageError("bench: plots need matplotlib: pip install 'edgelstm[plot]', or pass --no-plots") from None
     import numba
-    from .costmodel.target import load_target
+    from .costmodel.api import load_target
     threads = args.threads or numba.config.NUMBA_NUM_THREADS
     numba.set_num_threads(threads)
     if args.calibrate:
         from pathlib import Path
-        from .costmodel.calibrate import calibrate
+        from .costmodel.host.calibrate import calibrate
         out = Path(args.out) / "host.toml"
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UsageError(f"bench: --out {args.out}: cannot create it ({e.strerror})") from None
         print(f"calibrating this machine ({args.calibrate}) into {out} first", file=sys.stderr)
-        target = load_target(str(calibrate(quick=args.calibrate == "quick", out=out,
-                                           log=_calibrate_log)))
+        from .costmodel.host.profile import load_host_file
+        target = load_host_file(calibrate(quick=args.calibrate == "quick", out=out, progress=True))
     else:
         target = load_target("host")
     min_time = args.min_time if args.min_time is not None else (0.1 if args.quick else 0.5)

@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from .spec import LSTMSpec
-from .weights import LayerWeights, LSTMWeights, WeightsError
+from .weights import CONVERTERS, LayerWeights, LSTMWeights, WeightsError
 
 # Gate blocks of 4H rows: position k of the target order takes block PERM[k] of the source.
 _ONNX_TO_CANON = (0, 2, 3, 1)       # ONNX i, o, f, c  -> canonical i, f, g, o
@@ -374,3 +374,9 @@ def stack_layers(parts: Sequence[LSTMWeights], dtype=None) -> LSTMWeights:
     layers = [layer for w in parts for layer in w.layers]
     dtype = dtype or ("float64" if any(w.dtype == np.float64 for w in parts) else "float32")
     return LSTMWeights(spec, layers, dtype=dtype)
+
+
+# The LSTMWeights.from_torch / from_keras / from_onnx / to_torch_state_dict shortcuts
+# (edgelstm.weights cannot import this module, which builds its objects).
+CONVERTERS.update(from_torch=from_torch, to_torch_state_dict=to_torch_state_dict, from_keras=from_keras,
+                  from_onnx=from_onnx)

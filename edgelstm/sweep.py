@@ -2,9 +2,12 @@
 
 For each configuration (an LSTMSpec with batch, seq_len and dtype) it runs the Numba
 CPU kernel (`edgelstm.lstm`), times it (warm-up first, JIT compile time reported apart,
-repeated runs, median), asks `edgelstm.predict` with the `host` target for the same work,
-and reports both. The host target comes from calibration micro-benchmarks only, never
-from these timings.
+repeated runs, median), and asks for two predictions of the same work: the host kernel
+model (`load_target("host")`, which follows kernels/cpu.py) and the generic roofline on
+this machine's generic figures (`load_target("host", generic=True)`: peak, bandwidth per
+level, overheads, as any edge target is described). The generic model's error here is the
+uncertainty band of its edge predictions. Both come from calibration micro-benchmarks
+only, never from these timings.
 
 It writes results.json (schema below), results.md (a Markdown table) and two PNG plots
 (a roofline with the measured points; predicted against measured on log axes).
@@ -29,6 +32,7 @@ from .spec import LSTMSpec, SpecError
 
 SCHEMA = "edgelstm.bench/1"
 WITHIN = 0.15          # the target band: |predicted - measured| <= 15% of measured
+WITHIN_GENERIC = 0.25  # the generic roofline's band
 SPEC_KEYS = ("input_size", "hidden_size", "num_layers", "bidirectional", "proj_size", "bias", "peephole")
 RUN_KEYS = ("batch", "seq_len", "dtype")
 BENCH_DTYPES = ("float32", "float64")
@@ -255,7 +259,11 @@ class Result:
     bound: str
     flops: int
     bytes: int
+    best_s: float = 0.0          # the fastest repeat: on a shared machine, the least disturbed
+    generic_predicted_s: float = 0.0   # the generic roofline on this machine's generic figures
+    generic_bound: str = ""
     error_pct: float = 0.0       # (predicted - measured) / measured x 100
+    generic_error_pct: float = 0.0
     gflops_per_s: float = 0.0    # reached
     gbytes_per_s: float = 0.0
     flops_per_byte: float = 0.0
@@ -263,6 +271,8 @@ class Result:
 
     def __post_init__(self):
         self.error_pct = 100.0 * (self.predicted_s - self.measured_s) / self.measured_s
+        if self.generic_predicted_s:
+            self.generic_error_pct = 100.0 * (self.generic_predicted_s - self.measured_s) / self.measured_s
         self.gflops_per_s = self.flops / self.measured_s / 1e9
         self.gbytes_per_s = self.bytes / self.measured_s / 1e9
         self.flops_per_byte = self.flops / self.bytes if self.bytes else math.inf
@@ -293,18 +303,23 @@ def _workload(config: Config):
     return lambda: lstm(x, w)
 
 
-def result(config: Config, target, threads: int, first_s: float, times: List[float]) -> Result:
-    """A Result from a configuration's timed repeats: their median beside the model's prediction."""
-    from . import predict
+def result(config: Config, target, threads: int, first_s: float, times: List[float], generic=None) -> Result:
+    """A Result from a configuration's timed repeats: their median beside the predictions of
+    `target` (the host kernel model) and of `generic` (the roofline; default: target's
+    generic figures)."""
+    from .costmodel.api import load_target, predict
     from .costmodel.counts import count
     s = config.spec
     measured = statistics.median(times)
-    p = predict(s, target, batch=config.batch, seq_len=config.seq_len, dtype=config.dtype, threads=threads)
+    kw = dict(batch=config.batch, seq_len=config.seq_len, dtype=config.dtype, threads=threads)
+    p = predict(s, target, **kw)
+    g = predict(s, generic if generic is not None else load_target(target, generic=True), **kw)
     c = count(s, batch=config.batch, seq_len=config.seq_len, dtype=config.dtype)
     breakdown = getattr(p, "breakdown", None)
     return Result(label=config.label(), spec=asdict(s), batch=config.batch, seq_len=config.seq_len,
                   dtype=config.dtype, threads=threads, measured_s=measured, repeats=len(times),
                   compile_s=max(first_s - measured, 0.0), predicted_s=p.latency_s, bound=p.bound,
+                  generic_predicted_s=g.latency_s, generic_bound=g.bound, best_s=min(times),
                   flops=c.flops_per_sequence, bytes=c.traffic["streamed_hoisted"].bytes_per_sequence,
                   breakdown=dict(breakdown) if isinstance(breakdown, dict) else None)
 
@@ -313,20 +328,35 @@ ROUNDS = 3   # passes over the grid (run): each configuration is timed in this m
 
 
 def summarize(results: Iterable[Result]) -> dict:
-    errors = [abs(r.error_pct) for r in results]
-    if not errors:
-        return {"n": 0, "median_abs_error_pct": None, "within_15pct_share": None}
-    within = sum(e <= 100 * WITHIN for e in errors)
-    return {"n": len(errors), "median_abs_error_pct": statistics.median(errors),
-            "within_15pct": within, "within_15pct_share": within / len(errors)}
+    """The host kernel model's and the generic roofline's errors: median |error|, and the
+    shares within ±15% (both) and ±25% (the generic model's band)."""
+    results = list(results)
+    if not results:
+        return {"n": 0, "median_abs_error_pct": None, "within_15pct_share": None,
+                "generic_median_abs_error_pct": None, "generic_within_15pct_share": None,
+                "generic_within_25pct_share": None}
+    n = len(results)
+    host = [abs(r.error_pct) for r in results]
+    gen = [abs(r.generic_error_pct) for r in results]
+    within = sum(e <= 100 * WITHIN for e in host)
+    g15 = sum(e <= 100 * WITHIN for e in gen)
+    g25 = sum(e <= 100 * WITHIN_GENERIC for e in gen)
+    return {"n": n, "median_abs_error_pct": statistics.median(host), "within_15pct": within,
+            "within_15pct_share": within / n,
+            "generic_median_abs_error_pct": statistics.median(gen), "generic_within_15pct": g15,
+            "generic_within_15pct_share": g15 / n, "generic_within_25pct": g25, "generic_within_25pct_share": g25 / n}
 
 
 def summary_line(summary: dict) -> str:
     if not summary["n"]:
         return "no configurations were run"
-    return (f"median |error| {summary['median_abs_error_pct']:.1f}%, "
-            f"{100 * summary['within_15pct_share']:.0f}% within ±15% "
-            f"({summary['within_15pct']}/{summary['n']} configurations)")
+    n = summary["n"]
+    return (f"host kernel model: median |error| {summary['median_abs_error_pct']:.1f}%, "
+            f"{100 * summary['within_15pct_share']:.0f}% within ±15% ({summary['within_15pct']}/{n}); "
+            f"generic roofline: median |error| {summary['generic_median_abs_error_pct']:.1f}%, "
+            f"{100 * summary['generic_within_15pct_share']:.0f}% within ±15% ({summary['generic_within_15pct']}/{n}), "
+            f"{100 * summary['generic_within_25pct_share']:.0f}% within ±25% ({summary['generic_within_25pct']}/{n}) "
+            f"(the generic model's error here is the uncertainty band of its edge predictions)")
 
 
 def machine_info(threads: int, target=None) -> dict:
@@ -356,26 +386,21 @@ def machine_info(threads: int, target=None) -> dict:
 
 
 class Progress:
-    """A progress bar on stderr (one line per configuration when stderr is not a terminal)."""
+    """A tqdm progress bar on stderr over the timed windows, the last one's figures beside it."""
 
     def __init__(self, total: int, stream=None):
-        self.total, self.done, self.stream = total, 0, stream or sys.stderr
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        from tqdm import tqdm
+        self.bar = tqdm(total=total, desc="bench", unit="run", file=stream or sys.stderr, dynamic_ncols=True)
 
     def update(self, label: str, note: str = "") -> None:
-        self.done += 1
-        width = 24
-        filled = int(width * self.done / self.total)
-        bar = f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {label} {note}"
-        if self.tty:
-            self.stream.write("\r\033[K" + bar + ("\n" if self.done == self.total else ""))
-        else:
-            self.stream.write(bar + "\n")
-        self.stream.flush()
+        self.bar.set_postfix_str(f"{label} {note}", refresh=False)
+        self.bar.update(1)
+        if self.bar.n >= self.bar.total:
+            self.bar.close()
 
 
 def run(configs: List[Config], target, threads: int, min_time_s: float = 0.3, progress: bool = True,
-        rounds: int = ROUNDS) -> List[Result]:
+        rounds: int = ROUNDS, generic=None) -> List[Result]:
     """Time every configuration in `rounds` passes over the whole list, min_time_s / rounds
     of repeats per pass, and report each one's median over all its repeats.
 
@@ -385,7 +410,11 @@ def run(configs: List[Config], target, threads: int, min_time_s: float = 0.3, pr
     apart, it spoils one window of a configuration at most, and the median sees through it.
     (A state of the host that lasts minutes still moves every pass: docs/targets.md.)
     JIT compile time is the first call's excess in the first pass; later passes rebuild the
-    same arrays and warm up with one untimed call."""
+    same arrays and warm up with one untimed call. `generic`: the target of the generic
+    roofline's prediction (default: `target`'s generic figures)."""
+    if generic is None:
+        from .costmodel.api import load_target
+        generic = load_target(target, generic=True)
     rounds = max(1, int(rounds))
     bar = Progress(len(configs) * rounds) if progress else None
     first = [0.0] * len(configs)
@@ -398,10 +427,10 @@ def run(configs: List[Config], target, threads: int, min_time_s: float = 0.3, pr
                 first[i] = f
             times[i] += t
             if bar:
-                r = result(cfg, target, threads, first[i], times[i])
+                r = result(cfg, target, threads, first[i], times[i], generic)
                 bar.update(cfg.label(), f"pass {rnd + 1}/{rounds}: measured {r.measured_s * 1e3:.3g} ms, "
-                                        f"predicted {r.predicted_s * 1e3:.3g} ms ({r.error_pct:+.0f}%)")
-    return [result(cfg, target, threads, first[i], times[i]) for i, cfg in enumerate(configs)]
+                                        f"host model {r.error_pct:+.0f}%, generic {r.generic_error_pct:+.0f}%")
+    return [result(cfg, target, threads, first[i], times[i], generic) for i, cfg in enumerate(configs)]
 
 
 # -- reports -----------------------------------------------------------------------------
@@ -417,11 +446,13 @@ def _ms(s: float) -> str:
 def to_markdown(results: List[Result], machine: dict) -> str:
     lines = [f"# edgelstm bench: measured against predicted", "",
              f"Machine: {machine.get('cpu', '?')}, {machine.get('threads')} thread(s); "
-             f"prediction target `{machine.get('target', 'host')}`.", "",
-             "| config | measured | predicted | error % | bound | GFLOP/s | compile |",
-             "| --- | ---: | ---: | ---: | --- | ---: | ---: |"]
+             f"prediction target `{machine.get('target', 'host')}`: the host kernel model, and the "
+             f"generic roofline on the same machine's generic figures.", "",
+             "| config | measured | predicted | error % | bound | generic | generic error % | GFLOP/s | compile |",
+             "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
     for r in results:
         lines.append(f"| {r.label} | {_ms(r.measured_s)} | {_ms(r.predicted_s)} | {r.error_pct:+.1f} | {r.bound} "
+                     f"| {_ms(r.generic_predicted_s)} | {r.generic_error_pct:+.1f} "
                      f"| {r.gflops_per_s:.3g} | {r.compile_s:.2f} s |")
     lines += ["", summary_line(summarize(results)), ""]
     return "\n".join(lines)
@@ -456,10 +487,14 @@ def plot(results: List[Result], out_dir: Path, target=None) -> List[Path]:
     paths = [save(fig, ax, "roofline.png", "Roofline of this machine with the measured LSTM kernels", 7)]
 
     fig, ax = plt.subplots(figsize=(6, 6))
-    scatter_by_dtype(ax, lambda r: r.measured_s, lambda r: r.predicted_s, "")
+    scatter_by_dtype(ax, lambda r: r.measured_s, lambda r: r.predicted_s, "host kernel model ")
+    gen = [r for r in results if r.generic_predicted_s]
+    if gen:
+        ax.scatter([r.measured_s for r in gen], [r.generic_predicted_s for r in gen], marker="x", s=18,
+                   color="tab:green", label="generic roofline")
     if results:
-        lo = min(min(r.measured_s, r.predicted_s) for r in results) / 2
-        hi = max(max(r.measured_s, r.predicted_s) for r in results) * 2
+        lo = min(min(r.measured_s, r.predicted_s, r.generic_predicted_s or r.predicted_s) for r in results) / 2
+        hi = max(max(r.measured_s, r.predicted_s, r.generic_predicted_s) for r in results) * 2
         line = np.array([lo, hi])
         ax.plot(line, line, "k-", lw=1, label="predicted = measured")
         ax.fill_between(line, line * (1 - WITHIN), line * (1 + WITHIN), color="grey", alpha=0.2, label="±15%")

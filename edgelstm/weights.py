@@ -173,28 +173,27 @@ class LSTMWeights:
         return cls(spec, layers, dtype=dt, _adopt=True)
 
     # -- other frameworks (edgelstm.convert; torch/keras/onnx stay optional) ----------
+    # edgelstm.convert builds LSTMWeights, so this module cannot import it back (an import
+    # cycle): convert registers its functions in CONVERTERS when it is imported, which
+    # edgelstm/__init__.py does right after importing this module.
     @classmethod
     def from_torch(cls, module, dtype=None) -> "LSTMWeights":
         """From a torch.nn.LSTM (see edgelstm.convert.from_torch)."""
-        from .convert import from_torch
-        return from_torch(module, dtype=dtype)
+        return _converter("from_torch")(module, dtype=dtype)
 
     def to_torch_state_dict(self) -> dict:
         """nn.LSTM state_dict tensors (see edgelstm.convert.to_torch_state_dict)."""
-        from .convert import to_torch_state_dict
-        return to_torch_state_dict(self)
+        return _converter("to_torch_state_dict")(self)
 
     @classmethod
     def from_keras(cls, kernel, recurrent_kernel=None, bias=None, *, dtype=None) -> "LSTMWeights":
         """From Keras LSTM arrays or a Keras LSTM/Bidirectional layer (edgelstm.convert.from_keras)."""
-        from .convert import from_keras
-        return from_keras(kernel, recurrent_kernel, bias, dtype=dtype)
+        return _converter("from_keras")(kernel, recurrent_kernel, bias, dtype=dtype)
 
     @classmethod
     def from_onnx(cls, W, R, B=None, P=None, *, direction=None, hidden_size=None, dtype=None) -> "LSTMWeights":
         """From one ONNX LSTM node's W, R, B, P (see edgelstm.convert.from_onnx)."""
-        from .convert import from_onnx
-        return from_onnx(W, R, B, P, direction=direction, hidden_size=hidden_size, dtype=dtype)
+        return _converter("from_onnx")(W, R, B, P, direction=direction, hidden_size=hidden_size, dtype=dtype)
 
     def replace(self, layer: int, direction: int = 0, **tensors) -> "LSTMWeights":
         """New weights with some tensors of one layer and direction replaced (copied, checked)."""
@@ -216,3 +215,13 @@ class LSTMWeights:
 
     def __repr__(self) -> str:
         return f"LSTMWeights({self.spec}, dtype={self.dtype.name})"
+
+
+# Conversions from and to other frameworks, registered by edgelstm.convert at its import.
+CONVERTERS: Dict[str, object] = {}
+
+
+def _converter(name: str):
+    if name not in CONVERTERS:   # only if edgelstm.convert was never imported (edgelstm/__init__ does)
+        raise WeightsError(f"{name}: edgelstm.convert is not loaded (import edgelstm first)")
+    return CONVERTERS[name]

@@ -40,26 +40,8 @@ FASTMATH = {"contract"}
 FASTMATH_DOT = {"contract", "reassoc"}   # dot products only: lets LLVM vectorize the sums
 
 
-@dataclass
-class CPUConfig:
-    """Tunables, read at call time (change `edgelstm.kernels.cpu.config`)."""
-    # The hoisted input projection uses BLAS only on the gemm path: a threaded BLAS call next
-    # to Numba's own threads leaves both pools spinning for two cores (8 ms stalls measured).
-    parallel_projection_min_macs: int = 1 << 22   # Numba GEMM threaded from this size
-    gemm_min_batch: int = 32        # batch >= this: one BLAS GEMM per step instead of matvecs
-    max_rows_per_block: int = 8     # rows sharing one pass over W_hh in the rows kernel
-    parallel_epilogue_min_elements: int = 1 << 20   # B*H from this: gemm-path epilogue threaded
-    # One block of rows (B=1 on 2 threads) runs the parallel rows variant from this many steps,
-    # the serial one below. Measured with fresh Numba caches (B=1, T=100, float32): serial 58 µs
-    # vs parallel 45 µs at H=32, 110 vs 86-93 µs at H=64, equal at H=256 (0.14-0.24 µs more per
-    # step serially; cause not identified: the two variants are compiled differently by parfor
-    # lowering); the one-iteration parallel region costs ~1 µs per call (T=1: 3.3 vs 2.3 µs).
-    parallel_single_block_min_steps: int = 32
-    # (B=64, H=1024 measured no faster threaded: the per-step GEMM dominates, and every
-    # parallel region is a join that a loaded machine can stretch by a time slice)
-
-
-config = CPUConfig()
+# Tunables and the choice of path live in kernels/plan.py, read by the host cost model too.
+from .plan import CPUConfig, config, plan_layer  # noqa: F401  (cpu.config is the public handle)
 
 # exp(r) on |r| <= ln2/2: Taylor to degree 12 (truncation < 2e-16 relative).
 _LOG2E = 1.4426950408889634
@@ -396,7 +378,7 @@ def _layer_gemm(xp, g_off, whhT, whrT, peep, has_proj, has_peep, lengths, revers
     s = np.empty((B, G))
     ibuf = np.empty((B, G), dtype=np.int64)
     hf = np.empty((B, H), dtype=xp.dtype)
-    parallel = numba.get_num_threads() > 1 and B * H >= config.parallel_epilogue_min_elements
+    parallel = plan_layer(T, B, 0, H, 1, numba.get_num_threads()).epilogue_parallel
     epilogue = _epilogue_gemm_step if parallel else _epilogue_gemm_step_serial
     for step in range(T):
         t = T - 1 - step if reverse else step
@@ -455,9 +437,7 @@ def lstm_cpu(x, weights, h0, c0, lengths):
         lens.fill(T)
     else:
         lens = lengths
-    use_gemm = B >= config.gemm_min_batch
     nthreads = numba.get_num_threads()
-    rows_per_block = max(1, min(config.max_rows_per_block, -(-B // nthreads)))
     layer_in = x
     # One gate buffer and one output buffer for the whole stack: every layer's xp and y have
     # the same shape, and layer l's projection has read y (its input) before its recurrence
@@ -472,22 +452,22 @@ def lstm_cpu(x, weights, h0, c0, lengths):
         # Hoisted input projection: one GEMM over all T*B rows and both directions.
         E_l = layer_in.shape[2]
         x2 = layer_in.reshape(T * B, E_l)
-        if use_gemm:      # large batch: BLAS everywhere, and no Numba thread team awake
+        plan = plan_layer(T, B, E_l, H, D, nthreads)
+        if plan.projection == "blas":      # large batch: BLAS everywhere, and no Numba thread team awake
             np.dot(x2, pk.wih.T, out=xp2)
             xp2 += pk.bias
-        elif nthreads > 1 and T * B * E_l * D * 4 * H >= config.parallel_projection_min_macs:
+        elif plan.projection == "own_parallel":
             _gemm_bias_parallel(x2, pk.wih, pk.bias, xp2)
         else:
             _gemm_bias(x2, pk.wih, pk.bias, xp2)
         for d in range(D):
             args = (xp, d * 4 * H, pk.whhT[d], pk.whrT[d], pk.peep[d], spec.proj_size > 0,
                     spec.peephole, lens, d == 1)
-            if use_gemm:
+            if plan.path == "gemm":
                 _layer_gemm(*args, h_n[l * D + d], c_n[l * D + d], y, d * P)
             else:
-                rows = (_layer_rows if (rows_per_block < B or (nthreads > 1 and T >= config.parallel_single_block_min_steps))
-                        else _layer_rows_serial)
-                rows(*args, pk.whh[d], rows_per_block, h_n[l * D + d], c_n[l * D + d], y, d * P)
+                rows = _layer_rows if plan.rows_parallel else _layer_rows_serial
+                rows(*args, pk.whh[d], plan.rows_per_block, h_n[l * D + d], c_n[l * D + d], y, d * P)
         layer_in = y
     return layer_in, (h_n, c_n)
 

@@ -86,6 +86,14 @@ def persistent_fits(spec, batch: int, itemsize: int = 4) -> bool:
     return persistent_smem_bytes(spec, batch, itemsize) <= PERSISTENT_SMEM_BYTES
 
 
+def model_implementation(spec, batch: int, itemsize: int = 4) -> str:
+    """The cost model's name for what `lstm_cuda(persistent=None)` runs for this spec and
+    batch: "persistent-block" (`lstm_persistent`, one block per direction) when it fits the
+    shared-memory budget, else "fused" (the per-step kernels). Predict it with
+    `edgelstm.predict(spec, target, implementation=model_implementation(spec, batch))`."""
+    return "persistent-block" if persistent_fits(spec, batch, itemsize) else "fused"
+
+
 def _round32(n: int) -> int:
     return max(32, (n + 31) // 32 * 32)
 

@@ -83,7 +83,7 @@ def setup(workdir: str) -> None:
     import edgelstm.cli  # noqa: F401
     from edgelstm.costmodel.predict import predict
     from edgelstm.costmodel.target import catalog_dir
-    from edgelstm.model import load_model
+    from edgelstm.importers import load_model
     from hostile_files import keras_zip, onnx_chain
     import tomllib
     W["dir"] = workdir
@@ -211,7 +211,8 @@ def cli(argv):
 
 def check_model(path):
     canary_events()           # building the input may touch it; loading it must not
-    from edgelstm.model import ModelFileError, load_model
+    from edgelstm.importers import load_model
+    from edgelstm.model import ModelFileError
     try:
         load_model(path)
     except ModelFileError:

@@ -2,7 +2,9 @@
 of structure and order only; nothing here is timed."""
 import pytest
 
-from edgelstm.costmodel.target import load_target, load_target_file
+from edgelstm.costmodel.api import load_target
+from edgelstm.costmodel.host.profile import HostTarget, load_host_file
+from edgelstm.costmodel.target import Target, TargetError, load_target_file
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +27,9 @@ def test_first_use_calibrates_with_a_message(host):
 
 def test_file_parses_and_records_how(host):
     t, path, _ = host
-    again = load_target_file(path)
-    assert again == t
+    again = load_host_file(path)
+    assert again == t and isinstance(t, HostTarget)
+    assert load_target_file(path) == t.generic()
     for key in ("date", "cpu_model", "method", "quick", "duration_s"):
         assert key in t.calibration
     assert t.calibration["quick"] is True
@@ -36,7 +39,8 @@ def test_figures_positive_and_ordered(host):
     t, _, _ = host
     cal = t.calibration
     for dt in ("float32", "float64"):
-        assert t.macs_per_cycle[dt] > 0 and t.transcendental_ns[dt] > 0
+        assert t.macs_per_cycle[dt] > 0
+        assert t.transcendental_ns.get(dt, t.transcendental_ns["float32"]) > 0   # quick: float32 only
         for th in (1, t.cores):
             assert cal[f"peak_GFLOP_per_s_{dt}_{th}thread"] > 0
     names = [m.name for m in t.memory]
@@ -48,7 +52,10 @@ def test_figures_positive_and_ordered(host):
     assert t.memory[0].bandwidth_1thread_GB_per_s >= t.memory[-1].bandwidth_1thread_GB_per_s
     assert t.memory[0].bandwidth_GB_per_s >= t.memory[-1].bandwidth_GB_per_s
     assert t.call_overhead_s > 0 and t.step_overhead_s > 0 and t.parallel_step_overhead_s > 0
-    assert t.gemm and all(g.GFLOP_per_s > 0 for g in t.gemm)
+    p = t.profile
+    assert p.gemm and all(g.GFLOP_per_s > 0 for g in p.gemm)
+    assert {g.routine for g in p.gemm} == {"dot", "own", "block", "matvec"}
+    assert p.elementwise and all(e.ns_per_row > 0 for e in p.elementwise)
 
 
 def test_host_prediction_uses_the_file(host):
@@ -58,6 +65,38 @@ def test_host_prediction_uses_the_file(host):
     assert p.latency_s > 0 and p.target == "host" and p.breakdown["input_gemm"] > 0
 
 
+def test_generic_host_is_a_plain_target_and_gets_the_roofline(host, monkeypatch):
+    """load_target("host", generic=True) is this machine as any catalog target (no profile);
+    predict on it is the roofline of costmodel/predict.py, on the HostTarget the kernel model."""
+    from edgelstm import LSTMSpec, predict
+    from edgelstm.costmodel.predict import predict as roofline
+    t, path, _ = host
+    monkeypatch.setenv("EDGELSTM_HOST_TARGET", str(path))
+    g = load_target("host", generic=True)
+    assert type(g) is Target and not hasattr(g, "profile") and g == t.generic()
+    spec = LSTMSpec(64, 64)
+    assert predict(spec, g, batch=4, seq_len=20) == roofline(spec, g, batch=4, seq_len=20)
+    assert predict(spec, "host", batch=4, seq_len=20) == predict(spec, t, batch=4, seq_len=20)
+    assert predict(spec, str(path), batch=4, seq_len=20) == predict(spec, t, batch=4, seq_len=20)  # by its path
+    assert predict(spec, t, batch=4, seq_len=20).latency_s != roofline(spec, g, batch=4, seq_len=20).latency_s
+
+
+def test_an_older_host_file_asks_for_a_new_calibration(host, tmp_path):
+    """A host file without the [host] profile table (edgelstm before the host package) still
+    loads as a generic target, and as a host target it says to run calibrate again."""
+    from edgelstm.costmodel._toml import tomllib
+    t, path, _ = host
+    data = tomllib.loads(path.read_text())
+    old = path.read_text().split("\n[host]")[0]
+    f = tmp_path / "old-host.toml"
+    f.write_text(old)
+    import dataclasses
+    assert dataclasses.replace(load_target_file(f), path="") == dataclasses.replace(load_target_file(path), path="")
+    with pytest.raises(TargetError, match="run `edgelstm calibrate` again"):
+        load_host_file(f)
+    assert "host" in data
+
+
 def test_wrapper_path_is_measured_and_the_kernel_entry_points_are_restored(host):
     """lstm()'s Python side is timed with the JIT entry points stood in for; afterwards the
     kernel module has its real functions back (lstm still computes the right thing)."""
@@ -65,7 +104,8 @@ def test_wrapper_path_is_measured_and_the_kernel_entry_points_are_restored(host)
     from edgelstm import LSTMSpec, LSTMWeights, lstm
     from edgelstm.kernels import cpu, reference
     t, _, _ = host
-    assert t.wrapper_s > 0 and t.wrapper_layer_s >= 0 and t.wrapper_dir_s >= 0
+    p = t.profile
+    assert p.wrapper_s > 0 and p.wrapper_layer_s >= 0 and p.wrapper_dir_s >= 0
     for name in ("_gemm_bias", "_gemm_bias_parallel", "_layer_rows", "_layer_rows_serial"):
         assert hasattr(getattr(cpu, name), "py_func"), name      # a Numba dispatcher again
     w = LSTMWeights.random(LSTMSpec(8, 8, 2), seed=3, dtype="float64")
@@ -78,8 +118,8 @@ def test_wrapper_path_is_measured_and_the_kernel_entry_points_are_restored(host)
 def test_tables_in_passes_take_each_points_median():
     """in_rounds runs the table once per pass and keeps, per point, the median of its passes:
     one disturbed pass (a slow figure) does not move the point."""
-    from edgelstm.costmodel.calibrate import _Bench
-    b = _Bench.__new__(_Bench)
+    from edgelstm.costmodel.host.harness import Harness
+    b = Harness(quick=False)
     b.rounds, b.round_repeats, b.repeats = 3, 3, 7
     figures = iter([[("a", 1, 10.0), ("b", 2, 5.0)],
                     [("a", 1, 2.0), ("b", 2, 6.0)],      # a disturbed pass for "a"

@@ -15,7 +15,8 @@ import pytest
 import edgelstm
 from edgelstm import LSTMSpec, LSTMWeights, ModelSpec
 from edgelstm.convert import to_onnx
-from edgelstm.model import ModelFileError, UnsupportedModelError, load_model
+from edgelstm.importers import load_model
+from edgelstm.model import ModelFileError, UnsupportedModelError
 
 T, B = 6, 2
 

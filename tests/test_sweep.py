@@ -8,15 +8,19 @@ from edgelstm import sweep
 from edgelstm.cli import main
 
 
-def synthetic(measured, predicted, dtype="float32", H=64):
+def synthetic(measured, predicted, dtype="float32", H=64, generic=None):
     cfg = sweep.Config(LSTMSpec(H, H), batch=1, seq_len=10, dtype=dtype)
     return sweep.Result(label=cfg.label(), spec={"input_size": H, "hidden_size": H}, batch=1, seq_len=10,
                         dtype=dtype, threads=2, measured_s=measured, repeats=5, compile_s=0.5,
-                        predicted_s=predicted, bound="L2", flops=2_000_000, bytes=1_000_000)
+                        predicted_s=predicted, bound="L2", flops=2_000_000, bytes=1_000_000,
+                        generic_predicted_s=generic or predicted, generic_bound="compute")
 
 
-RESULTS = [synthetic(1e-3, 1.1e-3), synthetic(2e-3, 1.5e-3, "float64"), synthetic(4e-4, 4.2e-4, H=128),
-           synthetic(1e-2, 1.0e-2)]
+RESULTS = [synthetic(1e-3, 1.1e-3, generic=1.3e-3), synthetic(2e-3, 1.5e-3, "float64", generic=1.6e-3),
+           synthetic(4e-4, 4.2e-4, H=128, generic=4.2e-4), synthetic(1e-2, 1.0e-2, generic=1.5e-2)]
+LINE = ("host kernel model: median |error| 7.5%, 75% within ±15% (3/4); generic roofline: median |error| 25.0%, "
+        "25% within ±15% (1/4), 50% within ±25% (2/4) (the generic model's error here is the uncertainty band "
+        "of its edge predictions)")
 
 
 def test_result_derives_error_and_rates():
@@ -28,10 +32,12 @@ def test_result_derives_error_and_rates():
 
 def test_summary_counts_the_share_within_15_percent():
     s = sweep.summarize(RESULTS)
-    # errors: +10%, -25%, +5%, 0%
+    # errors: +10%, -25%, +5%, 0%; generic: +30%, -20%, +5%, +50%
     assert s["n"] == 4 and s["within_15pct"] == 3 and s["within_15pct_share"] == 0.75
     assert s["median_abs_error_pct"] == pytest.approx(7.5)
-    assert sweep.summary_line(s) == "median |error| 7.5%, 75% within ±15% (3/4 configurations)"
+    assert s["generic_within_15pct"] == 1 and s["generic_within_25pct"] == 2
+    assert s["generic_median_abs_error_pct"] == pytest.approx(25.0)
+    assert sweep.summary_line(s) == LINE
     assert sweep.summarize([])["n"] == 0
 
 
@@ -43,13 +49,14 @@ def test_json_schema_and_markdown(tmp_path):
     assert set(d["summary"]) >= {"n", "median_abs_error_pct", "within_15pct_share"}
     row = d["results"][1]
     assert {"label", "spec", "batch", "seq_len", "dtype", "threads", "measured_s", "predicted_s", "error_pct",
-            "bound", "gflops_per_s", "compile_s", "repeats"} <= set(row)
+            "bound", "gflops_per_s", "compile_s", "repeats", "generic_predicted_s", "generic_error_pct"} <= set(row)
     assert row["dtype"] == "float64" and row["error_pct"] == pytest.approx(-25.0)
     md = (tmp_path / "results.md").read_text().splitlines()
     header = next(l for l in md if l.startswith("| config"))
-    assert header == "| config | measured | predicted | error % | bound | GFLOP/s | compile |"
+    assert header == ("| config | measured | predicted | error % | bound | generic | generic error % | GFLOP/s "
+                      "| compile |")
     assert sum(l.startswith("| E=") for l in md) == 4
-    assert md[-1] == "median |error| 7.5%, 75% within ±15% (3/4 configurations)"
+    assert md[-1] == LINE
     assert [p.name for p in paths] == ["results.json", "results.md"]
 
 
@@ -134,17 +141,19 @@ def test_run_times_every_configuration_in_passes_over_the_grid(monkeypatch):
 
 def test_bench_calibrate_first_predicts_with_a_fresh_file_in_out(tmp_path, monkeypatch, capsys):
     """--calibrate calibrates into OUT/host.toml before measuring and predicts with that file
-    (calibration itself is stood in for here by copying a catalog target: it is tested in
-    test_calibrate.py); the host file in the user's cache is not touched."""
-    import shutil
-    from edgelstm.costmodel import calibrate as cal
+    (calibration itself is stood in for here by writing a made-up host file: it is tested in
+    test_calibrate.py); the host file in the user's cache is not touched. Each result has the
+    host kernel model's and the generic roofline's prediction, and machine_info records
+    where the file came from."""
+    from edgelstm.costmodel.host import calibrate as cal
     from edgelstm.costmodel.target import host_target_path
-    src = __import__("pathlib").Path(cal.__file__).parent / "targets" / "cortex-a72.toml"
+    from test_host_model import HOSTY
     asked = []
 
-    def fake_calibrate(quick=False, out=None, log=None):
+    def fake_calibrate(quick=False, out=None, log=None, progress=False):
         asked.append(quick)
-        shutil.copy(src, out)
+        out.write_text(HOSTY.replace('name = "toy"', 'name = "host"') + '[calibration]\ndate = "2026-11-29"\n'
+                       'method = "made up"\n')
         return out
     monkeypatch.setattr(cal, "calibrate", fake_calibrate)
     monkeypatch.setenv("EDGELSTM_HOST_TARGET", str(tmp_path / "home-host.toml"))
@@ -153,10 +162,24 @@ def test_bench_calibrate_first_predicts_with_a_fresh_file_in_out(tmp_path, monke
                "--no-plots", "--out", str(out)])
     assert rc == 0 and asked == [True]
     d = json.loads((out / "results.json").read_text())
-    assert d["machine"]["target_path"] == str(out / "host.toml")
-    assert d["results"][0]["predicted_s"] > 0
+    m = d["machine"]
+    assert m["target_path"] == str(out / "host.toml")
+    assert m["target_calibrated_at"] == "2026-11-29" and m["target_method"] == "made up"
+    r = d["results"][0]
+    assert r["predicted_s"] > 0 and r["generic_predicted_s"] > 0 and r["predicted_s"] != r["generic_predicted_s"]
     assert not (tmp_path / "home-host.toml").exists() and host_target_path() == tmp_path / "home-host.toml"
     assert "calibrating this machine (quick)" in capsys.readouterr().err
+
+
+def test_heldout_grid_loads_and_is_apart_from_the_default_grids():
+    """tests/heldout_grid.toml (drawn once, never used to build the model) parses as a bench
+    grid and shares no configuration with the grids the model was built and checked on."""
+    from pathlib import Path
+    held = sweep.load_grid(Path(__file__).parent / "heldout_grid.toml")
+    assert len(held) == 12
+    built = {c.label() for c in sweep.default_grid() + sweep.default_grid(quick=True)}
+    assert not {c.label() for c in held} & built
+    assert {c.dtype for c in held} == {"float32", "float64"} and any(c.spec.bidirectional for c in held)
 
 
 def test_machine_info_reports_the_targets_calibration(tmp_path):

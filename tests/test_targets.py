@@ -157,3 +157,42 @@ def test_roofline_gives_a_roof_per_memory_level():
                                  t.cores) / 1e9
     for (label, p, bw), m in zip(roofs, t.memory):
         assert m.name in label and p == pytest.approx(peak) and bw == pytest.approx(m.bandwidth_for(t.cores) / 1e9)
+
+
+@pytest.mark.parametrize("name", CATALOG)
+def test_catalog_target_written_from_the_schema_reads_back_the_same(tmp_path, name):
+    """target_document / write_target_file write a target from the schema the parser reads
+    (tomli-w): every catalog file written back and read again is the same target."""
+    import dataclasses
+    from edgelstm.costmodel.target import load_target_file, write_target_file
+    t = load_target(name)
+    p = write_target_file(t, tmp_path / f"{name}.toml", header="written back")
+    again = load_target_file(p)
+    assert dataclasses.replace(again, path="") == dataclasses.replace(t, path="")
+    assert p.read_text().startswith("# written back\n")
+
+
+def test_host_profile_errors_name_the_key(tmp_path):
+    from edgelstm.costmodel.host.profile import load_host_file
+    from test_host_model import HOSTY
+    bad = HOSTY.replace("njit_arg_s = 1e-08", "njit_arg_s = -1")
+    assert bad != HOSTY
+    with pytest.raises(TargetError, match=r"hosty\.toml: host\.njit_arg_s: expected a number >= 0, got -1"):
+        load_host_file(write(tmp_path, bad, "hosty.toml"))
+    bad = HOSTY.replace('routine = "dot"', 'routine = "magic"', 1)
+    with pytest.raises(TargetError, match=r"host\.gemm\[0\]\.routine: expected one of dot, own, block, matvec"):
+        load_host_file(write(tmp_path, bad, "hosty.toml"))
+
+
+def test_cli_targets_lists_an_older_host_file_as_unusable(tmp_path, monkeypatch, capsys):
+    """A host file from before the [host] profile (top-level [[gemm]], [kernel]) does not stop
+    `edgelstm targets`: the host row says what is wrong and what to do."""
+    import json
+    from edgelstm.cli import main
+    old = write(tmp_path, GOOD.replace('name = "toy"', 'name = "host"') + "[kernel]\ngemm_min_batch = 32\n", "host.toml")
+    monkeypatch.setenv("EDGELSTM_HOST_TARGET", str(old))
+    assert main(["targets", "--json"]) == 0
+    host = [t for t in json.loads(capsys.readouterr().out)["targets"] if t["name"] == "host"][0]
+    assert host["calibrated"] is False and "run `edgelstm calibrate` again" in host["error"]
+    assert main(["size", "--input-size", "8", "--hidden-size", "8", "--target", "host"]) == 2
+    assert "run `edgelstm calibrate` again" in capsys.readouterr().err

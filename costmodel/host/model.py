@@ -1,0 +1,245 @@
+"""predict_host: the model of edgelstm's own CPU kernel (kernels/cpu.py) on this machine.
+
+It follows the kernel's plan (kernels/plan.py: which path a layer takes, how rows are split
+over threads, what is allocated, passed and called) and charges every item the price
+calibration measured for it on this machine (the host profile). Rows that are not LSTM
+layers (an embedding, a dense head), and any request the CPU kernel does not run (not
+hoisted, a persistent GPU implementation, a dtype other than float32/float64), get the
+generic roofline of costmodel/predict.py on this machine's generic figures.
+docs/host-model.md has the equations.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+from edgelstm.kernels.plan import FACTS, CPUConfig, config as kernel_config, plan_layer
+
+from ..counts import ACT_BYTES, count
+from ..predict import (Context, Prediction, RowCost, _flags, check_args, context, count_for_prediction, finish,
+                       model, place_activations, place_weights, roofline_row)
+from ..target import TargetError
+from .profile import HostProfile, HostTarget, KERNEL_DTYPES
+
+
+# -- rates from the profile's tables ---------------------------------------------------------
+def _bracket(xs, x):
+    """Neighbours of x in sorted xs and the log-space weight of the upper one."""
+    if x <= xs[0]:
+        return xs[0], xs[0], 0.0
+    if x >= xs[-1]:
+        return xs[-1], xs[-1], 0.0
+    for lo, hi in zip(xs, xs[1:]):
+        if lo <= x <= hi:
+            return lo, hi, (math.log(x) - math.log(lo)) / (math.log(hi) - math.log(lo))
+    raise AssertionError("unreachable")
+
+
+def gemm_flops_per_s(host: HostTarget, dtype: str, threads: int, m: int, kn: int, routine: str) -> float:
+    """FLOP/s of the kernel routine `routine` on an (m x k) @ (k x n) product with k*n = kn:
+    the profile's table, bilinear in log m and log kn, clamped at its edges. A quick
+    calibration measures float32 only: float64 is then the float32 rate times the ratio of
+    the two measured peaks (one thread)."""
+    pts = [g for g in host.profile.gemm if g.dtype == dtype and g.routine == routine]
+    if not pts and dtype != "float32" and any(g.dtype == "float32" for g in host.profile.gemm):
+        ratio = host.peak_macs_per_s(dtype, 1) / host.peak_macs_per_s("float32", 1)
+        return ratio * gemm_flops_per_s(host, "float32", threads, m, kn, routine)
+    if not pts:
+        raise TargetError(f"{host.name}: no [[host.gemm]] points for routine {routine!r} and {dtype} "
+                          f"(run `edgelstm calibrate` again)")
+    counts_ = sorted({g.threads for g in pts})
+    th = max([t for t in counts_ if t <= threads] or counts_[:1])
+    table = {(g.m, g.k * g.n): g.GFLOP_per_s * 1e9 for g in pts if g.threads == th}
+    ms, kns = sorted({k[0] for k in table}), sorted({k[1] for k in table})
+    if len(table) != len(ms) * len(kns):
+        raise TargetError(f"{host.name}: [[host.gemm]] points of {routine} {dtype} do not form an m x (k*n) grid")
+    (m0, m1, fm), (k0, k1, fk) = _bracket(ms, m), _bracket(kns, kn)
+    if routine == "matvec" and k0 != k1 and host.memory:
+        # The matvec streams its k x n matrix, so its rate is a property of the level holding
+        # that matrix (one core's copy): never interpolate it across the boundary to a shared
+        # level (L3, DRAM): a matrix held in L3 takes the rate of the neighbouring L3 point.
+        # Between private levels the rate depends on the shape as much as on the level, and
+        # the log-log interpolation follows both.
+        nb = ACT_BYTES[dtype]
+        lv = lambda x: place_weights(host, x * nb, 1)
+        here, lo, hi = lv(kn), lv(k0), lv(k1)
+        if lo.name != hi.name and here.name in (lo.name, hi.name) and (lo.shared or hi.shared):
+            k0 = k1 = k0 if here.name == lo.name else k1
+            fk = 0.0
+    logr = ((1 - fm) * (1 - fk) * math.log(table[m0, k0]) + fm * (1 - fk) * math.log(table[m1, k0])
+            + (1 - fm) * fk * math.log(table[m0, k1]) + fm * fk * math.log(table[m1, k1]))
+    return math.exp(logr)
+
+
+def elementwise_row_s(host: HostTarget, routine: str, dtype: str, H: int, threads: int) -> Optional[float]:
+    """Seconds per batch row of the kernel's elementwise block `routine` at hidden size H:
+    the profile's table, log-log interpolated in H, proportional to H past its largest H,
+    clamped below its smallest. None when the profile has no such table. Without a table for
+    the dtype (a quick calibration measures float32 only), the float32 one: the epilogue
+    computes in float64 whatever the storage type."""
+    pts = ([e for e in host.profile.elementwise if e.routine == routine and e.dtype == dtype]
+           or [e for e in host.profile.elementwise if e.routine == routine and e.dtype == "float32"])
+    if not pts:
+        return None
+    counts_ = sorted({e.threads for e in pts})
+    th = max([t for t in counts_ if t <= threads] or counts_[:1])
+    table = sorted((e.hidden, e.ns_per_row) for e in pts if e.threads == th)
+    hs = [h for h, _ in table]
+    if H > hs[-1]:
+        return table[-1][1] * H / hs[-1] * 1e-9
+    lo, hi, f = _bracket(hs, H)
+    ns = dict(table)
+    return math.exp((1 - f) * math.log(ns[lo]) + f * math.log(ns[hi])) * 1e-9
+
+
+def njit_call_s(p: HostProfile, n_args: int) -> float:
+    """A Python call of an @njit function with n_args arguments (dispatch unboxes each)."""
+    return p.njit_call_s + max(n_args - 1, 0) * p.njit_arg_s
+
+
+def inner_calls_s(p: HostProfile, calls: int, args: int) -> float:
+    """`calls` JIT-to-JIT calls passing `args` array views in all."""
+    return calls * p.inner_call_s + max(args - calls, 0) * p.inner_arg_s
+
+
+def activation_s(p: HostProfile, dtype: str, n: int, passes: int) -> float:
+    """`passes` vectorized sigmoid/tanh passes over n elements in all, on one core."""
+    # (the sigmoid pass works on float64 scratch: float32's figure stands in when float64 is missing)
+    ns = p.sigmoid_ns.get(dtype, p.sigmoid_ns.get("float32", 0.0))
+    return (passes * p.sigmoid_pass_ns.get(dtype, p.sigmoid_pass_ns.get("float32", 0.0)) + n * ns) * 1e-9
+
+
+def wrapper_once_s(p: HostProfile) -> float:
+    """lstm()'s fixed Python-side cost per call: wrapper_s when calibration timed it as a
+    whole (it holds the pieces and the interpreter's statements between them), else the
+    pieces counted from kernels/plan.py: one validation, one get_num_threads, the call's
+    allocations and views."""
+    if p.wrapper_s:
+        return p.wrapper_s
+    return p.check_s + p.py_threads_s + FACTS.call_allocs * p.py_alloc_s + FACTS.call_views * p.py_view_s
+
+
+def wrapper_row_s(p: HostProfile, D: int) -> float:
+    """lstm_cpu's Python work for one layer and direction: the measured wrapper_layer_s
+    (shared by the layer's D directions) + wrapper_dir_s, else the views counted."""
+    if p.wrapper_s:
+        return p.wrapper_layer_s / D + p.wrapper_dir_s
+    return (FACTS.layer_views + FACTS.dir_views) * p.py_view_s
+
+
+# -- one layer and direction of the kernel ---------------------------------------------------
+def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: int, cfg: CPUConfig) -> dict:
+    """Seconds for one layer and direction of kernels/cpu.py, following its plan: which path
+    the batch takes, how rows are split over threads, what is hoisted. Every rate is a
+    calibrated figure of the routine the kernel calls, at this shape."""
+    p, F = host.profile, FACTS
+    H, P, E = r.hidden_size, r.out_size, r.input_size
+    G = 4 * H
+    proj, peep = _flags(r)
+    t_all = max(1, min(threads, host.cores))
+    peak_1 = 2 * host.peak_macs_per_s(dt, 1)
+    plan = plan_layer(T, B, E, H, D, t_all, cfg)
+    out = {}
+    # Hoisted projection: one GEMM per layer for both directions, T*B rows; attributed per direction.
+    rows_in = T * B
+    if plan.projection == "blas":
+        rate = gemm_flops_per_s(host, dt, host.cores, rows_in, E * G * D, "dot")
+    else:
+        rate = gemm_flops_per_s(host, dt, t_all if plan.projection == "own_parallel" else 1, rows_in, E * G * D, "own")
+    out["projection"] = 2 * rows_in * E * G / rate      # measured per call: dispatch included
+    # Per row and step: the epilogue (sigmoid/tanh passes over 3H then 2H elements, the cell
+    # update) and, with a projection, h = W_hr h; composed when there is no measured table.
+    elementwise = (r.flops_per_step - 2 * r.macs_per_step) / B
+    proj_s = 2 * H * P / gemm_flops_per_s(host, dt, 1, 1, H * P, "matvec") if proj else 0.0
+    composed = (activation_s(p, dt, r.transcendentals_per_step // B, 2) + elementwise / peak_1
+                + inner_calls_s(p, F.row_calls, F.row_call_args) + proj_s)
+    # The tables are measured without projection and peepholes: add the peephole FMAs (3H)
+    # and the projection matvec when the spec has them.
+    extra = (6 * H / peak_1 if peep else 0.0) + proj_s
+    py = wrapper_row_s(p, D)
+    if plan.path == "gemm":
+        # A BLAS GEMM per step (np.dot from Python) and a JIT epilogue call over all rows.
+        dot = 2 * B * P * G / gemm_flops_per_s(host, dt, host.cores, B, P * G, "dot")
+        rows_busy = -(-B // t_all) if plan.epilogue_parallel else B
+        # (a quick calibration has no "gemm_step" table: the rows table's per-row epilogue)
+        table = None if plan.epilogue_parallel else (elementwise_row_s(host, "gemm_step", dt, H, 1)
+                                                     or elementwise_row_s(host, "rows", dt, H, 1))
+        epi_row = composed if table is None else table + extra
+        out["step_overhead"] = (njit_call_s(p, F.gemm_step_args) + F.gemm_step_views * p.py_view_s
+                                + (host.parallel_step_overhead_s if plan.epilogue_parallel else 0.0))
+        out["product"] = dot
+        out["epilogue"] = rows_busy * epi_row
+        out["layer"] = py + F.gemm_layer_allocs * p.py_alloc_s + p.py_threads_s
+        return out
+    # Rows path: blocks of rows per thread over the whole sequence, one region per layer.
+    rpb, nblk = plan.rows_per_block, plan.blocks
+    active = 1 if rpb >= B else min(t_all, nblk)
+    blocks_busy = -(-nblk // active)
+    rows_busy = min(B, blocks_busy * rpb)
+    product, left = 0.0, rows_busy
+    while left > 0:
+        nr = min(rpb, left)
+        product += inner_calls_s(p, 1, F.product_args)
+        if nr >= 4:
+            product += 2 * nr * P * G / gemm_flops_per_s(host, dt, active, nr, P * G, "block")
+        else:
+            product += nr * 2 * P * G / gemm_flops_per_s(host, dt, active, 1, P * G, "matvec")
+        left -= nr
+    # The parallel variant's loop body is parfor-lowered even for one block, so it takes the
+    # "rows" table measured as a prange loop (threads = t_all); the serial one the serial table.
+    region = plan.rows_parallel and t_all > 1
+    table = elementwise_row_s(host, "rows", dt, H, t_all if region else 1)
+    epi_row = composed if table is None else table + extra
+    out["product"] = product
+    out["epilogue"] = rows_busy * epi_row
+    out["step_overhead"] = 0.0
+    out["layer"] = (py + njit_call_s(p, F.rows_args) + blocks_busy * F.rows_block_allocs * p.alloc_s
+                    + (host.parallel_step_overhead_s if region else 0.0))
+    return out
+
+
+def _kernel_row_cost(ctx: Context, r, cfg: CPUConfig) -> RowCost:
+    """RowCost of an LSTM row run by the CPU kernel."""
+    host, c, th = ctx.target, ctx.counts, ctx.threads
+    B, T, dt = c.batch, c.seq_len, c.dtype
+    D = 2 if (r.name.endswith(".reverse") or any(o.name == r.name + ".reverse" for o in c.layers)) else 1
+    k = kernel_row(host, r, D, T, B, dt, th, cfg)
+    ws = ctx.w_step(r)
+    cost = RowCost(w_level=place_weights(host, ws, 1))
+    cost.add_once("compute", k["projection"])
+    cost.once_energy_j += r.input_weight_bytes * place_weights(host, r.input_weight_bytes, th).energy_pJ_per_byte * 1e-12
+    if B >= cfg.gemm_min_batch:   # the bias pass over the gate buffer (xp += b), read and written once
+        buf = place_activations(host, T * r.gate_buffer_bytes_per_step // 2, th)
+        cost.add_once(f"memory:{buf.name}", T * r.gate_buffer_bytes_per_step / buf.bandwidth_for(1))
+    cost.add_once("overhead", k["layer"])
+    cost.over, cost.epilogue_s = k["step_overhead"], k["epilogue"]
+    if cost.w_level.kind == "cache" and not cost.w_level.shared:
+        cost.compute_s = k["product"]
+    else:  # the product streams W from a shared level (L3, DRAM): its measured rate is that level's
+        cost.weights_s = k["product"]
+    return cost
+
+
+def kernel_runs(host: HostTarget, dtype: str, hoisted: bool, implementation: str) -> bool:
+    """Whether the CPU kernel runs this request (else the roofline on the generic figures)."""
+    return (host.profile is not None and hoisted and implementation == "fused" and dtype in KERNEL_DTYPES)
+
+
+def predict_host(spec, host: HostTarget, batch: int = 1, seq_len: int = 1, dtype: str = "float32", *,
+                 hoisted: bool = True, threads: Optional[int] = None, implementation: str = "fused",
+                 cfg: Optional[CPUConfig] = None) -> Prediction:
+    """Latency, bound, energy and fit of `spec` run by kernels/cpu.py on this machine.
+    cfg: the kernel's tunables (default: the live kernels.plan.config)."""
+    threads = check_args(host, dtype, hoisted, threads, implementation)
+    c = count_for_prediction(spec, batch, seq_len, dtype)
+    c1 = c if seq_len == 1 else count(spec, batch=batch, seq_len=1, dtype=dtype)
+    ctxs = [context(x, host, hoisted, threads, implementation) for x in (c, c1)]
+    if not kernel_runs(host, dtype, hoisted, implementation):
+        return finish(spec, ctxs[0], model(ctxs[0]), model(ctxs[1]),
+                      ["the CPU kernel does not run this request: the roofline on this machine's generic figures"])
+    cfg = cfg or kernel_config
+
+    def row_cost(ctx, r):
+        return _kernel_row_cost(ctx, r, cfg) if r.kind == "lstm" else roofline_row(ctx, r)
+    call_s = wrapper_once_s(host.profile)
+    return finish(spec, ctxs[0], model(ctxs[0], row_cost, call_s), model(ctxs[1], row_cost, call_s))

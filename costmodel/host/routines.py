@@ -1,0 +1,248 @@
+"""Micro-benchmarks of the CPU kernel's own routines (kernels/cpu.py), none of them an LSTM:
+its GEMMs and matvec on random matrices at gate shapes (W of 4k x k in L1, L2, L3 or beyond),
+its vectorized sigmoid pass, its per-row epilogue blocks on random vectors of 4H, its input
+validation, and the Python side of lstm() with the JIT entry points stood in for."""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from edgelstm.kernels.cpu import (_axpy_multi, _epilogue, _epilogue_gemm_step_serial, _finish_row, _gemm_acc,
+                                  _gemm_bias, _gemm_bias_parallel, _vexp_neg)
+
+from .harness import Harness
+
+
+@njit(cache=True)
+def _block_gemm(X, W, out, m, reps):       # out[:m] += X[:m] W^T, reps times
+    for _ in range(reps):
+        _gemm_acc(X, W, out, m)
+    return out[0, 0]
+
+
+@njit(cache=True, parallel=True)
+def _block_gemm_par(X, W, outs, m, reps):  # each thread its own output, the same W
+    for t in prange(outs.shape[0]):
+        for _ in range(reps):
+            _gemm_acc(X, W, outs[t], m)
+    return outs[0, 0, 0]
+
+
+@njit(cache=True)
+def _matvec(z, wT, h, act, reps):          # z += W v with W^T packed (K, N)
+    for _ in range(reps):
+        _axpy_multi(z, wT, h, act, 1)
+    return z[0, 0]
+
+
+@njit(cache=True, parallel=True)
+def _matvec_par(zs, wT, h, act, reps):
+    for t in prange(zs.shape[0]):
+        for _ in range(reps):
+            _axpy_multi(zs[t], wT, h, act, 1)
+    return zs[0, 0, 0]
+
+
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+def _sigmoid_pass(x, y, a, ib, n, reps):   # y = sigmoid(x): one pass to -|x|, exp, one back
+    for _ in range(reps):
+        for j in range(n):
+            a[j] = -abs(np.float64(x[j]))
+        _vexp_neg(a, ib, n)
+        for j in range(n):
+            s = 1.0 / (1.0 + a[j])
+            y[j] = s if x[j] >= 0.0 else a[j] * s
+    return y[0]
+
+
+# The rows path's per-row elementwise work, as the kernel does it for each active row: copy
+# the row's gates, `_epilogue`, `_finish_row`; JIT-to-JIT calls included. Rows cycle through
+# a small random batch, scratch shared as in the kernel's block.
+@njit(cache=True)
+def _epi_rows(xp, z, c, peep, a, s, ib, hf, whrT, h, y, reps):
+    n = xp.shape[0]
+    for r in range(reps):
+        q = r % n
+        z[0, :] = xp[q]
+        _epilogue(z[0], c[q], peep, False, a, s, ib, hf)
+        _finish_row(hf, whrT, False, h[q], y[q])
+    return y[0, 0]
+
+
+@njit(cache=True, parallel=True)
+def _epi_rows_par(xp, z, c, peep, a, s, ib, hf, whrT, h, y, reps):  # each thread its own rows
+    n = xp.shape[0]
+    for t in prange(z.shape[0]):
+        for r in range(reps):
+            q = r % n
+            z[t, :] = xp[q]
+            _epilogue(z[t], c[t, q], peep, False, a[t], s[t], ib[t], hf[t])
+            _finish_row(hf[t], whrT, False, h[t, q], y[t, q])
+    return y[0, 0, 0]
+
+
+def compile_all(dtypes, threads) -> None:
+    """Compile (or load from the cache) the kernel-routine wrappers timed below, and the
+    kernel's routines they call, on tiny inputs (calibrate.py runs this in a second process)."""
+    for dt in dtypes:
+        k, G = 8, 32
+        X, W = np.ones((8, k), dt), np.ones((G, k), dt)
+        _gemm_bias(X, W, np.zeros(G, dt), np.empty((8, G), dt))
+        wT, h, act = np.ones((k, G), dt), np.ones((1, k), dt), np.zeros(1, np.int64)
+        _block_gemm(X, W, np.zeros((8, G), dt), 4, 1)
+        _matvec(np.zeros((1, G), dt), wT, h, act, 1)
+        x = np.ones(16, dt)
+        _sigmoid_pass(x, x.copy(), np.empty(16), np.empty(16, np.int64), 16, 1)
+        H = 8
+        xp, c = np.ones((2, 4 * H), dt), np.ones((2, 2, H), dt)
+        args = (np.zeros((3, 1), dt), np.empty((2, 4 * H)), np.empty((2, 4 * H)), np.empty((2, 4 * H), np.int64),
+                np.empty((2, H), dt), np.zeros((1, 1), dt), np.zeros((2, 2, H), dt), np.zeros((2, 2, H), dt))
+        peep, a, s_, ib, hf, whrT, hh, y = args
+        _epi_rows(xp, np.empty((2, 4 * H), dt), c[0], peep, a[0], s_[0], ib[0], hf[0], whrT, hh[0], y[0], 1)
+        if max(threads) > 1:
+            _gemm_bias_parallel(X, W, np.zeros(G, dt), np.empty((8, G), dt))
+            _block_gemm_par(X, W, np.zeros((2, 8, G), dt), 4, 1)
+            _matvec_par(np.zeros((2, 1, G), dt), wT, h, act, 1)
+            _epi_rows_par(xp, np.empty((2, 4 * H), dt), c, peep, a, s_, ib, hf, whrT, hh, y, 1)
+
+
+class Routines:
+    """The kernel-routine micro-benchmarks, timed with a Harness."""
+
+    def __init__(self, h: Harness):
+        self.h = h
+
+    def blas_call(self, dtype, m, k, n) -> float:
+        """FLOP/s of one np.dot(a, b, out=c) called from Python, per call (dispatch, BLAS
+        thread wake-up and the product): the calls the kernel's large-batch path makes."""
+        rng = np.random.default_rng(0)
+        a, b = rng.random((m, k)).astype(dtype), rng.random((k, n)).astype(dtype)
+        c = np.empty((m, n), dtype)
+        return 2.0 * m * k * n / self.h.per_call_s(lambda: np.dot(a, b, out=c))
+
+    def own_gemm(self, dtype, m, k, n, parallel) -> float:
+        """FLOP/s of one call of the kernel's register-blocked projection GEMM
+        (out = X W^T + bias), serial or as a prange region; per call, from Python."""
+        rng = np.random.default_rng(0)
+        X, W = rng.random((m, k)).astype(dtype), rng.random((n, k)).astype(dtype)
+        bias, out = np.zeros(n, dtype), np.empty((m, n), dtype)
+        f = _gemm_bias_parallel if parallel else _gemm_bias
+        f(X, W, bias, out)
+        return 2.0 * m * k * n / self.h.per_call_s(lambda: f(X, W, bias, out), min_reps=1)
+
+    def block_gemm(self, dtype, m, k, n, threads) -> float:
+        """FLOP/s per thread of out[:m] += X[:m] W^T (W (n, k)) repeated on the same W, so W
+        sits in the level that holds it; `threads` threads at once, each its own output."""
+        rng = np.random.default_rng(0)
+        X, W = rng.random((8, k)).astype(dtype), rng.random((n, k)).astype(dtype)
+        if threads == 1:
+            out = np.zeros((8, n), dtype)
+            f = lambda reps: _block_gemm(X, W, out, m, reps)
+        else:
+            outs = np.zeros((threads, 8, n), dtype)
+            f = lambda reps: _block_gemm_par(X, W, outs, m, reps)
+        f(1)
+        return 2.0 * m * k * n / self.h.per_rep_s(f)
+
+    def matvec(self, dtype, k, n, threads) -> float:
+        """FLOP/s per thread of z += W v, W^T packed (k, n) and re-read every call."""
+        rng = np.random.default_rng(0)
+        wT, h = rng.random((k, n)).astype(dtype), rng.random((1, k)).astype(dtype)
+        act = np.zeros(1, np.int64)
+        if threads == 1:
+            z = np.zeros((1, n), dtype)
+            f = lambda reps: _matvec(z, wT, h, act, reps)
+        else:
+            zs = np.zeros((threads, 1, n), dtype)
+            f = lambda reps: _matvec_par(zs, wT, h, act, reps)
+        f(1)
+        return 2.0 * k * n / self.h.per_rep_s(f)
+
+    def sigmoid_pass(self, dtype, n) -> float:
+        """Seconds of one vectorized sigmoid pass over n elements (the kernel's exp)."""
+        x = np.linspace(-4, 4, n).astype(dtype)
+        y, a, ib = np.empty_like(x), np.empty(n), np.empty(n, np.int64)
+        f = lambda reps: _sigmoid_pass(x, y, a, ib, n, reps)
+        f(1)
+        return self.h.per_rep_s(f)
+
+    def epilogue_rows(self, dtype, H, threads) -> float:
+        """Seconds per row of the rows path's elementwise work (gate copy, `_epilogue`,
+        `_finish_row` on random vectors of 4H), from a JIT loop; with threads > 1, per thread
+        while every thread runs its own rows."""
+        rng = np.random.default_rng(0)
+        G, n, t = 4 * H, 8, max(threads, 1)
+        xp, c = rng.standard_normal((n, G)).astype(dtype), rng.standard_normal((t, n, H)).astype(dtype)
+        peep, whrT = np.zeros((3, 1), dtype), np.zeros((1, 1), dtype)
+        z, hf = np.empty((t, G), dtype), np.empty((t, H), dtype)
+        a, s, ib = np.empty((t, G)), np.empty((t, G)), np.empty((t, G), np.int64)
+        h, y = np.zeros((t, n, H), dtype), np.zeros((t, n, H), dtype)
+        if threads == 1:
+            f = lambda reps: _epi_rows(xp, z, c[0], peep, a[0], s[0], ib[0], hf[0], whrT, h[0], y[0], reps)
+        else:
+            f = lambda reps: _epi_rows_par(xp, z, c, peep, a, s, ib, hf, whrT, h, y, reps)
+        f(1)
+        return self.h.per_rep_s(f)
+
+    def epilogue_gemm_step(self, dtype, H, B, njit17_s) -> float:
+        """Seconds per row of the gemm path's per-step epilogue (`_epilogue_gemm_step`, serial,
+        as the kernel runs it below parallel_epilogue_min_elements) over B random rows, one
+        Python call; the call's dispatch (njit_call with its 17 arguments) is taken out."""
+        rng = np.random.default_rng(0)
+        G = 4 * H
+        zb, xp_t = rng.standard_normal((B, G)).astype(dtype), np.zeros((B, G), dtype)
+        c, h, y_t = rng.standard_normal((B, H)).astype(dtype), np.zeros((B, H), dtype), np.zeros((B, H), dtype)
+        whrT, peep, lens = np.zeros((1, 1), dtype), np.zeros((3, 1), dtype), np.ones(B, np.int64)
+        a, s, ib, hf = np.empty((B, G)), np.empty((B, G)), np.empty((B, G), np.int64), np.empty((B, H), dtype)
+        args = (zb, xp_t, 0, whrT, peep, False, False, lens, 0, h, c, y_t, 0, a, s, ib, hf)
+        f = _epilogue_gemm_step_serial
+        f(*args)
+        return max(self.h.per_call_s(lambda: f(*args)) - njit17_s, 0.0) / B
+
+    def check(self) -> float:
+        """One call of lstm()'s input validation (edgelstm._checks) on random input."""
+        from edgelstm._checks import check_lstm_inputs
+        from edgelstm.spec import LSTMSpec
+        from edgelstm.weights import LSTMWeights
+        w = LSTMWeights.random(LSTMSpec(input_size=16, hidden_size=16), seed=0, dtype="float32")
+        xr = np.random.default_rng(0).standard_normal((4, 2, 16)).astype(np.float32)
+        return self.h.per_python_call_s(lambda: check_lstm_inputs(xr, w, None, None, None, False))
+
+    def wrapper_path(self) -> dict:
+        """The Python side of edgelstm.lstm() (validation, allocations, the per-layer and
+        per-direction bookkeeping in kernels/cpu.py:lstm_cpu) timed alone: the kernel's JIT
+        entry points are replaced by a do-nothing Python function, so no LSTM arithmetic
+        runs (and nothing is compiled); the stand-in's own call cost is taken out. Timed at
+        T=1, B=1, H=16 for one layer, two layers and one bidirectional layer, which separates
+        a fixed part, a part per layer and a part per direction."""
+        from edgelstm import lstm
+        from edgelstm.kernels import cpu
+        from edgelstm.spec import LSTMSpec
+        from edgelstm.weights import LSTMWeights
+        entries = ("_gemm_bias", "_gemm_bias_parallel", "_layer_rows", "_layer_rows_serial")
+
+        def stand_in(*args):
+            return None
+        x = np.zeros((1, 1, 16), np.float32)
+        per = self.h.per_python_call_s
+        a4, a15 = [x] * 4, [x] * 15
+        stub4, stub15 = per(lambda: stand_in(*a4)), per(lambda: stand_in(*a15))
+        specs = {"one": LSTMSpec(16, 16), "two": LSTMSpec(16, 16, num_layers=2),
+                 "bi": LSTMSpec(16, 16, bidirectional=True)}
+        ws = {k: LSTMWeights.random(s, seed=0, dtype="float32") for k, s in specs.items()}
+        saved = {e: getattr(cpu, e) for e in entries}
+        try:
+            for e in entries:
+                setattr(cpu, e, stand_in)
+            for w in ws.values():
+                lstm(x, w)           # packs the weights (Python); the stand-ins compile nothing
+            t = {k: per(lambda w=w: lstm(x, w)) for k, w in ws.items()}
+        finally:
+            for e, f in saved.items():
+                setattr(cpu, e, f)
+        # one: fixed + layer + dir + a projection (4 args) and a recurrence (15 args) call;
+        # two: fixed + 2 (layer + dir) + 2 of each call; bi: fixed + layer + 2 dir + 1 + 2 calls.
+        layer_dir = max(t["two"] - t["one"] - stub4 - stub15, 0.0)
+        per_dir = min(max(t["bi"] - t["one"] - stub15, 0.0), layer_dir)
+        fixed = max(t["one"] - layer_dir - stub4 - stub15, 0.0)
+        return {"wrapper_s": fixed, "wrapper_layer_s": layer_dir - per_dir, "wrapper_dir_s": per_dir}

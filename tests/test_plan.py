@@ -1,0 +1,88 @@
+"""kernels/plan.py against kernels/cpu.py: every count the host cost model charges is checked
+against the kernel's own code (signatures of its entry points, the arrays its routines
+allocate, the calls its epilogue makes), and the path the plan names is the one that runs."""
+import ast
+import inspect
+import textwrap
+
+import numpy as np
+import pytest
+
+from edgelstm.kernels import cpu
+from edgelstm.kernels.plan import FACTS, config, plan_layer
+
+NP_ALLOC = {"empty", "zeros", "array"}
+
+
+def _n_params(fn) -> int:
+    fn = getattr(fn, "py_func", fn)
+    return len(inspect.signature(fn).parameters)
+
+
+def _tree(fn):
+    fn = getattr(fn, "py_func", fn)
+    return ast.parse(textwrap.dedent(inspect.getsource(fn)))
+
+
+def _allocated_names(fn) -> int:
+    """Names assigned from an np.empty / np.zeros / np.array call (a conditional counts once)."""
+    n = 0
+    for node in ast.walk(_tree(fn)):
+        if isinstance(node, ast.Assign):
+            if any(isinstance(a, ast.Attribute) and a.attr in NP_ALLOC and getattr(a.value, "id", "") == "np"
+                   for a in ast.walk(node.value)):
+                n += len(node.targets)
+    return n
+
+
+def _calls(fn, name) -> int:
+    return sum(isinstance(n, ast.Call) and getattr(n.func, "id", "") == name for n in ast.walk(_tree(fn)))
+
+
+def test_entry_point_arguments():
+    assert _n_params(getattr(cpu, FACTS.projection_entry)) == FACTS.projection_args
+    assert _n_params(getattr(cpu, FACTS.rows_entry)) == FACTS.rows_args
+    assert _n_params(getattr(cpu, FACTS.gemm_step_entry)) == FACTS.gemm_step_args
+    # the per-block product: _gemm_acc (4 arguments) or _axpy_multi (5); 4 counted
+    assert min(_n_params(cpu._gemm_acc), _n_params(cpu._axpy_multi)) == FACTS.product_args
+
+
+def test_allocations_counted_from_the_code():
+    assert _allocated_names(cpu._layer_rows_impl) == FACTS.rows_block_allocs
+    assert _allocated_names(cpu._layer_gemm) == FACTS.gemm_layer_allocs
+    assert _allocated_names(cpu.lstm_cpu) == FACTS.call_allocs
+
+
+def test_per_row_calls_of_the_epilogue():
+    # per row and step: _epilogue (which calls _vexp_neg twice) and _finish_row
+    assert _calls(cpu._layer_rows_impl, "_epilogue") == 1 and _calls(cpu._layer_rows_impl, "_finish_row") == 1
+    assert _calls(cpu._epilogue, "_vexp_neg") == 2
+    assert FACTS.row_calls == 4
+    assert (_n_params(cpu._epilogue) + 2 * _n_params(cpu._vexp_neg) + _n_params(cpu._finish_row)
+            == FACTS.row_call_args)
+
+
+@pytest.mark.parametrize("T,B,H,threads", [(10, 1, 32, 2), (100, 1, 32, 2), (10, 8, 64, 2), (5, 64, 32, 2),
+                                           (200, 16, 256, 1), (5, 40, 512, 2)])
+def test_lstm_cpu_takes_the_planned_path(monkeypatch, T, B, H, threads):
+    """lstm_cpu calls the entry points plan_layer names (each entry stood in for by a recorder
+    that does nothing: the path is what is checked, not the numbers)."""
+    import numba
+    from edgelstm import LSTMSpec, LSTMWeights
+    seen = []
+    for name in ("_gemm_bias", "_gemm_bias_parallel", "_layer_rows", "_layer_rows_serial", "_layer_gemm"):
+        monkeypatch.setattr(cpu, name, lambda *a, _n=name: seen.append(_n))
+    w = LSTMWeights.random(LSTMSpec(H, H), seed=0, dtype="float32")
+    x = np.zeros((T, B, H), np.float32)
+    old = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        nth = numba.get_num_threads()
+        cpu.lstm_cpu(x, w, None, None, None)
+    finally:
+        numba.set_num_threads(old)
+    p = plan_layer(T, B, H, H, 1, nth)
+    proj = {"own_serial": "_gemm_bias", "own_parallel": "_gemm_bias_parallel"}.get(p.projection)
+    rec = "_layer_gemm" if p.path == "gemm" else ("_layer_rows" if p.rows_parallel else "_layer_rows_serial")
+    assert seen == [x for x in (proj, rec) if x]
+    assert (p.path == "gemm") == (B >= config.gemm_min_batch)

@@ -174,7 +174,7 @@ def shape_terms(M, N, K, rows, cols, code) -> dict:
 
 def memory_cycles(t: dict, ifmap_valid, filter_valid, ifmap_active, filter_active, ofmap_active,
                   dram_words_per_cycle, ifmap_dram=True, filter_dram=True, ofmap_dram=True,
-                  overlap: bool = False) -> dict:
+                  overlap: bool = False, window: Optional[dict] = None) -> dict:
     """Cycles of one GEMM with its memory traffic, from its shape_terms `t`.
 
     *_valid: the operand's real words (M*K, K*N); *_active: the active half of each double
@@ -183,27 +183,46 @@ def memory_cycles(t: dict, ifmap_valid, filter_valid, ifmap_active, filter_activ
     fits is fetched whole before compute (its tiles, padding included: SCALE-Sim's
     prefetch); one that does not is streamed, its first fold's words before compute and
     the rest overlapped with it. overlap=True streams every DRAM operand that way (a
-    double-buffered design that starts on the first fold: the LSTM's per-step weights)."""
+    double-buffered design that starts on the first fold: the LSTM's per-step weights).
+
+    window: from window_prefetches, for designs using the 'scalesim' memory model: where
+    its `on` mask holds, a spilled operand costs its read-buffer window's prefetches
+    (`*_window_cycles`, fetching `*_window_words`) instead of one stream per pass, after
+    a first fill of the whole active half (SCALE-Sim's prefetch_active_buffer)."""
     bw = dram_words_per_cycle
 
-    def read_side(words, fold_words, stream_words, valid, active, from_dram):
+    def read_side(words, fold_words, stream_words, valid, active, from_dram, name):
         spill = valid > active
         dram = True if from_dram is True else spill | from_dram
         if overlap:
             first = np.minimum(fold_words, active) * dram
-            return first, (np.where(spill, stream_words, words) - first) * dram
-        # SCALE-Sim's prefetch fills at most the active half (the padding is fetched too).
-        first = np.minimum(np.where(spill, fold_words, words), active) * dram
-        return first, (stream_words - first) * spill
+            stream = (np.where(spill, stream_words, words) - first) * dram
+        else:
+            # SCALE-Sim's prefetch fills at most the active half (the padding is fetched too).
+            first = np.minimum(np.where(spill, fold_words, words), active) * dram
+            stream = (stream_words - first) * spill
+        fetched = first + stream
+        if window is not None:
+            on, wspill = window["on"], window[f"{name}_spill"]
+            if not overlap:  # an operand the window holds whole is fetched once, up front
+                fits = on & ~wspill
+                first = np.where(fits, np.minimum(words, active) * dram, first)
+                stream = np.where(fits, 0, stream)
+                fetched = np.where(fits, first, fetched)
+            first = np.where(on & wspill, np.minimum(words, active), first)
+            # The window's prefetches, as words at `bw` so that the max below compares cycles.
+            stream = np.where(on & wspill, window[f"{name}_window_cycles"] * bw, stream)
+            fetched = np.where(on & wspill, first + window[f"{name}_window_words"], fetched)
+        return first, stream, fetched
 
-    f_if, s_if = read_side(t["ifmap_words"], t["ifmap_fold_words"], t["ifmap_stream_words"], ifmap_valid,
-                           ifmap_active, ifmap_dram)
+    f_if, s_if, w_if = read_side(t["ifmap_words"], t["ifmap_fold_words"], t["ifmap_stream_words"], ifmap_valid,
+                                 ifmap_active, ifmap_dram, "ifmap")
     # os re-reads the filter once per row fold only when one K x C tile does not fit
     # (filter_tile_words is 0 for ws and is, whose passes are in filter_stream_words).
     tile = t["filter_tile_words"]
     f_stream = np.where((tile > 0) & (tile <= filter_active), t["filter_words"], t["filter_stream_words"])
-    f_f, s_f = read_side(t["filter_words"], t["filter_fold_words"], f_stream, filter_valid, filter_active,
-                         filter_dram)
+    f_f, s_f, w_f = read_side(t["filter_words"], t["filter_fold_words"], f_stream, filter_valid, filter_active,
+                              filter_dram, "filter")
     w = t["ofmap_writes"]
     tail = np.minimum(w, ofmap_active)
     s_o = w - tail
@@ -214,20 +233,275 @@ def memory_cycles(t: dict, ifmap_valid, filter_valid, ifmap_active, filter_activ
     fill = np.maximum(f_if, f_f) / bw
     stream = np.maximum(np.maximum(s_if, s_f), s_o) / bw
     drain = tail / bw
+    if window is not None and not overlap:
+        # SCALE-Sim's write buffer (memory/write_buffer.py), C = 2D words: once more than D
+        # are held it drains D (ceil(D / bw) cycles, +1), crediting the space at once, one
+        # drain at a time; the array waits only when the buffer is full. Its write port
+        # keeps no occupancy, so after the last write only what is left is drained, in
+        # chunks of ceil(D / bw) cycles, each a cycle after the one before. The writes are
+        # taken as spread evenly over the run (compute plus read stalls).
+        o_spill = window["on"] & (w > ofmap_active)
+        D = ofmap_active
+        lat = np.ceil(D / bw) + 1
+        run = np.maximum(t["compute"], np.maximum(s_if, s_f) / bw)  # the run with read stalls
+        first = run * np.minimum((D + 1) / w, 1.0)             # when the first drain starts
+        must = np.maximum(np.ceil((w - 2 * D) / D), 0)         # drains started before the last write
+        fit = np.floor(np.maximum(run - first, 0) / lat) + 1   # drains that fit in the run
+        drains = np.maximum(np.minimum(np.floor((w - 1) / D), fit), must)
+        last_write = np.where(must > 0, np.maximum(run, first + (must - 1) * lat), run)
+        # The last drain started during the run ends ceil(D / bw) cycles later, maybe after
+        # the final drain of what is left (rem_rows cycles, in chunks).
+        last_start = np.maximum(run * np.minimum((drains * D + 1) / w, 1.0), first + (drains - 1) * lat)
+        busy_after = np.where(drains > 0, last_start + lat - 1 - last_write, 0)
+        rem_rows = np.ceil((w - drains * D) / bw)
+        stream = np.where(o_spill, last_write, stream)
+        drain = np.where(o_spill, np.maximum(rem_rows + np.ceil(rem_rows / np.ceil(D / bw)) - 1, busy_after),
+                         drain)
     return dict(cycles=fill + np.maximum(t["compute"], stream) + drain, fill=fill, stream=stream, drain=drain,
-                ifmap_dram_words=f_if + s_if, filter_dram_words=f_f + s_f, ofmap_dram_words=tail + s_o)
+                ifmap_dram_words=w_if, filter_dram_words=w_f, ofmap_dram_words=tail + s_o)
+
+
+MEMORY_MODELS = ("stream", "scalesim")
+
+
+def memory_model_codes(memory_model, name: str = "memory_model") -> np.ndarray:
+    """0 for 'stream', 1 for 'scalesim': from a string or an array of strings or codes;
+    errors name `name`."""
+    a = np.asarray(memory_model)
+    if a.dtype.kind in "US":
+        a = a.astype(str)
+        codes = np.full(a.shape, -1, dtype=np.int64)
+        for i, model in enumerate(MEMORY_MODELS):
+            codes[a == model] = i
+        if (codes < 0).any():
+            bad = str(a[codes < 0].ravel()[0])
+            raise ArrayError(f"{name}: expected one of {', '.join(MEMORY_MODELS)}, got {bad!r}")
+        return codes
+    if a.dtype.kind in "iu" and (a.size == 0 or (a.min() >= 0 and a.max() <= 1)):
+        return a.astype(np.int64)
+    raise ArrayError(f"{name}: expected one of {', '.join(MEMORY_MODELS)}, got {memory_model!r}")
+
+
+def _tri(y):
+    y = np.maximum(y, 0.0)
+    return y * (y + 1) / 2
+
+
+def _words_before_diagonal(d, T, W, nb, w_last):
+    """Valid words before anti-diagonal d of nb stacked T x W tiles (the last w_last wide,
+    the rest padding): a T x w tile holds tri(s) - tri(s - w) - tri(s - T) + tri(s - T - w)
+    words before its own diagonal s. Tiles wholly before d count T x W; only the few that
+    d crosses (at most ceil((T + W - 1) / T) + 1) are summed."""
+    def part(s, w):
+        return _tri(s) - _tri(s - w) - _tri(s - T) + _tri(s - T - w)
+    whole = np.clip(np.floor((d - T - W + 1) / T) + 1, 0, nb - 1)
+    out = whole * T * W + part(d - (nb - 1) * T, w_last)
+    q_max = int(np.max(np.ceil((T + W - 1) / T) + 1)) if np.size(T) else 0
+    for q in range(q_max):
+        b = whole + q
+        out = out + np.where(b <= nb - 2, part(d - b * T, W), 0.0)
+    return out
+
+
+def _window_walk(start, end, row_s, row_e, use, lines, A, P, d):
+    """A read-buffer window walked over segments each read forward, in demand order.
+
+    start, end: (segments, configs) line numbers of each segment's first and last word;
+    row_s, row_e: the demand rows they are read in; use: which segments exist; lines, A, P
+    and d (cycles per prefetch) per config. The window after k prefetches holds lines
+    [kP, kP + A) (mod lines); a word's line is taken at its first occurrence at or after
+    kP. Returns (prefetches, stall cycles): prefetch k is done at cycle k d - 1 whenever
+    it was asked for, and a row that waits for prefetches finishes at x, where each
+    prefetch done at L sets x to L + max(0, L - x) (service_reads counts a positive stall
+    twice), from x = its cycle + 1."""
+    k = np.zeros(lines.shape)
+    p = np.maximum(P, 1)
+    c = np.full(lines.shape, -1.0)   # cycle of the last row seen
+    r_prev = np.full(lines.shape, -1.0)
+
+    def at_row(c, r, k_old, k_new, ok):
+        c = np.where(ok, c + (r - r_prev_holder[0]), c)
+        m = k_new - k_old
+        first = (k_old + 1) * d - 1
+        last = k_new * d - 1
+        o1 = np.maximum(first - (c + 1), 0.0)
+        odd = m % 2 == 1
+        o = np.where(o1 <= d, np.where(odd, o1, d - o1), np.where(m == 1, o1, np.where(odd, d, 0.0)))
+        x = last + o
+        return np.where(ok & (m > 0), np.maximum(c, x - 1), c)
+
+    r_prev_holder = [r_prev]
+    for i in range(start.shape[0]):
+        ok = use[i]
+        ls, le = start[i], end[i]
+        x = ls + lines * np.ceil((k * p - ls) / lines)
+        k1 = np.maximum(k, np.floor((x - A) / p) + 1)
+        k2 = np.maximum(k1, np.floor((x + (le - ls) - A) / p) + 1)
+        c = at_row(c, row_s[i], k, k1, ok)
+        r_prev_holder[0] = np.where(ok, row_s[i], r_prev_holder[0])
+        # Read forward, prefetch k is asked for when the demand reaches line (k-1)P + A,
+        # at a row interpolated between the segment's first and last.
+        span = np.maximum(le - ls, 1.0)
+        kk = k1 + 1
+        while True:
+            more = ok & (kk <= k2)
+            if not more.any():
+                break
+            row = row_s[i] + np.clip(((kk - 1) * p + A - x) / span, 0.0, 1.0) * (row_e[i] - row_s[i])
+            row = np.maximum(np.ceil(row), r_prev_holder[0])
+            c = at_row(c, row, kk - 1, kk, more)
+            r_prev_holder[0] = np.where(more, row, r_prev_holder[0])
+            kk = kk + 1
+        c = at_row(c, row_e[i], k2, k2, ok)
+        r_prev_holder[0] = np.where(ok, row_e[i], r_prev_holder[0])
+        k = np.where(ok, k2, k)
+    return k, np.maximum(c - r_prev_holder[0], 0.0)
+
+
+def _operand_prefetches(M, N, K, R, C, code, cap, bw, operand, grouped=False):
+    """SCALE-Sim's prefetches and stall cycles for one operand (see window_prefetches); 1-D
+    arrays, one entry per configuration. Returns (prefetches, stall cycles, spill). The
+    configurations that spill are walked in groups of one demand pattern and similar
+    segment counts (grouped=True marks such a group), so that none walks another's."""
+    is_os, is_ws, is_is = code == 0, code == 1, code == 2
+    eps = np.ceil(cap / 100)                          # words per line
+    active = np.ceil(cap / 2)
+    lines = np.floor((M * K if operand == "ifmap" else K * N) / eps) + 1
+    a_max, p_max = np.ceil(active / eps), np.ceil((cap - active) / eps)
+    spill = lines > a_max
+    A = np.where(spill, a_max, lines)
+    P = np.where(spill, np.minimum(p_max, lines - A), 0)
+    dim_c = np.where(is_is, M, N)
+    rf, cf = np.ceil(np.where(is_os, M, K) / R), np.ceil(dim_c / C)
+    pattern = (np.where(is_is, 2, 0) if operand == "ifmap" else np.where(is_os, 1, np.where(is_ws, 2, 0)))
+    # Patterns 0 and 1: nb tiles of T rows x W stacked, fetched by anti-diagonals; each
+    # column fold reads them in order (0), or each tile rf times in a row (1, os filter).
+    T = np.where(pattern == 1, K, np.where(is_os, K, np.where(is_ws, M, N)))
+    W = np.where(pattern == 1, C, R)
+    split = np.where(pattern == 1, N, np.where(is_os, M, K))
+    nb = np.ceil(split / W)
+    w_last = split - (nb - 1) * W
+    reps = np.where(pattern == 1, rf, 1)
+    n_diag = np.where(pattern == 2, 0, nb * reps * np.where(pattern == 1, 1, cf))
+    # Pattern 2 (ws filter, is ifmap): cf column tiles of K rows fetched row by row, each
+    # fold of R rows read last row first.
+    last_c = dim_c - (cf - 1) * C
+    n_rev = np.where(pattern == 2, cf * K, 0)
+    n_seg = np.where(spill, np.maximum(n_diag, n_rev), 0)
+    if not grouped:
+        n, stall = np.zeros(lines.shape), np.zeros(lines.shape)
+        group = np.where(n_seg > 0, pattern * 64 + np.ceil(np.log2(np.maximum(n_seg, 1))), -1)
+        for key in np.unique(group[group >= 0]):
+            sel = group == key
+            n[sel], stall[sel], _ = _operand_prefetches(M[sel], N[sel], K[sel], R[sel], C[sel], code[sel],
+                                                        cap[sel], bw[sel], operand, grouped=True)
+        return n, stall, spill
+    S = int(n_seg.max()) if n_seg.size else 0
+    i = np.arange(S, dtype=np.float64)[:, None]
+    b = np.where(pattern == 1, i // reps % nb, i % nb)
+    wb = np.where(b == nb - 1, w_last, W)
+    d0 = b * T                                         # the tile's first diagonal: its (0, 0)
+    last_diag = d0 + T + wb - 2                        # its last word (T - 1, wb - 1)
+    # Words of earlier tiles that follow the last word on its diagonal.
+    behind = np.maximum(0, np.minimum(W - T - wb + 1, d0))
+    start_d = _words_before_diagonal(d0, T, W, nb, w_last)
+    end_d = _words_before_diagonal(last_diag + 1, T, W, nb, w_last) - 1 - behind
+    fc, within = i // K, i % K
+    fr, j = within // R, within % R
+    row = fr * R + np.minimum(R, K - fr * R) - 1 - j
+    wv = np.where(fc == cf - 1, last_c, C)
+    start_r = fc * K * C + row * wv
+    start = np.where(pattern == 2, start_r, start_d)
+    end = np.where(pattern == 2, start_r + wv - 1, end_d)
+    # The demand rows (compute/systolic_compute_*.py): fold f = i for the tiles read along
+    # diagonals (a skewed fold: its first word at row `pre`, its last T + wb - 2 rows on;
+    # ws ifmap and is filter wait R rows first), the fold of its row for reversed rows
+    # (one row each, the fold's padding rows first).
+    _, _, per_fold = fold_geometry(M, N, K, R, C, code)
+    pre = np.where(is_os, 0, R)
+    rs_d = i * per_fold + pre
+    re_d = rs_d + T + wb - 2
+    rs_r = (fc * rf + fr) * per_fold + (R - np.minimum(R, K - fr * R)) + j
+    row_s = np.where(pattern == 2, rs_r, rs_d)
+    row_e = np.where(pattern == 2, rs_r, re_d)
+    d = np.ceil((cap - active) / bw) + 1
+    n, stall = _window_walk(start // eps, end // eps, row_s, row_e, i < n_seg, lines, A, P, d)
+    return np.where(spill, n, 0.0), np.where(spill, stall, 0.0), spill
+
+
+def window_prefetches(M, N, K, rows, cols, code, ifmap_cap_words, filter_cap_words, dram_words_per_cycle,
+                      on=True) -> dict:
+    """SCALE-Sim 3.0.0's read buffers (memory/read_buffer.py) when an operand does not fit:
+    how many prefetches each makes, and the cycles they take. Broadcasts.
+
+    The simulator keeps each operand as lines of ceil(capacity / 100) words in its fetch
+    order (its prefetch matrix, padding left out) and a window of A lines over them (the
+    active half: ceil(ceil(capacity / 2) / line words)). A demanded word outside the
+    window moves the window forward, cyclically, by P lines (the prefetch half), one
+    prefetch of ceil(P words / bandwidth) + 1 cycles each, until the window holds the word.
+    The prefetches run back to back on the buffer's own clock, so a buffer bounds the run
+    at (prefetches x cycles per prefetch). Whenever the demand order turns back behind
+    the window, the window goes round the whole operand.
+
+    The demand order is a sequence of segments each read forward; per dataflow
+    (compute/systolic_compute_*.py):
+    - os and ws ifmap, is filter: row-fold tiles (T x R; T = K, M, N) stacked and fetched
+      by anti-diagonals; each column fold reads the tiles in order, each along its own
+      diagonals, so a tile's first word comes before the last word of the tile before;
+    - os filter: the K x C column tiles, fetched the same way, each read rf times in a row;
+    - ws filter, is ifmap: K x C column tiles fetched row by row; each fold reads its R rows
+      last row first, each row forward.
+    The window is walked over the segments' first and last lines (a loop over segments,
+    vectorized over the distinct configurations). tests/test_scalesim.py checks the totals
+    against the simulator. Returns ifmap_/filter_ spill, prefetches, window_cycles,
+    window_words (words fetched after the first fill), and `on`."""
+    arrs = np.broadcast_arrays(*(np.asarray(x, dtype=np.float64) for x in (M, N, K, rows, cols, code)),
+                               np.floor(np.asarray(ifmap_cap_words, dtype=np.float64)),
+                               np.floor(np.asarray(filter_cap_words, dtype=np.float64)),
+                               np.asarray(dram_words_per_cycle, dtype=np.float64),
+                               np.asarray(on, dtype=np.float64))
+    shape = arrs[0].shape
+    flat = np.stack([a.ravel() for a in arrs], axis=1)
+    want = flat[:, 9] > 0
+    keys, inv = np.unique(flat[want, :9], axis=0, return_inverse=True)
+    uM, uN, uK, uR, uC, ucode, ucap_if, ucap_f, ubw = keys.T
+    out = {"on": arrs[9].astype(bool).reshape(shape)}
+    compute = np.zeros(flat.shape[0])
+    if want.any():
+        rf, cf, per_fold = fold_geometry(uM, uN, uK, uR, uC, ucode.astype(np.int64))
+        compute[want] = (rf * cf * per_fold - 1)[inv.ravel()]
+    for name, cap, ucap in (("ifmap", arrs[6], ucap_if), ("filter", arrs[7], ucap_f)):
+        n_u, stall_u, spill_u = _operand_prefetches(uM, uN, uK, uR, uC, ucode.astype(np.int64), ucap, ubw, name)
+        n, stall = np.zeros(flat.shape[0]), np.zeros(flat.shape[0])
+        spill = np.zeros(flat.shape[0], dtype=bool)
+        n[want], stall[want], spill[want] = n_u[inv.ravel()], stall_u[inv.ravel()], spill_u[inv.ravel()]
+        prefetch_words = cap - np.ceil(cap / 2)
+        out[f"{name}_spill"] = spill.reshape(shape)
+        out[f"{name}_prefetches"] = n.reshape(shape)
+        # The run with this buffer's stalls: compute plus the stall cycles it adds.
+        out[f"{name}_window_cycles"] = (compute + stall).reshape(shape)
+        out[f"{name}_window_words"] = n.reshape(shape) * prefetch_words
+    return out
 
 
 def gemm_memory_cycles(M, N, K, rows, cols, code, ifmap_cap_words, filter_cap_words, ofmap_cap_words,
-                       dram_words_per_cycle, ifmap_dram=True, filter_dram=True, ofmap_dram=True):
+                       dram_words_per_cycle, ifmap_dram=True, filter_dram=True, ofmap_dram=True,
+                       memory_model="stream"):
     """Cycles of one GEMM with its memory traffic, vectorized (no validation: callers
     validate). *_cap_words: each double buffer's capacity in words (half is active).
-    Returns a dict: cycles, compute, fill, stream, drain, the DRAM words per operand and
-    dram_words, plus the shape_terms entries."""
+    memory_model: 'stream' (each spilled operand streamed once per pass: a weight-streaming
+    design) or 'scalesim' (SCALE-Sim 3.0.0's read-buffer window: see window_prefetches),
+    or an array of codes (MEMORY_MODELS index). Returns a dict: cycles, compute, fill,
+    stream, drain, the DRAM words per operand and dram_words, plus the shape_terms entries."""
     t = shape_terms(M, N, K, rows, cols, code)
+    window = None
+    mm = memory_model_codes(memory_model)
+    if np.any(mm == 1):
+        window = window_prefetches(M, N, K, rows, cols, code, ifmap_cap_words, filter_cap_words,
+                                   dram_words_per_cycle, mm == 1)
     m = memory_cycles(t, M * K, K * N, np.ceil(np.asarray(ifmap_cap_words) / 2),
                       np.ceil(np.asarray(filter_cap_words) / 2), np.ceil(np.asarray(ofmap_cap_words) / 2),
-                      dram_words_per_cycle, ifmap_dram, filter_dram, ofmap_dram)
+                      dram_words_per_cycle, ifmap_dram, filter_dram, ofmap_dram, window=window)
     m["dram_words"] = m["ifmap_dram_words"] + m["filter_dram_words"] + m["ofmap_dram_words"]
     return dict(t, **m)
 
@@ -305,6 +579,7 @@ class ArrayConfig:
     vector_lanes: int               # elementwise operations per cycle (adds, products)
     tech: Dict[str, object] = field(default_factory=dict)
     source: str = ""
+    memory_model: str = "stream"    # 'stream' (weight streaming) or 'scalesim' (see window_prefetches)
 
     def designs(self, clock_MHz: float) -> dict:
         """This configuration as a one-design dict for `lstm_cost` / explore.sweep."""
@@ -313,7 +588,7 @@ class ArrayConfig:
                 "ofmap_sram_kB": [self.ofmap_sram_bytes / 1024],
                 "dram_words_per_cycle": [self.dram_words_per_cycle], "clock_MHz": [clock_MHz],
                 "sigmoid_per_cycle": [self.sigmoid_per_cycle], "tanh_per_cycle": [self.tanh_per_cycle],
-                "vector_lanes": [self.vector_lanes]}
+                "vector_lanes": [self.vector_lanes], "memory_model": [self.memory_model]}
 
 
 def parse_array(table, fname: str) -> ArrayConfig:
@@ -340,6 +615,10 @@ def parse_array(table, fname: str) -> ArrayConfig:
     if not isinstance(source, str) or not source:
         raise ArrayError(f"{fname}: array.source: missing (say where the array's figures come from)")
     cols = num("cols")
+    memory_model = table.get("memory_model", "stream")
+    if memory_model not in MEMORY_MODELS:
+        raise ArrayError(f"{fname}: array.memory_model: expected one of {', '.join(MEMORY_MODELS)}, "
+                         f"got {memory_model!r}")
     tech = table.get("tech", {})
     merge_tech(tech, fname)  # validates the overrides now
     return ArrayConfig(rows=num("rows"), cols=cols, dataflow=df,
@@ -348,13 +627,15 @@ def parse_array(table, fname: str) -> ArrayConfig:
                        dram_words_per_cycle=num("dram_words_per_cycle", integer=False),
                        sigmoid_per_cycle=num("sigmoid_per_cycle", default=cols),
                        tanh_per_cycle=num("tanh_per_cycle", default=cols),
-                       vector_lanes=num("vector_lanes", default=cols), tech=dict(tech), source=source)
+                       vector_lanes=num("vector_lanes", default=cols), tech=dict(tech), source=source,
+                       memory_model=memory_model)
 
 
 # -- design points -------------------------------------------------------------------------
 REQUIRED_KEYS = ("rows", "cols", "dataflow", "ifmap_sram_kB", "filter_sram_kB", "ofmap_sram_kB",
                  "dram_words_per_cycle", "clock_MHz")
-OPTIONAL_KEYS = ("sigmoid_per_cycle", "tanh_per_cycle", "vector_lanes")  # default: cols
+OPTIONAL_KEYS = ("sigmoid_per_cycle", "tanh_per_cycle", "vector_lanes",  # default: cols
+                 "memory_model")  # default: 'stream'; 'scalesim' emulates SCALE-Sim's read buffers
 MAX_DESIGNS = 20_000_000  # per call: the inputs and results of 20 M designs take about 2.5 GB
 
 
@@ -395,6 +676,8 @@ def normalize_designs(designs) -> dict:
         d[f"{k}_bytes"] = positive_floats(f"designs['{k}_sram_kB']", designs[f"{k}_sram_kB"]) * 1024
     for k, name in (("sigmoid", "sigmoid_per_cycle"), ("tanh", "tanh_per_cycle"), ("lanes", "vector_lanes")):
         d[k] = positive_ints(f"designs[{name!r}]", designs[name]) if name in designs else d["cols"]
+    d["memory"] = (memory_model_codes(designs["memory_model"], "designs['memory_model']") if "memory_model" in designs
+                   else np.zeros(n, dtype=np.int64))
     return d
 
 
@@ -434,6 +717,8 @@ class _Gemm:
         self.M, self.N, self.K = M, N, K
         t = shape_terms(M, N, K, uR, uC, ucode)
         self.t = {k: np.asarray(t[k], dtype=np.float64) for k in self.KEYS}
+
+    window = None  # window_prefetches over every design, for the 'scalesim' memory model
 
     def terms(self, inv):
         return {k: v[inv] for k, v in self.t.items()}
@@ -486,9 +771,19 @@ def lstm_cost(counts, designs, tech: Optional[dict] = None, breakdown: bool = Tr
             plan.append((row, {"head_seq": _Gemm(steps * B, row.out_size, row.input_size, uR, uC, ucode),
                                "head_step": _Gemm(B, row.out_size, row.input_size, uR, uC, ucode)}))
     n = inv.shape[0]
+    sim_mem = d["memory"] == 1
+    if sim_mem.any():
+        # SCALE-Sim's read-buffer window, once per GEMM for all designs (it walks each
+        # distinct configuration once), sliced per chunk below.
+        wb = WORD_BYTES[dtype]
+        caps = [np.floor(d[f"{k}_bytes"] / wb) for k in ("ifmap", "filter")]
+        for _, gs in plan:
+            for g in gs.values():
+                g.window = window_prefetches(g.M, g.N, g.K, d["rows"], d["cols"], d["code"], *caps, d["bw"], sim_mem)
     out = None
     for i in range(0, n, CHUNK):
-        part = _cost_chunk(counts, plan, {k: v[i:i + CHUNK] for k, v in d.items()}, inv[i:i + CHUNK], tech)
+        part = _cost_chunk(counts, plan, {k: v[i:i + CHUNK] for k, v in d.items()}, inv[i:i + CHUNK], tech,
+                           slice(i, i + CHUNK))
         if not breakdown:
             part = {k: part[k] for k in CORE_KEYS}
         if out is None:
@@ -498,7 +793,7 @@ def lstm_cost(counts, designs, tech: Optional[dict] = None, breakdown: bool = Tr
     return out
 
 
-def _cost_chunk(counts, plan, d, inv, tech) -> dict:
+def _cost_chunk(counts, plan, d, inv, tech, part=slice(None)) -> dict:
     dtype = counts.dtype
     wb = WORD_BYTES[dtype]
     B, T = counts.batch, counts.seq_len
@@ -510,7 +805,9 @@ def _cost_chunk(counts, plan, d, inv, tech) -> dict:
     e_sram = {k: sram_pJ_per_byte(tech, d[f"{k}_bytes"]) * wb for k in act}  # pJ per word
     e_dram = tech["dram"]["pJ_per_byte"] * wb
     vec = tech["vector"]
-    terms = [(row, {k: g.terms(inv) for k, g in gs.items()}) for row, gs in plan]
+    terms = [(row, {k: dict(g.terms(inv), window=None if g.window is None else {n: v[part] for n, v in
+                                                                                   g.window.items()})
+                    for k, g in gs.items()}) for row, gs in plan]
     # The model's weights stay in the filter buffer when all of them fit its active half.
     weight_words = sum(t["filter_words"] for _, ts in terms for k, t in ts.items()
                        if k in ("in_seq", "rec", "proj", "head_seq"))
@@ -528,8 +825,13 @@ def _cost_chunk(counts, plan, d, inv, tech) -> dict:
     br = {k: np.zeros(n) for k in ("input_gemm", "recurrent_gemm", "projection_gemm", "epilogue", "head")}
     br["weight_load"] = load
 
+    # Designs on the 'scalesim' memory model: a spilled operand costs SCALE-Sim's read-buffer
+    # window prefetches instead of one stream per pass.
+    # (Designs on the 'scalesim' memory model: each GEMM's window terms, see lstm_cost.)
     def run(t, M, N, K, if_dram, o_dram):
-        m = memory_cycles(t, M * K, K * N, a_if, a_f, a_o, bw, if_dram, not_res, o_dram, overlap=True)
+        window = t["window"]
+        m = memory_cycles(t, M * K, K * N, a_if, a_f, a_o, bw, if_dram, not_res, o_dram, overlap=True,
+                          window=window)
         dram = m["ifmap_dram_words"] + m["filter_dram_words"] + m["ofmap_dram_words"]
         sram = (t["ifmap_reads"] + m["ifmap_dram_words"]) * e_sram["ifmap"] \
             + (t["filter_reads"] + m["filter_dram_words"]) * e_sram["filter"] + t["ofmap_writes"] * e_sram["ofmap"]

@@ -11,7 +11,9 @@
     front = explore.pareto(r, objectives=("step_latency_s", "step_energy_j", "area_mm2"), where=ok)
 
 The model is costmodel/array.py (SCALE-Sim's fold mapping, buffer and bandwidth stalls,
-the recurrence between steps; area and energy from costmodel/array_tech.toml).
+the recurrence between steps; area and energy from costmodel/array_tech.toml). Its memory
+model is 'stream' (a weight-streaming design) unless memory_model="scalesim" asks for
+SCALE-Sim 3.0.0's own read and write buffers (costmodel.array.window_prefetches).
 Everything is vectorized over designs: a sweep is a few hundred NumPy operations per
 LSTM layer, whatever the number of designs.
 """
@@ -22,11 +24,13 @@ from typing import Dict, Iterable, Optional, Sequence
 import numpy as np
 
 from edgelstm.costmodel.array import (ArrayError, DATAFLOWS, MAX_DESIGNS, OPTIONAL_KEYS, REQUIRED_KEYS,
-                                      ARRAY_DTYPES, gemm_cycles, lstm_cost, merge_tech, normalize_designs)
+                                      ARRAY_DTYPES, MEMORY_MODELS, gemm_cycles, gemm_memory_cycles, lstm_cost,
+                                      merge_tech, normalize_designs)
 from edgelstm.costmodel.counts import count
 
-__all__ = ["gemm_cycles", "sweep", "pareto", "constraints", "grid", "ExploreError", "DATAFLOWS",
-           "REQUIRED_KEYS", "OPTIONAL_KEYS", "OBJECTIVES"]
+__all__ = ["gemm_cycles", "gemm_memory_cycles", "sweep", "pareto", "constraints", "grid", "ExploreError", "DATAFLOWS",
+           "REQUIRED_KEYS", "OPTIONAL_KEYS", "OBJECTIVES",
+           "MEMORY_MODELS"]
 
 ExploreError = ArrayError
 # Result keys a front can be taken over, and whether larger is better.
@@ -61,13 +65,19 @@ def grid(**values: Sequence) -> Dict[str, np.ndarray]:
 
 
 def sweep(spec, designs, batch: int = 1, seq_len: int = 1, dtype: str = "int8",
-          tech: Optional[dict] = None, breakdown: bool = False) -> Dict[str, np.ndarray]:
+          tech: Optional[dict] = None, breakdown: bool = False,
+          memory_model: Optional[str] = None) -> Dict[str, np.ndarray]:
     """Evaluate every design of `designs` for `spec` (an LSTMSpec or ModelSpec).
 
     designs: a dict of equal-length 1-D arrays with keys rows, cols, dataflow ('os', 'ws',
     'is'), ifmap_sram_kB, filter_sram_kB, ofmap_sram_kB (KiB), dram_words_per_cycle,
     clock_MHz, and optionally sigmoid_per_cycle, tanh_per_cycle, vector_lanes (default:
-    cols). tech: overrides of costmodel/array_tech.toml ({section: {key: value}}).
+    cols), memory_model ('stream' or 'scalesim' per design). tech: overrides of
+    costmodel/array_tech.toml ({section: {key: value}}). memory_model: the memory model of
+    every design without its own: 'stream' (the default: an operand that does not fit its
+    buffer is streamed once per pass, as a weight-streaming design would) or 'scalesim'
+    (SCALE-Sim 3.0.0's read-buffer window, which goes round the operand again whenever the
+    demand order turns back; see costmodel.array.window_prefetches).
 
     Returns a dict of arrays, one value per design: latency_s (the whole sequence),
     step_latency_s (one streamed step), energy_j and step_energy_j (dynamic), area_mm2,
@@ -78,6 +88,14 @@ def sweep(spec, designs, batch: int = 1, seq_len: int = 1, dtype: str = "int8",
     if dtype not in ARRAY_DTYPES:
         raise ExploreError(f"dtype: expected one of {', '.join(ARRAY_DTYPES)}, got {dtype!r}")
     c = count(spec, batch=batch, seq_len=seq_len, dtype=dtype)
+    if memory_model is not None:
+        if memory_model not in MEMORY_MODELS:
+            raise ExploreError(f"memory_model: expected one of {', '.join(MEMORY_MODELS)}, got {memory_model!r}")
+        if not isinstance(designs, dict):
+            raise ExploreError(f"designs: expected a dict of equal-length arrays, got {type(designs).__name__}")
+        if "memory_model" not in designs:
+            n = len(np.asarray(next(iter(designs.values())))) if designs else 0
+            designs = dict(designs, memory_model=np.full(n, memory_model))
     d = normalize_designs(designs)
     return lstm_cost(c, d, merge_tech(tech), breakdown=breakdown)
 
@@ -200,11 +218,11 @@ def load_grid(path, max_designs: int = MAX_GRID_DESIGNS):
         v = v if isinstance(v, list) else [v]
         if not v:
             raise ExploreError(f"{p.name}: {k}: expected at least one value, got an empty list")
-        want_str = k == "dataflow"
+        names = {"dataflow": DATAFLOWS, "memory_model": MEMORY_MODELS}.get(k)
         for x in v:
-            ok = (x in DATAFLOWS) if want_str else (isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0)
+            ok = (x in names) if names else (isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0)
             if not ok:
-                want = f"one of {', '.join(DATAFLOWS)}" if want_str else "numbers > 0"
+                want = f"one of {', '.join(names)}" if names else "numbers > 0"
                 raise ExploreError(f"{p.name}: {k}: expected {want}, got {x!r}")
         values[k] = v
         total *= len(v)

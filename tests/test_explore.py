@@ -184,6 +184,31 @@ def test_constraints_meaning():
         explore.constraints(r, power_w=-1)
 
 
+def test_sweep_memory_model_per_design_and_default():
+    # memory_model="scalesim" for every design, or per design in a mixed sweep: each design
+    # gets what it gets alone; the default is the streaming model; with buffers that hold
+    # every operand the two agree (the window never moves).
+    spec = el.LSTMSpec(input_size=24, hidden_size=32, num_layers=2, proj_size=16)
+    d = random_designs(40, seed=5)
+    stream = explore.sweep(spec, d, batch=2, seq_len=5)
+    assert np.array_equal(stream["latency_s"], explore.sweep(spec, d, batch=2, seq_len=5,
+                                                             memory_model="stream")["latency_s"])
+    win = explore.sweep(spec, d, batch=2, seq_len=5, memory_model="scalesim")
+    mixed = explore.sweep(spec, dict(d, memory_model=np.where(np.arange(40) % 2 == 0, "scalesim", "stream")),
+                          batch=2, seq_len=5)
+    expect = np.where(np.arange(40) % 2 == 0, win["latency_s"], stream["latency_s"])
+    assert np.allclose(mixed["latency_s"], expect, rtol=1e-12)
+    assert not np.allclose(win["latency_s"], stream["latency_s"])  # these small buffers spill
+    big = dict(d, ifmap_sram_kB=np.full(40, 4096), filter_sram_kB=np.full(40, 4096), ofmap_sram_kB=np.full(40, 4096))
+    assert np.allclose(explore.sweep(spec, big, memory_model="scalesim")["latency_s"],
+                       explore.sweep(spec, big)["latency_s"], rtol=1e-12)
+    with pytest.raises(explore.ExploreError, match=r"memory_model: expected one of stream, scalesim, got 'lru'"):
+        explore.sweep(spec, d, memory_model="lru")
+    with pytest.raises(explore.ExploreError, match=r"designs\['memory_model'\]: expected one of stream, scalesim, "
+                                                   r"got 'lru'"):
+        explore.sweep(spec, dict(d, memory_model=np.full(40, "lru")))
+
+
 # -- predict on an accelerator target ------------------------------------------------------
 def test_predict_uses_the_array_on_an_accelerator_target():
     t = load_target("edge-npu")
@@ -217,6 +242,26 @@ def test_target_array_table_errors_name_file_and_key():
     data["array"]["tech"] = {"pe": {"mult_pJ_int9": 1.0}}
     with pytest.raises(TargetError, match=r"array.tech.pe.mult_pJ_int9: unknown key"):
         parse_target(data, "npu.toml")
+    del data["array"]["tech"]
+    data["array"]["memory_model"] = "lru"
+    with pytest.raises(TargetError, match=r"npu.toml: array.memory_model: expected one of stream, scalesim"):
+        parse_target(data, "npu.toml")
+
+
+def test_target_array_memory_model_reaches_predict():
+    from edgelstm.costmodel._toml import tomllib
+    from importlib import resources
+    data = tomllib.loads((resources.files("edgelstm.costmodel.targets") / "edge-npu.toml").read_text())
+    data["array"]["memory_model"] = "scalesim"
+    t = parse_target(data, "npu.toml")
+    assert t.array.memory_model == "scalesim" and load_target("edge-npu").array.memory_model == "stream"
+    p = el.predict(SPEC, t, batch=1, seq_len=20, dtype="int8")
+    r = explore.sweep(SPEC, load_target("edge-npu").array.designs(t.clock_MHz), batch=1, seq_len=20,
+                      dtype="int8", tech=t.array.tech or None)
+    r_sim = explore.sweep(SPEC, {k: v for k, v in t.array.designs(t.clock_MHz).items() if k != "memory_model"},
+                          batch=1, seq_len=20, dtype="int8", memory_model="scalesim", tech=t.array.tech or None)
+    assert p.latency_s == pytest.approx(r_sim["latency_s"][0], rel=1e-12)
+    assert r["latency_s"][0] <= r_sim["latency_s"][0]
 
 
 # -- the CLI ---------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
+from . import guard
 from . import int8_reference as R
 
 _TABLE = R.SIGMOID_TABLE_UINT16.astype(np.int32)
@@ -256,7 +257,7 @@ def _variant(impl, suffix, **options):
     f = types.FunctionType(impl.__code__, impl.__globals__, impl.__name__ + suffix, impl.__defaults__,
                            impl.__closure__)
     f.__qualname__ = impl.__qualname__ + suffix
-    return njit(cache=True, error_model="numpy", **options)(f)
+    return guard.njit_cached(error_model="numpy", **options)(f)
 
 
 # fastmath on the whole kernel: an inlined callee's flags do not survive inlining, and the only
@@ -282,10 +283,13 @@ def lstm_int8(x, q, h0=None, c0=None):
     y = np.empty((T, B, H), act)
     if T == 0 or B == 0:
         return y, (h, c)
-    run = _rows_serial if B == 1 else _rows_parallel
-    run(np.ascontiguousarray(x), p.w_x, p.w_h, p.bias, p.x_mult, p.x_left, p.x_right, p.h_mult, p.h_left,
-        p.h_right, p.inter, p.tanh_cell, p.cell_clip_q, p.x_zero_point, p.h_zero_point, _TABLE, act == np.int16,
-        h, c, y)
+    # fork-safe and workqueue-safe as the float kernels are (kernels/guard.py)
+    parallel = B > 1 and guard.parallel_allowed()
+    run = _rows_parallel if parallel else _rows_serial
+    with guard.parallel_lock() if parallel else guard.NULL_LOCK:
+        run(np.ascontiguousarray(x), p.w_x, p.w_h, p.bias, p.x_mult, p.x_left, p.x_right, p.h_mult, p.h_left,
+            p.h_right, p.inter, p.tanh_cell, p.cell_clip_q, p.x_zero_point, p.h_zero_point, _TABLE,
+            act == np.int16, h, c, y)
     return y, (h, c)
 
 
@@ -300,7 +304,7 @@ def _state(a, dtype, shape, name):
 # The ops around the LSTM: int8 FULLY_CONNECTED and SOFTMAX (int8_reference has the NumPy versions)
 # ---------------------------------------------------------------------------------------------
 
-@njit(cache=True, fastmath=FASTMATH_DOT, error_model="numpy")
+@guard.njit_cached(fastmath=FASTMATH_DOT, error_model="numpy")
 def _fc_int8(x, w, bias, zp_x, mult, left, right, zp_y, lo, hi, out):
     """x (N, K) int8, w (M, K) float (exact, as the LSTM's), bias (M,) int64 -> out (N, M) int8."""
     N, K = x.shape
@@ -392,7 +396,7 @@ def _exp_on_negative_values(a):
     return 2147483647 if a == 0 else result
 
 
-@njit(cache=True, error_model="numpy")
+@guard.njit_cached(error_model="numpy")
 def _softmax_int8(x, mult, shift, diff_min, out):
     N, D = x.shape
     for n in range(N):

@@ -61,15 +61,24 @@ def test_host_kernel_rows_path_by_hand(tmp_path):
     assert p.latency_s == pytest.approx(2e-6 + proj + layer + T * (product + 4 * epi_row), rel=1e-9)
 
 
-def test_host_kernel_gemm_path_uses_the_dot_rate_per_step(tmp_path):
-    spec = LSTMSpec(input_size=32, hidden_size=32)
+def test_host_kernel_gemm_path_follows_the_plan(tmp_path):
+    """B=64: without a projection the plan splits each step's own GEMM over two cores
+    (recurrence "split": the 2-thread "own" rate); with one, a BLAS np.dot per step at the
+    "dot" rate."""
+    from edgelstm.kernels.plan import plan_layer
     t = _host(tmp_path)
-    a = predict(spec, t, batch=64, seq_len=10, dtype="float32", threads=2)
-    # one np.dot per step at the "dot" rate, one JIT epilogue call (17 arguments) per step
+    plain, projected = LSTMSpec(input_size=32, hidden_size=32), LSTMSpec(input_size=32, hidden_size=32, proj_size=16)
+    assert plan_layer(10, 64, 32, 32, 1, 2).recurrence == "split"
+    assert plan_layer(10, 64, 32, 32, 1, 2, proj=True).recurrence == "blas"
+    a = predict(plain, t, batch=64, seq_len=10, dtype="float32", threads=2)
+    # one JIT epilogue call (17 arguments) per step
     assert a.breakdown["step_overhead"] == pytest.approx(10 * (1e-7 + 16 * 1e-8))
     # (attributed to the level holding W_hh when that is not a private cache, as here: SRAM)
     product = a.breakdown["recurrent_compute"] + a.breakdown["weight_memory"]
-    assert product == pytest.approx(10 * 2 * 64 * 32 * 128 / 50e9)
+    assert product == pytest.approx(10 * 2 * 64 * 32 * 128 / 20e9)
+    b = predict(projected, t, batch=64, seq_len=10, dtype="float32", threads=2)
+    product = b.breakdown["recurrent_compute"] + b.breakdown["weight_memory"]
+    assert product == pytest.approx(10 * 2 * 64 * 16 * 128 / 50e9)
 
 
 TABLES = (("rows", 1, 1, 16, 300.0), ("rows", 1, 1, 64, 600.0), ("rows", 2, 1, 16, 200.0),
@@ -113,9 +122,10 @@ def test_host_kernel_uses_the_elementwise_tables_and_counts_the_wrapper(tmp_path
     assert ps.breakdown["epilogue"] == pytest.approx((Tl - 1) * math.sqrt(300.0 * 600.0) * 1e-9)
     assert (pl.breakdown["input_gemm"] - ps.breakdown["input_gemm"]) == pytest.approx(
         3e-6 + 2 * 32 * 4 * H / 20e9, rel=1e-6)
-    # gemm path: the gemm_step table per row; H=128 is past the table: proportional to H
+    # gemm path: the gemm_step table per row; H=128 is past the table: proportional to H;
+    # without a projection the plan splits the batch over two cores: 32 rows per core
     g = predict(LSTMSpec(input_size=32, hidden_size=128), t, batch=64, seq_len=T, dtype="float32", threads=2)
-    assert g.breakdown["epilogue"] == pytest.approx(T * 64 * 700.0 * 2 * 1e-9)
+    assert g.breakdown["epilogue"] == pytest.approx(T * 32 * 700.0 * 2 * 1e-9)
     assert g.breakdown["step_overhead"] == pytest.approx(T * (1e-7 + 16 * 1e-8 + 2 * 1e-7))
 
 

@@ -138,14 +138,21 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
     proj, peep = _flags(r)
     t_all = max(1, min(threads, host.cores))
     peak_1 = 2 * host.peak_macs_per_s(dt, 1)
-    plan = plan_layer(T, B, E, H, D, t_all, cfg)
+    plan = plan_layer(T, B, E, H, D, t_all, cfg, proj=bool(proj))
+    # Work the plan puts on two cores through guard.run_two (no Numba region): halves of the
+    # projection, of a large batch, or the two directions side by side. Charged at the
+    # t_all-thread rate of the same routine; run_two's own hand-off (a few µs) is not counted.
+    two = plan.two_cores and t_all > 1
     out = {}
     # Hoisted projection: one GEMM per layer for both directions, T*B rows; attributed per direction.
     rows_in = T * B
     if plan.projection == "blas":
         rate = gemm_flops_per_s(host, dt, host.cores, rows_in, E * G * D, "dot")
     else:
-        rate = gemm_flops_per_s(host, dt, t_all if plan.projection == "own_parallel" else 1, rows_in, E * G * D, "own")
+        # own_pipelined (B=1: chunks computed beside the recurrence) is charged like the halves:
+        # the second core takes part of it, and the overlap with the recurrence is not credited.
+        shared = plan.projection == "own_parallel" or (two and plan.projection in ("own_halves", "own_pipelined"))
+        rate = gemm_flops_per_s(host, dt, t_all if shared else 1, rows_in, E * G * D, "own")
     out["projection"] = 2 * rows_in * E * G / rate      # measured per call: dispatch included
     # Per row and step: the epilogue (sigmoid/tanh passes over 3H then 2H elements, the cell
     # update) and, with a projection, h = W_hr h; composed when there is no measured table.
@@ -158,9 +165,15 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
     extra = (6 * H / peak_1 if peep else 0.0) + proj_s
     py = wrapper_row_s(p, D)
     if plan.path == "gemm":
-        # A BLAS GEMM per step (np.dot from Python) and a JIT epilogue call over all rows.
-        dot = 2 * B * P * G / gemm_flops_per_s(host, dt, host.cores, B, P * G, "dot")
-        rows_busy = -(-B // t_all) if plan.epilogue_parallel else B
+        # With a projection ("blas"): a BLAS GEMM per step (np.dot from Python) and a JIT
+        # epilogue call over all rows. Without ("split"): edgelstm's own GEMM and the epilogue,
+        # each batch half on its own core.
+        split = plan.recurrence == "split" and two
+        if split:
+            dot = 2 * B * P * G / gemm_flops_per_s(host, dt, t_all, B, P * G, "own")
+        else:
+            dot = 2 * B * P * G / gemm_flops_per_s(host, dt, host.cores, B, P * G, "dot")
+        rows_busy = -(-B // t_all) if plan.epilogue_parallel or split else B
         # (a quick calibration has no "gemm_step" table: the rows table's per-row epilogue)
         table = None if plan.epilogue_parallel else (elementwise_row_s(host, "gemm_step", dt, H, 1)
                                                      or elementwise_row_s(host, "rows", dt, H, 1))
@@ -190,8 +203,10 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
     region = plan.rows_parallel and t_all > 1
     table = elementwise_row_s(host, "rows", dt, H, t_all if region else 1)
     epi_row = composed if table is None else table + extra
-    out["product"] = product
-    out["epilogue"] = rows_busy * epi_row
+    # Two directions side by side (one per core): this direction's share of the wall time.
+    share = 0.5 if plan.recurrence == "two_directions" and two and D == 2 else 1.0
+    out["product"] = share * product
+    out["epilogue"] = share * rows_busy * epi_row
     out["step_overhead"] = 0.0
     out["layer"] = (py + njit_call_s(p, F.rows_args) + blocks_busy * F.rows_block_allocs * p.alloc_s
                     + (host.parallel_step_overhead_s if region else 0.0))

@@ -5,7 +5,9 @@ validation, and the Python side of lstm() with the JIT entry points stood in for
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from edgelstm.kernels.guard import njit_cached   # the disk cache where writable, recompiling a bad entry
 
 from edgelstm.kernels.cpu import (_axpy_multi, _epilogue, _epilogue_gemm_step_serial, _finish_row, _gemm_acc,
                                   _gemm_bias, _gemm_bias_parallel, _vexp_neg)
@@ -13,14 +15,14 @@ from edgelstm.kernels.cpu import (_axpy_multi, _epilogue, _epilogue_gemm_step_se
 from .harness import Harness
 
 
-@njit(cache=True)
+@njit_cached()
 def _block_gemm(X, W, out, m, reps):       # out[:m] += X[:m] W^T, reps times
     for _ in range(reps):
         _gemm_acc(X, W, out, m)
     return out[0, 0]
 
 
-@njit(cache=True, parallel=True)
+@njit_cached(parallel=True)
 def _block_gemm_par(X, W, outs, m, reps):  # each thread its own output, the same W
     for t in prange(outs.shape[0]):
         for _ in range(reps):
@@ -28,14 +30,14 @@ def _block_gemm_par(X, W, outs, m, reps):  # each thread its own output, the sam
     return outs[0, 0, 0]
 
 
-@njit(cache=True)
+@njit_cached()
 def _matvec(z, wT, h, act, reps):          # z += W v with W^T packed (K, N)
     for _ in range(reps):
         _axpy_multi(z, wT, h, act, 1)
     return z[0, 0]
 
 
-@njit(cache=True, parallel=True)
+@njit_cached(parallel=True)
 def _matvec_par(zs, wT, h, act, reps):
     for t in prange(zs.shape[0]):
         for _ in range(reps):
@@ -43,7 +45,7 @@ def _matvec_par(zs, wT, h, act, reps):
     return zs[0, 0, 0]
 
 
-@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+@njit_cached(fastmath={"contract"}, error_model="numpy")
 def _sigmoid_pass(x, y, a, ib, n, reps):   # y = sigmoid(x): one pass to -|x|, exp, one back
     for _ in range(reps):
         for j in range(n):
@@ -58,7 +60,7 @@ def _sigmoid_pass(x, y, a, ib, n, reps):   # y = sigmoid(x): one pass to -|x|, e
 # The rows path's per-row elementwise work, as the kernel does it for each active row: copy
 # the row's gates, `_epilogue`, `_finish_row`; JIT-to-JIT calls included. Rows cycle through
 # a small random batch, scratch shared as in the kernel's block.
-@njit(cache=True)
+@njit_cached()
 def _epi_rows(xp, z, c, peep, a, s, ib, hf, whrT, h, y, reps):
     n = xp.shape[0]
     for r in range(reps):
@@ -69,7 +71,7 @@ def _epi_rows(xp, z, c, peep, a, s, ib, hf, whrT, h, y, reps):
     return y[0, 0]
 
 
-@njit(cache=True, parallel=True)
+@njit_cached(parallel=True)
 def _epi_rows_par(xp, z, c, peep, a, s, ib, hf, whrT, h, y, reps):  # each thread its own rows
     n = xp.shape[0]
     for t in prange(z.shape[0]):

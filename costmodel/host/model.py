@@ -169,8 +169,8 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
         # epilogue call over all rows. Without ("split"): edgelstm's own GEMM and the epilogue,
         # each batch half on its own core.
         split = plan.recurrence == "split" and two
-        if split:
-            dot = 2 * B * P * G / gemm_flops_per_s(host, dt, t_all, B, P * G, "own")
+        if plan.recurrence == "split":   # own GEMM: on both cores, or on one at threads=1
+            dot = 2 * B * P * G / gemm_flops_per_s(host, dt, t_all if split else 1, B, P * G, "own")
         else:
             dot = 2 * B * P * G / gemm_flops_per_s(host, dt, host.cores, B, P * G, "dot")
         rows_busy = -(-B // t_all) if plan.epilogue_parallel or split else B

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 
+import importlib.util
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,6 +21,12 @@ from edgelstm.kernels import int8_reference as R
 from edgelstm.kernels.int8 import lstm_int8
 from edgelstm.tflite import TFLiteModel, load_tflite, quantize, read_tflite, write_tflite
 from tflm_oracle import run_tflm
+
+# Writing a .tflite file (the exporter, and the bad files built for the error tests) needs
+# flatbuffers, the 'tflite' extra (also in 'test'); a core-only install skips these.
+NEEDS_FLATBUFFERS = pytest.mark.skipif(importlib.util.find_spec("flatbuffers") is None,
+                                       reason="writing .tflite files needs flatbuffers (the 'tflite' extra)")
+
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 
@@ -65,6 +73,7 @@ def _check_all_tensors(data: bytes, x):
 @given(E=small_or_large, H=small_or_large, T=st.one_of(st.integers(1, 10), st.integers(11, 100)),
        clip=st.sampled_from([0.0, 0.0, 0.3, 1.0, 3.0]), seed=st.integers(0, 2 ** 16),
        weight_scale=st.sampled_from([0.05, 0.3, 1.0]))
+@NEEDS_FLATBUFFERS
 def test_exported_lstm_bit_exact_with_tflm(E, H, T, clip, seed, weight_scale):
     if E * H * T > 1_500_000:                         # keep the suite fast: TFLM's reference kernels are slow
         T = max(1, 1_500_000 // (E * H))
@@ -78,6 +87,7 @@ def test_exported_lstm_bit_exact_with_tflm(E, H, T, clip, seed, weight_scale):
     assert np.array_equal(y_numba, ref)
 
 
+@NEEDS_FLATBUFFERS
 def test_gate_multiplier_is_a_double_product():
     """Found by hypothesis: here the recurrent multiplier of gate g differs between a float32 and a double
     product of the scales (1078712448 vs 1078712408), and one recurrent sum (11665) lands 1.3e-4 from a
@@ -97,6 +107,7 @@ def test_gate_multiplier_is_a_double_product():
 
 @pytest.mark.parametrize("head_over,softmax,clip,B", [("step", True, 0.0, 1), ("sequence", True, 2.0, 1),
                                                       ("step", False, 0.0, 3), ("sequence", False, 0.5, 2)])
+@NEEDS_FLATBUFFERS
 def test_lstm_with_head_every_tensor_bit_exact(head_over, softmax, clip, B):
     rng = np.random.default_rng(5)
     w = el.LSTMWeights.random(el.LSTMSpec(12, 16, bias="keras"), seed=5, scale=0.6)
@@ -107,6 +118,7 @@ def test_lstm_with_head_every_tensor_bit_exact(head_over, softmax, clip, B):
     _check_all_tensors(write_tflite(m.graph), _int8_input(m, 7))
 
 
+@NEEDS_FLATBUFFERS
 def test_softmax_spread_outputs_bit_exact():
     """A head whose logits span a few units, so the int8 softmax outputs are not all saturated."""
     m, _, _ = _model(6, 10, 5, head=8, softmax=True, seed=3, weight_scale=0.4)
@@ -118,6 +130,7 @@ def test_softmax_spread_outputs_bit_exact():
         _check_all_tensors(data, x)
 
 
+@NEEDS_FLATBUFFERS
 def test_float_io_quantize_dequantize_bit_exact():
     m, _, xc = _model(5, 7, 6, float_io=True, head=3, softmax=True, seed=2)
     assert [o.op for o in m.graph.operators] == ["QUANTIZE", "UNIDIRECTIONAL_SEQUENCE_LSTM", "FULLY_CONNECTED",
@@ -177,6 +190,7 @@ def test_quantized_accuracy_against_float():
     assert e_raw.mean() <= 0.5 and np.quantile(e_raw, 0.99) <= 2
 
 
+@NEEDS_FLATBUFFERS
 def test_cell_scale_not_power_of_two_is_refused():
     m, _, _ = _model(4, 5, 3)
     g = m.graph
@@ -222,6 +236,7 @@ def test_torch_lstm_to_tflm_without_tensorflow():
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(E=small_or_large, H=small_or_large, T=st.integers(1, 30), clip=st.sampled_from([0.0, 0.7]),
        layers=st.integers(1, 2), seed=st.integers(0, 2 ** 16))
+@NEEDS_FLATBUFFERS
 def test_int16_activation_variant_bit_exact_with_tflm(E, H, T, clip, layers, seed):
     """TFLM's 16x8 LSTM (int16 x and h, int8 weights, int64 biases) from the same code."""
     if E * H * T * layers > 1_000_000:
@@ -238,6 +253,7 @@ def test_int16_activation_variant_bit_exact_with_tflm(E, H, T, clip, layers, see
     assert np.array_equal(TFLiteModel(read_tflite(data))(x), ref)
 
 
+@NEEDS_FLATBUFFERS
 def test_int16_float_io_every_tensor_bit_exact():
     rng = np.random.default_rng(3)
     w = el.LSTMWeights.random(el.LSTMSpec(5, 9, bias="keras"), seed=3, scale=0.5)
@@ -245,6 +261,7 @@ def test_int16_float_io_every_tensor_bit_exact():
     _check_all_tensors(write_tflite(m.graph), rng.standard_normal(m.input_shape).astype(np.float32))
 
 
+@NEEDS_FLATBUFFERS
 def test_per_channel_fully_connected_bit_exact():
     """A head whose int8 weights have one scale per output row (as the converter writes dense layers)."""
     rng = np.random.default_rng(8)

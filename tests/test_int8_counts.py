@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import re
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,12 @@ import edgelstm as el
 from edgelstm.kernels import int8_reference as R
 from edgelstm.tflite import quantize, write_tflite
 from tflm_oracle import tflm
+
+# Writing a .tflite file (the exporter, and the bad files built for the error tests) needs
+# flatbuffers, the 'tflite' extra (also in 'test'); a core-only install skips these.
+NEEDS_FLATBUFFERS = pytest.mark.skipif(importlib.util.find_spec("flatbuffers") is None,
+                                       reason="writing .tflite files needs flatbuffers (the 'tflite' extra)")
+
 
 
 @pytest.mark.parametrize("E,H,L,T,B", [(1, 1, 1, 1, 1), (7, 5, 1, 9, 2), (12, 20, 2, 6, 1), (30, 8, 3, 4, 3)])
@@ -42,6 +50,7 @@ def _allocations(data, capfd):
 
 
 @pytest.mark.parametrize("E,H,T,B", [(8, 16, 10, 1), (12, 32, 20, 3), (257, 80, 49, 1), (5, 7, 3, 2)])
+@NEEDS_FLATBUFFERS
 def test_int8_ram_matches_tflm_arena(E, H, T, B, capfd):
     """An LSTM-only model: TFLM's planned (head) arena is the input and output sequences plus its 4 int16
     gate buffers, and its variable buffers are the h/c states, each buffer rounded up to 16 bytes."""

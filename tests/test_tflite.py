@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 
+import importlib.util
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -12,6 +14,12 @@ import edgelstm as el
 from edgelstm.errors import ModelFileError, UnsupportedModelError
 from edgelstm.tflite import TFLiteModel, export_tflite, load_tflite, quantize, read_tflite, write_tflite
 from tflm_oracle import run_tflm
+
+# Writing a .tflite file (the exporter, and the bad files built for the error tests) needs
+# flatbuffers, the 'tflite' extra (also in 'test'); a core-only install skips these.
+NEEDS_FLATBUFFERS = pytest.mark.skipif(importlib.util.find_spec("flatbuffers") is None,
+                                       reason="writing .tflite files needs flatbuffers (the 'tflite' extra)")
+
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 
@@ -55,6 +63,7 @@ def test_public_float_model_matches_tflm():
 @settings(max_examples=12, deadline=None)
 @given(E=st.integers(1, 40), H=st.integers(1, 40), T=st.integers(1, 30), B=st.integers(1, 3),
        clip=st.sampled_from([0.0, 0.5, 2.0]), seed=st.integers(0, 999))
+@NEEDS_FLATBUFFERS
 def test_exported_float_lstm_matches_tflm(E, H, T, B, clip, seed, tmp_path_factory):
     w = el.LSTMWeights.random(el.LSTMSpec(E, H, num_layers=1 + seed % 2, bias="keras"), seed=seed, scale=0.8)
     path = str(tmp_path_factory.mktemp("f") / "m.tflite")
@@ -73,6 +82,7 @@ def test_exported_float_lstm_matches_tflm(E, H, T, B, clip, seed, tmp_path_facto
 # -- reading and writing ----------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["tflm_mnist_lstm_int8.tflite", "tflm_micro_speech_lstm_int8.tflite",
                                   "tflm_mnist_lstm_float.tflite"])
+@NEEDS_FLATBUFFERS
 def test_write_read_round_trip_runs_the_same_in_tflm(name):
     data = _bytes(name)
     g = read_tflite(data)
@@ -127,6 +137,7 @@ def test_hostile_vector_length_is_checked_before_use():
         read_tflite(bytes(data), source="bad.tflite")
 
 
+@NEEDS_FLATBUFFERS
 def test_op_table_index_out_of_range():
     def change(m, S):
         m.subgraphs[0].operators[1].opcodeIndex = 17
@@ -134,6 +145,7 @@ def test_op_table_index_out_of_range():
         read_tflite(_edit(_bytes("tflm_mnist_lstm_int8.tflite"), change), source="bad.tflite")
 
 
+@NEEDS_FLATBUFFERS
 def test_tensor_index_out_of_range():
     def change(m, S):
         op = m.subgraphs[0].operators[2]
@@ -142,6 +154,7 @@ def test_tensor_index_out_of_range():
         read_tflite(_edit(_bytes("tflm_mnist_lstm_int8.tflite"), change), source="bad.tflite")
 
 
+@NEEDS_FLATBUFFERS
 def test_shape_contradicting_buffer():
     def change(m, S):
         m.subgraphs[0].tensors[3].shape = [10, 561]                          # FC weights: 5600 bytes stored
@@ -158,6 +171,7 @@ def test_lstm_weight_shape_contradicting_the_input():
         TFLiteModel(g, source="bad.tflite")
 
 
+@NEEDS_FLATBUFFERS
 def test_unsupported_op_is_named():
     def change(m, S):
         m.operatorCodes[3].builtinCode = m.operatorCodes[3].deprecatedBuiltinCode = S.BuiltinOperator.TANH

@@ -456,22 +456,3 @@ def _on_array(pred: Prediction, c: Counts, target: Target) -> Prediction:
                    energy_breakdown={k[7:-2]: v for k, v in r.items() if k.startswith("energy_") and k.endswith("_j")},
                    notes=pred.notes + (f"systolic array {a.rows}x{a.cols} {a.dataflow}: utilization "
                                        f"{r['utilization']:.1%}, area {r['area_mm2']:.3g} mm2 (costmodel/array.py)",))
-def _on_array(pred: Prediction, c: Counts, target: Target) -> Prediction:
-    """A target with an [array]: latency and energy from the systolic-array model
-    (costmodel/array.py) instead of the roofline; memory fit as before."""
-    from dataclasses import replace
-    from .array import ArrayError, lstm_cost, merge_tech
-    a = target.array
-    try:
-        r = {k: v[0].item() for k, v in lstm_cost(c, a.designs(target.clock_MHz), merge_tech(a.tech)).items()}
-    except ArrayError as e:
-        raise PredictError(f"{target.name}: {e}") from None
-    hz = target.clock_MHz * 1e6
-    bound = "compute" if r["fits"] else f"memory:{storage_level(target).name}"
-    return replace(pred, latency_s=r["latency_s"], step_latency_s=r["step_latency_s"],
-                   max_step_rate_hz=1.0 / r["step_latency_s"], bound=bound, step_bound=bound,
-                   breakdown={k[7:]: v / hz for k, v in r.items() if k.startswith("cycles_")},
-                   bound_breakdown={bound: r["latency_s"]}, energy_j=r["energy_j"], step_energy_j=r["step_energy_j"],
-                   energy_breakdown={k[7:-2]: v for k, v in r.items() if k.startswith("energy_") and k.endswith("_j")},
-                   notes=pred.notes + (f"systolic array {a.rows}x{a.cols} {a.dataflow}: utilization "
-                                       f"{r['utilization']:.1%}, area {r['area_mm2']:.3g} mm2 (costmodel/array.py)",))

@@ -54,18 +54,23 @@ class ArrayError(ValueError):
 
 
 # -- validation ---------------------------------------------------------------------------
+def _name_codes(a: np.ndarray, names, what: str) -> np.ndarray:
+    """Index into `names` of each string in `a`; an ArrayError naming `what` and the first unknown."""
+    a = a.astype(str)
+    codes = np.full(a.shape, -1, dtype=np.int64)
+    for i, n in enumerate(names):
+        codes[a == n] = i
+    if (codes < 0).any():
+        bad = str(a[codes < 0].ravel()[0])
+        raise ArrayError(f"{what}: expected one of {', '.join(names)}, got {bad!r}")
+    return codes
+
+
 def dataflow_codes(dataflow) -> np.ndarray:
     """0, 1, 2 for os, ws, is: from a string, a sequence or array of strings, or of codes."""
     a = np.asarray(dataflow)
     if a.dtype.kind in "US":
-        a = a.astype(str)
-        codes = np.full(a.shape, -1, dtype=np.int64)
-        for i, name in enumerate(DATAFLOWS):
-            codes[a == name] = i
-        if (codes < 0).any():
-            bad = str(a[codes < 0].ravel()[0])
-            raise ArrayError(f"dataflow: expected one of {', '.join(DATAFLOWS)}, got {bad!r}")
-        return codes
+        return _name_codes(a, DATAFLOWS, "dataflow")
     if a.dtype.kind in "iu":
         if a.size and (a.min() < 0 or a.max() > 2):
             raise ArrayError(f"dataflow: expected codes 0 (os), 1 (ws) or 2 (is), got values "
@@ -269,14 +274,7 @@ def memory_model_codes(memory_model, name: str = "memory_model") -> np.ndarray:
     errors name `name`."""
     a = np.asarray(memory_model)
     if a.dtype.kind in "US":
-        a = a.astype(str)
-        codes = np.full(a.shape, -1, dtype=np.int64)
-        for i, model in enumerate(MEMORY_MODELS):
-            codes[a == model] = i
-        if (codes < 0).any():
-            bad = str(a[codes < 0].ravel()[0])
-            raise ArrayError(f"{name}: expected one of {', '.join(MEMORY_MODELS)}, got {bad!r}")
-        return codes
+        return _name_codes(a, MEMORY_MODELS, name)
     if a.dtype.kind in "iu" and (a.size == 0 or (a.min() >= 0 and a.max() <= 1)):
         return a.astype(np.int64)
     raise ArrayError(f"{name}: expected one of {', '.join(MEMORY_MODELS)}, got {memory_model!r}")

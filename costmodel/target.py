@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-from ._toml import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -320,20 +319,27 @@ TOP_KEYS = tuple(k.key for k in TOP.keys) + ("source",) + tuple(t.name for t in 
 OLD_HOST_KEYS = ("gemm", "elementwise", "kernel")   # host files before the [host] profile
 
 
+def read_rows(r: "_Reader", table: Table, required: bool = True) -> list:
+    """An array of tables `[[name]]` read with `table`'s keys: one or more when `required`,
+    else possibly none (absent reads as none)."""
+    raw = r.raw(table.name) if required else r.raw(table.name, [])
+    if not isinstance(raw, list) or (required and not raw):
+        more = "one or more " if required else ""
+        raise r._err(table.name, f"expected {more}[[{r.prefix}{table.name}]] tables")
+    out = []
+    for i, m in enumerate(raw):
+        if not isinstance(m, dict):
+            raise r._err(f"{table.name}[{i}]", "expected a table")
+        out.append(read_table(_Reader(r.fname, m, f"{r.prefix}{table.name}[{i}]."), table))
+    return out
+
+
 def _read(r: "_Reader", table: Table):
     """read_table on `table` of the document (None when optional and absent)."""
     if table.name is None:
         return read_table(r, table)
     if table.array:
-        raw = r.raw(table.name)
-        if not isinstance(raw, list) or not raw:
-            raise r._err(table.name, f"expected one or more [[{table.name}]] tables")
-        out = []
-        for i, m in enumerate(raw):
-            if not isinstance(m, dict):
-                raise r._err(f"{table.name}[{i}]", "expected a table")
-            out.append(read_table(_Reader(r.fname, m, f"{table.name}[{i}]."), table))
-        return out
+        return read_rows(r, table)
     sub = r.sub(table.name, required=table.required)
     return None if sub is None else read_table(sub, table)
 
@@ -421,17 +427,8 @@ def load_target_file(path) -> Target:
 
 def read_document(p: Path) -> dict:
     """The parsed TOML of a target file (bounded read); errors name the file's full path."""
-    from edgelstm._files import read_text
-    p = Path(p).absolute()
-    try:
-        text = read_text(p, "target file", MAX_TARGET_FILE_BYTES, error=TargetError, fixed_limit=True)
-    except FileNotFoundError:
-        raise TargetError(f"{p}: no such target file") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise TargetError(f"{p}: not valid TOML ({e})") from None
-    return data
+    from edgelstm._files import read_toml
+    return read_toml(p, "target file", MAX_TARGET_FILE_BYTES, error=TargetError)
 
 
 def catalog_dir():

@@ -153,3 +153,18 @@ def check_writable(path, what: str = "output", error: Type[Exception] = ValueErr
         raise error(f"{full}: cannot write the {what} in {folder} ({e.strerror})") from None
     if not is_dir and os.path.exists(full) and not os.access(full, os.W_OK):
         raise error(f"{full}: the {what} exists and is not writable")
+
+
+def read_toml(path, what: str, limit: int, error: Type[Exception] = ValueError) -> dict:
+    """A TOML file read through read_text (bounded, regular files only) and parsed; a missing
+    file, bad bytes and bad TOML are `error`s naming the file's full path."""
+    from .costmodel._toml import tomllib
+    full = os.path.abspath(os.fspath(path))
+    try:
+        text = read_text(full, what, limit, error=error, fixed_limit=True)
+    except FileNotFoundError:
+        raise error(f"{full}: no such {what}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise error(f"{full}: not valid TOML ({e})") from None

@@ -61,9 +61,8 @@ def table(headers, rows) -> str:
 
 
 # -- size --------------------------------------------------------------------------------
-def _add_size(sub):
-    p = sub.add_parser("size", help="parameters, memory, MACs, FLOPs and bytes per step of an LSTM")
-    g = p.add_argument_group("the LSTM (LSTMSpec fields)")
+def _add_spec_fields(g):
+    """The LSTMSpec fields as flags (kebab-case), for `size` and `explore`."""
     g.add_argument("--input-size", type=int)
     g.add_argument("--hidden-size", type=int)
     g.add_argument("--num-layers", type=int, default=1)
@@ -71,6 +70,11 @@ def _add_size(sub):
     g.add_argument("--proj-size", type=int, default=0)
     g.add_argument("--bias", default="pytorch", help="pytorch (two bias vectors), keras (one), none")
     g.add_argument("--peephole", action="store_true")
+
+
+def _add_size(sub):
+    p = sub.add_parser("size", help="parameters, memory, MACs, FLOPs and bytes per step of an LSTM")
+    _add_spec_fields(p.add_argument_group("the LSTM (LSTMSpec fields)"))
     p.add_argument("--example", help="a worked example of the seed articles instead of sizes "
                                       "(demystify, keras-640, kws, sentiment, seq2seq, sample2, sample3)")
     p.add_argument("--model", metavar="FILE", help="a model file instead of sizes: .onnx, .keras, "
@@ -361,14 +365,7 @@ def _add_explore(sub):
                                        "Pareto front, CSV/JSON and plots (docs/design-study.md)")
     p.add_argument("--grid", required=True, metavar="FILE",
                    help="TOML grid: a list of values per design key, optional [budget] table")
-    g = p.add_argument_group("the LSTM (LSTMSpec fields), or --model / --example as in `size`")
-    g.add_argument("--input-size", type=int)
-    g.add_argument("--hidden-size", type=int)
-    g.add_argument("--num-layers", type=int, default=1)
-    g.add_argument("--bidirectional", action="store_true")
-    g.add_argument("--proj-size", type=int, default=0)
-    g.add_argument("--bias", default="pytorch")
-    g.add_argument("--peephole", action="store_true")
+    _add_spec_fields(p.add_argument_group("the LSTM (LSTMSpec fields), or --model / --example as in `size`"))
     p.add_argument("--model", metavar="FILE")
     p.add_argument("--example")
     p.add_argument("--batch", type=int, default=1)

@@ -188,18 +188,11 @@ def load_grid(path, max_designs: int = MAX_GRID_DESIGNS):
     """(grid values, budget) from a TOML grid file: one list (or value) per design key, and
     an optional [budget] table (step_deadline_s, area_mm2, power_w, rate_hz). The size of
     the product is checked before anything is allocated. Errors name the file and key."""
-    from .costmodel._toml import tomllib
-    from ._files import read_text
+    from ._files import read_toml
     from pathlib import Path
     p = Path(path)
-    try:   # bounded, regular files only (no /dev/zero), UTF-8 errors with the offset
-        text = read_text(p, "grid file", MAX_GRID_FILE_BYTES, error=ExploreError, fixed_limit=True)
-    except FileNotFoundError:
-        raise ExploreError(f"{p.resolve()}: no such grid file") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ExploreError(f"{p.resolve()}: not valid TOML ({e})") from None
+    # bounded, regular files only (no /dev/zero), UTF-8 errors with the offset
+    data = read_toml(p, "grid file", MAX_GRID_FILE_BYTES, error=ExploreError)
     budget = data.pop("budget", {})
     if not isinstance(budget, dict):
         raise ExploreError(f"{p.name}: budget: expected a table, got {budget!r}")

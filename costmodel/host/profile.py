@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-from ..target import (Key, Table, Target, TargetError, _Reader, parse_target, read_document, read_table,
-                      write_table, write_target_file)
+from ..target import (Key, Table, Target, TargetError, _Reader, parse_target, read_document, read_rows,
+                      read_table, write_table, write_target_file)
 
 FORMAT = 2            # [host] format: 2 since the host profile has its own table
 KERNEL_DTYPES = ("float32", "float64")
@@ -100,18 +100,6 @@ ELEMENTWISE = Table("elementwise", (Key("routine", "string", choices=EW_ROUTINES
                                     Key("batch", "integer", 1)), source="none", array=True)
 
 
-def _rows(r: _Reader, table: Table):
-    raw = r.raw(table.name, [])
-    if not isinstance(raw, list):
-        raise r._err(table.name, f"expected [[{r.prefix}{table.name}]] tables")
-    out = []
-    for i, m in enumerate(raw):
-        if not isinstance(m, dict):
-            raise r._err(f"{table.name}[{i}]", "expected a table")
-        out.append(read_table(_Reader(r.fname, m, f"{r.prefix}{table.name}[{i}]."), table))
-    return out
-
-
 def parse_profile(data: dict, fname: str) -> HostProfile:
     r = _Reader(fname, data)
     if not isinstance(data.get("host"), dict) or data["host"].get("format") != FORMAT:
@@ -124,8 +112,8 @@ def parse_profile(data: dict, fname: str) -> HostProfile:
         **top, sigmoid_ns=read_table(h.sub("sigmoid_ns"), SIGMOID_NS)["sigmoid_ns"],
         sigmoid_pass_ns=read_table(h.sub("sigmoid_pass_ns"), SIGMOID_PASS_NS)["sigmoid_pass_ns"],
         kernel=read_table(h.sub("kernel"), KERNEL),
-        gemm=tuple(GemmPoint(**g) for g in _rows(h, GEMM)),
-        elementwise=tuple(ElementwisePoint(**e) for e in _rows(h, ELEMENTWISE)))
+        gemm=tuple(GemmPoint(**g) for g in read_rows(h, GEMM, required=False)),
+        elementwise=tuple(ElementwisePoint(**e) for e in read_rows(h, ELEMENTWISE, required=False)))
 
 
 def profile_document(p: HostProfile) -> dict:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import functools
 import threading
 import time
-import types
 from dataclasses import dataclass
 
 import numba
@@ -49,17 +48,9 @@ from .rowops import FASTMATH, FASTMATH_DOT, _axpy_rows, _epilogue, _sig, _tanh, 
 
 # Tunables and the choice of path live in kernels/plan.py, read by the host cost model too.
 from .plan import CPUConfig, config, plan_layer  # noqa: E402,F401  (cpu.config is the public handle)
-
-def _jit_variant(impl, suffix, **options):
-    """njit a copy of `impl` under its own name. Numba's on-disk cache keys a function by
-    its qualified name and line, not by its options: two njit(cache=True) wrappers of one
-    Python function (a parallel and a serial variant) share one cache entry, and whichever
-    compiled first is what both run. A renamed copy gets a cache entry of its own."""
-    f = types.FunctionType(impl.__code__, impl.__globals__, impl.__name__ + suffix,
-                           impl.__defaults__, impl.__closure__)
-    f.__qualname__ = impl.__qualname__ + suffix
-    f.__doc__ = impl.__doc__
-    return njit_cached(error_model="numpy", nogil=True, **options)(f)
+# The small GEMMs (kernels/gemm.py), used here and by the team; re-exported under their old names.
+from .gemm import (_dot4x4, _gemm_acc, _gemm_bias, _gemm_bias_axpy, _gemm_bias_impl,  # noqa: E402,F401
+                   _gemm_bias_parallel, _gemm_rowblocks, _jit_variant)
 
 
 # ---------------------------------------------------------------------------------------
@@ -90,147 +81,6 @@ def _axpy_multi(z, wT, h, act, na):
         p += 1
 
 
-@njit(inline="always", fastmath=FASTMATH_DOT, error_model="numpy")
-def _dot4x4(x0, x1, x2, x3, w0, w1, w2, w3, K, zero):
-    """The 16 dot products of 4 rows of X with 4 rows of W over K, sharing 8 vector loads per
-    k: the microkernel of both small GEMMs below (inlined, so LLVM sees one loop)."""
-    a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = zero
-    a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = zero
-    for k in range(K):
-        p0, p1, p2, p3 = x0[k], x1[k], x2[k], x3[k]
-        q0, q1, q2, q3 = w0[k], w1[k], w2[k], w3[k]
-        a00 += p0 * q0; a01 += p0 * q1; a02 += p0 * q2; a03 += p0 * q3
-        a10 += p1 * q0; a11 += p1 * q1; a12 += p1 * q2; a13 += p1 * q3
-        a20 += p2 * q0; a21 += p2 * q1; a22 += p2 * q2; a23 += p2 * q3
-        a30 += p3 * q0; a31 += p3 * q1; a32 += p3 * q2; a33 += p3 * q3
-    return (a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23, a30, a31, a32, a33)
-
-
-def _gemm_bias_impl(X, W, bias, out):
-    """out (N,G) = X (N,K) W^T + bias, W (G,K) row-major, 4 x 4 blocks (_dot4x4). Used for
-    the small hoisted projections, where a threaded BLAS call costs more in wake-ups than it
-    saves; jitted serial and parallel (prange over blocks of rows) below."""
-    N, K = X.shape
-    G = W.shape[0]
-    zero = out.dtype.type(0)
-    for blk in prange((N + 3) // 4):
-        n0 = 4 * blk
-        n1, n2, n3 = min(n0 + 1, N - 1), min(n0 + 2, N - 1), min(n0 + 3, N - 1)
-        x0, x1, x2, x3 = X[n0], X[n1], X[n2], X[n3]
-        for j0 in range(0, G, 4):
-            j1, j2, j3 = min(j0 + 1, G - 1), min(j0 + 2, G - 1), min(j0 + 3, G - 1)
-            (a00, a01, a02, a03, a10, a11, a12, a13,
-             a20, a21, a22, a23, a30, a31, a32, a33) = _dot4x4(x0, x1, x2, x3, W[j0], W[j1], W[j2], W[j3],
-                                                               K, zero)
-            # Clamped indices repeat the last row/column: the same value is written twice.
-            out[n0, j0] = a00 + bias[j0]; out[n0, j1] = a01 + bias[j1]
-            out[n0, j2] = a02 + bias[j2]; out[n0, j3] = a03 + bias[j3]
-            out[n1, j0] = a10 + bias[j0]; out[n1, j1] = a11 + bias[j1]
-            out[n1, j2] = a12 + bias[j2]; out[n1, j3] = a13 + bias[j3]
-            out[n2, j0] = a20 + bias[j0]; out[n2, j1] = a21 + bias[j1]
-            out[n2, j2] = a22 + bias[j2]; out[n2, j3] = a23 + bias[j3]
-            out[n3, j0] = a30 + bias[j0]; out[n3, j1] = a31 + bias[j1]
-            out[n3, j2] = a32 + bias[j2]; out[n3, j3] = a33 + bias[j3]
-
-
-@njit_cached(fastmath=FASTMATH_DOT, error_model="numpy", nogil=True)
-def _gemm_acc(X, W, out, N):
-    """out[:N] += X[:N] W^T, W (G,K) row-major, 4 x 4 blocks (_dot4x4): the recurrent
-    product of a block of 4 or more active rows in the rows kernel. Serial."""
-    K = X.shape[1]
-    G = W.shape[0]
-    zero = out.dtype.type(0)
-    for blk in range((N + 3) // 4):
-        n0 = 4 * blk
-        n1, n2, n3 = min(n0 + 1, N - 1), min(n0 + 2, N - 1), min(n0 + 3, N - 1)
-        x0, x1, x2, x3 = X[n0], X[n1], X[n2], X[n3]
-        for j0 in range(0, G, 4):
-            j1, j2, j3 = min(j0 + 1, G - 1), min(j0 + 2, G - 1), min(j0 + 3, G - 1)
-            (a00, a01, a02, a03, a10, a11, a12, a13,
-             a20, a21, a22, a23, a30, a31, a32, a33) = _dot4x4(x0, x1, x2, x3, W[j0], W[j1], W[j2], W[j3],
-                                                               K, zero)
-            # Clamped indices repeat the last row/column: accumulate each (n, j) only once.
-            out[n0, j0] += a00
-            if j1 != j0:
-                out[n0, j1] += a01
-            if j2 != j1:
-                out[n0, j2] += a02
-            if j3 != j2:
-                out[n0, j3] += a03
-            if n1 != n0:
-                out[n1, j0] += a10
-            if n1 != n0 and j1 != j0:
-                out[n1, j1] += a11
-            if n1 != n0 and j2 != j1:
-                out[n1, j2] += a12
-            if n1 != n0 and j3 != j2:
-                out[n1, j3] += a13
-            if n2 != n1:
-                out[n2, j0] += a20
-            if n2 != n1 and j1 != j0:
-                out[n2, j1] += a21
-            if n2 != n1 and j2 != j1:
-                out[n2, j2] += a22
-            if n2 != n1 and j3 != j2:
-                out[n2, j3] += a23
-            if n3 != n2:
-                out[n3, j0] += a30
-            if n3 != n2 and j1 != j0:
-                out[n3, j1] += a31
-            if n3 != n2 and j2 != j1:
-                out[n3, j2] += a32
-            if n3 != n2 and j3 != j2:
-                out[n3, j3] += a33
-
-
-
-@njit_cached(fastmath=FASTMATH, error_model="numpy", nogil=True)
-def _gemm_bias_axpy(X, WT, bias, out):
-    """out (N,G) = X (N,K) WT (K,G) + bias in axpy form: four output rows share each load of a
-    WT row; the form that wins while four rows of G stay in L1 (config.projection_axpy_max_bytes)."""
-    N, K = X.shape
-    G = WT.shape[1]
-    n0 = 0
-    while n0 + 4 <= N:
-        o0, o1, o2, o3 = out[n0], out[n0 + 1], out[n0 + 2], out[n0 + 3]
-        x0, x1, x2, x3 = X[n0], X[n0 + 1], X[n0 + 2], X[n0 + 3]
-        for j in range(G):
-            b = bias[j]
-            o0[j] = b
-            o1[j] = b
-            o2[j] = b
-            o3[j] = b
-        k = 0
-        while k + 2 <= K:
-            w0, w1 = WT[k], WT[k + 1]
-            a0, a1, a2, a3 = x0[k], x1[k], x2[k], x3[k]
-            b0, b1, b2, b3 = x0[k + 1], x1[k + 1], x2[k + 1], x3[k + 1]
-            for j in range(G):
-                u = w0[j]
-                v = w1[j]
-                o0[j] += a0 * u + b0 * v
-                o1[j] += a1 * u + b1 * v
-                o2[j] += a2 * u + b2 * v
-                o3[j] += a3 * u + b3 * v
-            k += 2
-        if k < K:
-            w0 = WT[k]
-            a0, a1, a2, a3 = x0[k], x1[k], x2[k], x3[k]
-            for j in range(G):
-                u = w0[j]
-                o0[j] += a0 * u
-                o1[j] += a1 * u
-                o2[j] += a2 * u
-                o3[j] += a3 * u
-        n0 += 4
-    for n in range(n0, N):
-        o = out[n]
-        o[:] = bias
-        _axpy_rows(o, WT, X[n])
-
-
-_gemm_bias = _jit_variant(_gemm_bias_impl, "_serial", fastmath=FASTMATH_DOT)
-_gemm_bias_parallel = _jit_variant(_gemm_bias_impl, "_parallel", fastmath=FASTMATH_DOT, parallel=True)
 
 
 @njit_cached(fastmath=FASTMATH, error_model="numpy", nogil=True)
@@ -438,33 +288,6 @@ def _layer_gemm(xp, g_off, whhT, whrT, peep, has_proj, has_peep, lengths, revers
                      h, c, y[t], y_off, a, s, ibuf, hf)
 
 
-@njit_cached(fastmath=FASTMATH_DOT, error_model="numpy", nogil=True)
-def _gemm_rowblocks(X, W, bias, out, row_block):
-    """out (N,G) = X (N,K) W^T + bias, W (G,K) row-major, by blocks of `row_block` rows of X:
-    within a block, each group of 4 W rows (in L1) meets every 4 rows of the block (in L2), so W
-    is streamed once per block instead of once per 4 rows (`_gemm_bias`'s order). The large-batch
-    GEMMs (B >= gemm_min_batch) use it instead of BLAS: measured here a threaded OpenBLAS call
-    per step (64 x 1024 x 4096) took 59 ms median on the loaded 2-core machine, a 1-thread one 21 ms."""
-    N, K = X.shape
-    G = W.shape[0]
-    zero = out.dtype.type(0)
-    for r0 in range(0, N, row_block):
-        r1 = min(N, r0 + row_block)
-        for j0 in range(0, G, 4):
-            j1, j2, j3 = min(j0 + 1, G - 1), min(j0 + 2, G - 1), min(j0 + 3, G - 1)
-            w0, w1, w2, w3 = W[j0], W[j1], W[j2], W[j3]
-            b0, b1, b2, b3 = bias[j0], bias[j1], bias[j2], bias[j3]
-            for n0 in range(r0, r1, 4):
-                n1, n2, n3 = min(n0 + 1, r1 - 1), min(n0 + 2, r1 - 1), min(n0 + 3, r1 - 1)
-                (a00, a01, a02, a03, a10, a11, a12, a13,
-                 a20, a21, a22, a23, a30, a31, a32, a33) = _dot4x4(X[n0], X[n1], X[n2], X[n3],
-                                                                   w0, w1, w2, w3, K, zero)
-                # Clamped indices repeat the last row/column: the same value is written twice.
-                out[n0, j0] = a00 + b0; out[n0, j1] = a01 + b1; out[n0, j2] = a02 + b2; out[n0, j3] = a03 + b3
-                out[n1, j0] = a10 + b0; out[n1, j1] = a11 + b1; out[n1, j2] = a12 + b2; out[n1, j3] = a13 + b3
-                out[n2, j0] = a20 + b0; out[n2, j1] = a21 + b1; out[n2, j2] = a22 + b2; out[n2, j3] = a23 + b3
-                out[n3, j0] = a30 + b0; out[n3, j1] = a31 + b1; out[n3, j2] = a32 + b2; out[n3, j3] = a33 + b3
-
 
 @njit_cached(fastmath=FASTMATH, error_model="numpy", nogil=True)
 def _gemm_step_part(hcur, wpart, zero_bias, xp_t, g_off, H, k0, k1, peep_part, has_peep, lengths, t,
@@ -611,26 +434,31 @@ _team_state = {"serial_until": 0.0, "runs": 0, "fallbacks": 0}
 
 
 def _team_parts(weights):
-    """Per layer: (k0, k1) twice and each thread's (W_hh^T panel, peepholes), cached."""
+    """Per layer: (k0, k1) twice and each thread's (W_hh^T panel, peepholes, W_ih rows, their
+    transpose, bias) for its units, cached."""
     def build(w):
         out = []
         for pk in packed_layers(w):
             H = pk.whhT[0].shape[1] // 4
             splits = team.split_units(H)
-            out.append((splits, tuple(team.pack_part(pk.whhT[0], pk.peep[0], H, k0, k1, w.spec.peephole)
-                                      for k0, k1 in splits)))
+            parts = []
+            for k0, k1 in splits:
+                wpart, pp = team.pack_part(pk.whhT[0], pk.peep[0], H, k0, k1, w.spec.peephole)
+                cols = team.unit_columns(H, k0, k1)
+                wih_p = np.ascontiguousarray(pk.wih[cols])
+                parts.append((wpart, pp, wih_p, np.ascontiguousarray(wih_p.T), np.ascontiguousarray(pk.bias[cols])))
+            out.append((splits, tuple(parts)))
         return tuple(out)
-    return weights.packed("cpu-team-v1", build)
+    return weights.packed("cpu-team-v2", build)
 
 
-def _layer_team_or_serial(weights, l, args, whh, hd, cd, y, y_off):
-    """One unidirectional layer at B=1 through the two-thread team (team.py), or serially when
-    the helper is busy, does not claim in time, or the team aborts (then from saved state)."""
-    xp, g_off, whhT, whrT, peep, has_proj, has_peep, lens, reverse = args
+def _layer_team_or_serial(weights, l, x2, pk, xp, lens, hd, cd, y, spec):
+    """One unidirectional layer at B=1 (projection and recurrence) through the two-thread team
+    (team.py), or serially when the helper is busy, does not claim in time, or the team aborts
+    (then from saved state)."""
     n = int(lens[0])
-    parts = _team_parts(weights)[l]
-    (k0, k1), (k2, k3) = parts[0]
-    (w0, p0), (w1, p1) = parts[1]
+    (k0, k1), (k2, k3) = _team_parts(weights)[l][0]
+    parts = _team_parts(weights)[l][1]
     H = cd.shape[1]
     hbuf = np.empty((2, H), xp.dtype)
     hbuf[0] = hd[0]
@@ -639,27 +467,34 @@ def _layer_team_or_serial(weights, l, args, whh, hd, cd, y, y_off):
     sync = team.new_sync()
     cfg = config
     helper_done = threading.Event()
+    isz = xp.itemsize
+    axpy = [4 * p[3].shape[1] * isz <= cfg.projection_axpy_max_bytes for p in parts]
+
+    def run(tid, k_lo, k_hi):
+        wpart, pp, wih_p, wihT_p, bias_p = parts[tid]
+        return team.team_layer(x2, wih_p, wihT_p, bias_p, axpy[tid], xp, 0, wpart, pp, spec.peephole, k_lo, k_hi,
+                               n, False, hbuf, c, y, 0, sync, tid, cfg.team_claim_spins, cfg.team_spin_limit,
+                               cfg.team_max_yields)
 
     def helper():
         try:
-            if team.claim_as_helper(sync):
-                team.team_layer(xp, g_off, w1, p1, has_peep, k2, k3, n, reverse, hbuf, c, y, y_off, sync, 1,
-                                cfg.team_spin_limit, cfg.team_max_yields)
+            run(1, k2, k3)
         finally:
             helper_done.set()
-    if not (guard.post_to_helper(helper) and team.claim_wait(sync, cfg.team_claim_spins)):
-        _team_state["serial_until"] = time.monotonic() + cfg.team_backoff_s
-        _layer_rows_serial(*args, whh, 1, hd, cd, y, y_off)
-        return
-    r = team.team_layer(xp, g_off, w0, p0, has_peep, k0, k1, n, reverse, hbuf, c, y, y_off, sync, 0,
-                        cfg.team_spin_limit, cfg.team_max_yields)
+    r = run(0, k0, k1) if guard.post_to_helper(helper) else team.CANCELLED
     _team_state["runs"] += 1
-    if r < 0:                                   # aborted: recompute from the saved state
-        helper_done.wait()                      # once the helper has stopped writing
-        _team_state["fallbacks"] += 1
+    if r < 0:
+        # cancelled (the helper never started, or will return at once) or aborted: the layer
+        # serially, from the saved state; after an early abort or a cancel xp is recomputed
+        if r != team.CANCELLED:
+            helper_done.wait()                      # once the helper has stopped writing
+            _team_state["fallbacks"] += 1
         _team_state["serial_until"] = time.monotonic() + cfg.team_backoff_s
         c[:] = c_saved
-        _layer_rows_serial(*args, whh, 1, hd, cd, y, y_off)
+        if r != team.ABORTED:
+            _projection_serial(x2, pk, xp.reshape(xp.shape[0] * xp.shape[1], xp.shape[2]))
+        _layer_rows_serial(xp, 0, pk.whhT[0], pk.whrT[0], pk.peep[0], False, spec.peephole, lens, False,
+                           pk.whh[0], 1, hd, cd, y, 0)
         return
     if r > n // 8:
         _team_state["serial_until"] = time.monotonic() + cfg.team_backoff_s
@@ -696,7 +531,12 @@ def lstm_cpu(x, weights, h0, c0, lengths):
     for l, pk in enumerate(packed_layers(weights)):
         E_l = layer_in.shape[2]
         x2 = layer_in.reshape(T * B, E_l)
-        plan = plan_layer(T, B, E_l, H, D, nthreads, proj=spec.proj_size > 0, forked=forked)
+        plan = plan_layer(T, B, E_l, H, D, nthreads, proj=spec.proj_size > 0, forked=forked,
+                          team=time.monotonic() >= _team_state["serial_until"], itemsize=dt.itemsize)
+        if plan.recurrence == "team":
+            _layer_team_or_serial(weights, l, x2, pk, xp, lens, h_n[l], c_n[l], y, spec)
+            layer_in = y
+            continue
         if plan.projection == "own_pipelined" and time.monotonic() >= _pipe_state["serial_until"]:
             _layer_pipelined(x2, pk, xp, lens, h_n[l], c_n[l], y, spec)
             layer_in = y
@@ -725,8 +565,6 @@ def lstm_cpu(x, weights, h0, c0, lengths):
             elif rec == "prange":
                 with guard.parallel_lock():
                     _layer_rows(*args, pk.whh[d], rpb, hd, cd, y, d * P)
-            elif rec == "team" and time.monotonic() >= _team_state["serial_until"]:
-                _layer_team_or_serial(weights, l, args, pk.whh[d], hd, cd, y, d * P)
             elif rec == "two_directions":
                 if d == 0:
                     args1 = (xp, 4 * H, pk.whhT[1], pk.whrT[1], pk.peep[1], spec.proj_size > 0,

@@ -9,7 +9,10 @@ np.empty/np.zeros calls in each routine), so a count that drifts fails a test.
 """
 from __future__ import annotations
 
+import functools
+import glob
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass
@@ -35,12 +38,14 @@ class CPUConfig:
     # hoisted projection) run on two cores (guard.run_two) from this many MACs per task: below
     # it the helper thread's wake-up (tens of µs) costs more than the half it saves.
     two_core_min_macs: int = 1 << 20
-    # B=1, one direction, no projection: the two-thread team (team.py) from this hidden size.
-    # Off by default: on the shared 2-core machine it was measured (load average 9-10) only
-    # slower: H=64 T=100 0.65 ms at best against 0.13 ms serially; a bare barrier crossing
-    # (bench/bench_kernels.py::test_barrier_crossing) took 2-170 µs there, where the team needs
-    # well under 1 µs per step to win. Its fallback keeps it near the serial time when enabled.
-    team_min_hidden: int = 1 << 62
+    # B=1, one direction, no projection: the two-thread team (team.py) from this many recurrent
+    # MACs per layer (T * 4H * H). MEASURED_TEAM
+    team_min_macs: int = 1 << 22
+    # ... and only when this layer's W_hh is larger than this fraction of one core's L2 (read
+    # from sysfs; l2_bytes > 0 overrides it): the team's gain is each core streaming half of
+    # W_hh from its own L2 instead of the whole from L3.
+    team_l2_fraction: float = 0.625
+    l2_bytes: int = 0
     team_claim_spins: int = 20000     # pauses the caller waits for the helper to claim the team
     team_spin_limit: int = 2000       # pauses before a waiting team thread yields its core
     team_max_yields: int = 200000     # then the team aborts and the layer is recomputed serially
@@ -65,6 +70,39 @@ class CPUConfig:
 config = CPUConfig()
 
 
+def _parse_size(s: str) -> int:
+    s = s.strip().upper()
+    mult = {"K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}.get(s[-1:], 1)
+    return int(s.rstrip("KMG")) * mult
+
+
+@functools.lru_cache(maxsize=1)
+def sysfs_caches() -> tuple:
+    """((name, capacity_bytes, shared), ...) of cpu0's data and unified caches from sysfs,
+    smallest first; () where sysfs says nothing."""
+    out = []
+    for d in sorted(glob.glob("/sys/devices/system/cpu/cpu0/cache/index*")):
+        try:
+            if Path(d, "type").read_text().strip() not in ("Data", "Unified"):
+                continue
+            level = int(Path(d, "level").read_text())
+            size = _parse_size(Path(d, "size").read_text())
+            cpus = Path(d, "shared_cpu_list").read_text().strip()
+            shared = any(c in cpus for c in ",-")
+            out.append((f"L{level}", size, shared))
+        except (OSError, ValueError):
+            continue
+    return tuple(sorted(out, key=lambda c: c[1]))
+
+
+def l2_bytes(cfg: "CPUConfig" = None) -> int:
+    """One core's L2 in bytes: cfg.l2_bytes if set, else sysfs, else 0 (unknown: no team)."""
+    cfg = cfg or config
+    if cfg.l2_bytes:
+        return cfg.l2_bytes
+    return next((size for name, size, _ in sysfs_caches() if name == "L2"), 0)
+
+
 @dataclass(frozen=True)
 class LayerPlan:
     """How one layer of one call runs (`plan_layer`), before the run-time fallbacks: work that
@@ -86,9 +124,10 @@ class LayerPlan:
 
 
 def plan_layer(T: int, B: int, E: int, H: int, D: int, nthreads: int, cfg: CPUConfig = None,
-               proj: bool = False, forked: bool = False) -> LayerPlan:
+               proj: bool = False, forked: bool = False, team: bool = True, itemsize: int = 4) -> LayerPlan:
     """The path a layer with input size E takes for T steps of B rows on `nthreads` threads
-    (`proj`: the spec has a projection; `forked`: a forked child, where no Numba region runs)."""
+    (`proj`: the spec has a projection; `forked`: a forked child, where no Numba region runs;
+    `team`: the two-thread team may be used, False while it backs off after a busy core)."""
     cfg = cfg or config
     multi = nthreads > 1
     region_ok = multi and not forked
@@ -111,19 +150,22 @@ def plan_layer(T: int, B: int, E: int, H: int, D: int, nthreads: int, cfg: CPUCo
             rows_parallel = region_ok
         elif D == 2:
             recurrence = "two_directions" if multi and T * B * (4 * H * H) >= cfg.two_core_min_macs else "serial"
-        elif B == 1 and not proj and multi and H >= cfg.team_min_hidden:
+        elif (B == 1 and not proj and multi and team and T * 4 * H * H >= cfg.team_min_macs
+              and l2_bytes(cfg) > 0 and 4 * H * H * itemsize > cfg.team_l2_fraction * l2_bytes(cfg)):
             recurrence = "team"
         else:
             recurrence = "serial"
         pipelined = (B == 1 and D == 1 and multi and T >= 2 * cfg.pipeline_chunk_steps
                      and macs >= cfg.pipeline_min_macs and recurrence == "serial")
-        if pipelined:
+        if recurrence == "team":
+            projection = "team"           # each thread its own units' rows of W_ih, in the team call
+        elif pipelined:
             projection = "own_pipelined"
         elif one_block:
             projection = "own_halves" if multi and T * B >= 8 and macs >= 2 * cfg.two_core_min_macs else "own_serial"
         else:
             projection = "own_parallel" if region_ok and macs >= cfg.parallel_projection_min_macs else "own_serial"
-    two = multi and (projection in ("own_halves", "own_pipelined")
+    two = multi and (projection in ("own_halves", "own_pipelined", "team")
                      or recurrence in ("two_blocks", "two_directions", "team", "split"))
     return LayerPlan("gemm" if gemm else "rows", projection, rpb, blocks, rows_parallel, epilogue_parallel,
                      recurrence, two)

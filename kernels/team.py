@@ -27,11 +27,13 @@ import numpy as np
 
 from .atomics import cas, cpu_relax, load_acquire, sched_yield, store_release
 from .guard import njit_cached
+from .gemm import _gemm_bias, _gemm_bias_axpy
 from .rowops import FASTMATH, _axpy_rows, _epilogue
 CLAIM, FLAG0, FLAG1, ABORT = 0, 8, 16, 24        # int64 slots, 64 bytes apart
 SYNC_LEN = 32
 CANCELLED = -2
 ABORTED = -1
+EARLY_ABORT = -3
 
 
 def new_sync() -> np.ndarray:
@@ -46,10 +48,14 @@ def split_units(H: int) -> tuple:
     return (0, mid), (mid, H)
 
 
+def unit_columns(H: int, k0: int, k1: int) -> np.ndarray:
+    """The gate columns (of 4H, gates i, f, g, o) of hidden units k0:k1."""
+    return np.concatenate([np.arange(q * H + k0, q * H + k1) for q in range(4)])
+
+
 def pack_part(whhT: np.ndarray, peep: np.ndarray, H: int, k0: int, k1: int, has_peep: bool):
     """(W_hh^T columns of units k0:k1 for the 4 gates, (P, 4*(k1-k0)); their peepholes)."""
-    cols = np.concatenate([np.arange(q * H + k0, q * H + k1) for q in range(4)])
-    part = np.ascontiguousarray(whhT[:, cols])
+    part = np.ascontiguousarray(whhT[:, unit_columns(H, k0, k1)])
     pp = np.ascontiguousarray(peep[:, k0:k1]) if has_peep else peep
     return part, pp
 
@@ -92,15 +98,38 @@ def claim_wait(sync, claim_spins):
 
 
 @njit_cached(fastmath=FASTMATH, error_model="numpy", nogil=True)
-def team_layer(xp, g_off, wpart, peep_part, has_peep, k0, k1, n_steps, reverse,
-                     hbuf, c, y, y_off, sync, tid, spin_limit, max_yields):
-    """Thread `tid`'s half of one layer and direction at B=1, steps 0..n_steps-1 (t reversed
-    for the reverse direction). hbuf (2, H): hbuf[0] holds h0; the final h is in
-    hbuf[n_steps % 2]. c (H,): this thread updates c[k0:k1]. Returns the yields spent waiting,
-    or ABORTED."""
+def team_layer(x2, wih_p, wihT_p, bias_p, use_axpy, xp, g_off, wpart, peep_part, has_peep, k0, k1,
+               n_steps, reverse, hbuf, c, y, y_off, sync, tid, claim_spins, spin_limit, max_yields):
+    """Thread `tid`'s half of one layer and direction at B=1: first its own units' share of the
+    input projection (x2 (T, E) W_ih_p^T + bias_p, W_ih_p (4*hk, E): the 4 gates' rows of units
+    k0:k1), also scattered into xp's columns for a serial fallback; then steps 0..n_steps-1
+    (t reversed for the reverse direction). hbuf (2, H): hbuf[0] holds h0; the final h is in
+    hbuf[n_steps % 2]. c (H,): this thread updates c[k0:k1].
+
+    The helper (tid 1) claims the team before it starts (CANCELLED if the caller has given up);
+    the caller (tid 0) waits up to claim_spins for that claim once its projection is done, else
+    cancels. Both then meet once before the first step (x2 may be y, which the steps overwrite)
+    and once per step. Returns the yields spent waiting, or CANCELLED, EARLY_ABORT (aborted
+    before any step: x2 is intact, xp may be incomplete) or ABORTED (xp is complete)."""
     H = c.shape[0]
     hk = k1 - k0
     G = 4 * hk
+    N = x2.shape[0]
+    if tid == 1 and cas(sync, CLAIM, 0, 1) != 0:
+        return CANCELLED
+    xl = np.empty((N, G), dtype=xp.dtype)
+    if use_axpy:
+        _gemm_bias_axpy(x2, wihT_p, bias_p, xl)
+    else:
+        _gemm_bias(x2, wih_p, bias_p, xl)
+    for t in range(N):
+        xr = xp[t, 0]
+        for q in range(4):
+            dst = g_off + q * H + k0
+            for j in range(hk):
+                xr[dst + j] = xl[t, q * hk + j]
+    if tid == 0 and not claim_wait(sync, claim_spins):
+        return CANCELLED
     z = np.empty(G, dtype=xp.dtype)
     a = np.empty(G, dtype=xp.dtype)
     s = np.empty(G, dtype=xp.dtype)
@@ -109,24 +138,23 @@ def team_layer(xp, g_off, wpart, peep_part, has_peep, k0, k1, n_steps, reverse,
     cpart = c[k0:k1]
     me = FLAG0 if tid == 0 else FLAG1
     other = FLAG1 if tid == 0 else FLAG0
-    yields = 0
+    store_release(sync, me, 1)
+    yields = _wait_at_least(sync, other, 1, spin_limit, max_yields)
+    if yields < 0:
+        return EARLY_ABORT
     for step in range(n_steps):
         t = n_steps - 1 - step if reverse else step
         hcur = hbuf[step & 1]
         hnext = hbuf[(step + 1) & 1]
-        xr = xp[t, 0]
-        for q in range(4):
-            src = g_off + q * H + k0
-            for j in range(hk):
-                z[q * hk + j] = xr[src + j]
+        z[:] = xl[t]
         _axpy_rows(z, wpart, hcur)
         _epilogue(z, cpart, peep_part, has_peep, a, s, ib, hf)
         yrow = y[t, 0]
         for j in range(hk):
             hnext[k0 + j] = hf[j]
             yrow[y_off + k0 + j] = hf[j]
-        store_release(sync, me, step + 1)
-        r = _wait_at_least(sync, other, step + 1, spin_limit, max_yields)
+        store_release(sync, me, step + 2)
+        r = _wait_at_least(sync, other, step + 2, spin_limit, max_yields)
         if r < 0:
             return ABORTED
         yields += r

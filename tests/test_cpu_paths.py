@@ -115,7 +115,8 @@ def test_team_matches_reference(spec, dtype, monkeypatch):
     import numba
     if numba.get_num_threads() < 2:
         pytest.skip("one Numba thread: no team")
-    monkeypatch.setattr(cpu.config, "team_min_hidden", 1)
+    monkeypatch.setattr(cpu.config, "team_min_macs", 1)
+    monkeypatch.setattr(cpu.config, "team_l2_fraction", 0.0)
     monkeypatch.setattr(cpu.config, "team_claim_spins", 1 << 40)   # always wait for the helper
     w = el.LSTMWeights.random(spec, seed=4, dtype=dtype)
     x, h0, c0 = _inputs(spec, 13, 1, dtype, seed=5)
@@ -136,7 +137,8 @@ def test_team_abort_and_cancel_fall_back_to_serial(monkeypatch):
     w = el.LSTMWeights.random(spec, seed=6, dtype="float64")
     x, h0, c0 = _inputs(spec, 9, 1, "float64", seed=6)
     ref = lstm_reference(x, w, h0, c0)
-    monkeypatch.setattr(cpu.config, "team_min_hidden", 1)
+    monkeypatch.setattr(cpu.config, "team_min_macs", 1)
+    monkeypatch.setattr(cpu.config, "team_l2_fraction", 0.0)
     # 1) the helper is never asked: the claim is cancelled after team_claim_spins
     monkeypatch.setattr(guard, "post_to_helper", lambda fn: True)
     cpu._team_state["serial_until"] = 0.0
@@ -148,9 +150,13 @@ def test_team_abort_and_cancel_fall_back_to_serial(monkeypatch):
     real = team.team_layer
 
     def lazy_partner(*args):
-        return 0 if args[14] == 1 else real(*args)       # args[14]: tid
+        if args[19] == 1:                                 # args[19]: tid, args[18]: sync
+            team.claim_as_helper(args[18])                # claims, then never takes a step
+            return 0
+        return real(*args)
     monkeypatch.setattr(team, "team_layer", lazy_partner)
-    monkeypatch.setattr(cpu.config, "team_min_hidden", 1)
+    monkeypatch.setattr(cpu.config, "team_min_macs", 1)
+    monkeypatch.setattr(cpu.config, "team_l2_fraction", 0.0)
     monkeypatch.setattr(cpu.config, "team_claim_spins", 1 << 40)
     monkeypatch.setattr(cpu.config, "team_spin_limit", 10)
     monkeypatch.setattr(cpu.config, "team_max_yields", 50)

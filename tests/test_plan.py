@@ -82,21 +82,23 @@ def test_lstm_cpu_takes_the_planned_path(monkeypatch, T, B, H, threads, bidirect
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     try:
         nth = numba.get_num_threads()
-        cpu._pipe_state["serial_until"] = 0.0
+        cpu._pipe_state["serial_until"] = cpu._team_state["serial_until"] = 0.0
         cpu.lstm_cpu(x, w, None, None, None)
     finally:
         numba.set_num_threads(old)
-    p = plan_layer(T, B, H, H, spec.num_directions, nth)
+    p = plan_layer(T, B, H, H, spec.num_directions, nth, itemsize=4)
     small = 4 * spec.num_directions * 4 * H * 4 <= config.projection_axpy_max_bytes
     proj = {"own_serial": {"_gemm_bias_axpy" if small else "_gemm_bias"},
             "own_halves": {"_gemm_rowblocks"} if p.path == "gemm" else {"_gemm_bias_axpy" if small else "_gemm_bias"},
             "own_parallel": {"_gemm_bias_parallel"}, "blas": set(),
-            "own_pipelined": {"_layer_pipelined"}}[p.projection]
+            "own_pipelined": {"_layer_pipelined"}, "team": set()}[p.projection]
     rec = {"split": {"_layer_gemm_split"}, "blas": {"_layer_gemm"}, "prange": {"_layer_rows"},
            "team": {"_layer_team_or_serial"}}.get(p.recurrence, {"_layer_rows_serial"})
     if p.projection == "own_pipelined":          # the pipelined layer does both
         rec = set()
+    if p.projection == "team":                   # so does the team (or its serial fallback)
+        rec = {"_layer_team_or_serial"}
     assert set(seen) == proj | rec, (p, seen)
     assert (p.path == "gemm") == (B >= config.gemm_min_batch)
-    assert p.two_cores == (nth > 1 and (p.projection in ("own_halves", "own_pipelined")
+    assert p.two_cores == (nth > 1 and (p.projection in ("own_halves", "own_pipelined", "team")
                                         or p.recurrence in ("two_blocks", "two_directions", "team", "split")))

@@ -11,6 +11,8 @@ docs/host-model.md has the equations.
 from __future__ import annotations
 
 import math
+
+import numpy as np
 from typing import Optional
 
 from edgelstm.kernels.plan import FACTS, CPUConfig, config as kernel_config, plan_layer
@@ -138,7 +140,7 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
     proj, peep = _flags(r)
     t_all = max(1, min(threads, host.cores))
     peak_1 = 2 * host.peak_macs_per_s(dt, 1)
-    plan = plan_layer(T, B, E, H, D, t_all, cfg, proj=bool(proj))
+    plan = plan_layer(T, B, E, H, D, t_all, cfg, proj=bool(proj), itemsize=np.dtype(dt).itemsize)
     # Work the plan puts on two cores through guard.run_two (no Numba region): halves of the
     # projection, of a large batch, or the two directions side by side. Charged at the
     # t_all-thread rate of the same routine; run_two's own hand-off (a few µs) is not counted.

@@ -139,9 +139,11 @@ def team_layer(x2, wih_p, wihT_p, bias_p, use_axpy, xp, g_off, wpart, peep_part,
     me = FLAG0 if tid == 0 else FLAG1
     other = FLAG1 if tid == 0 else FLAG0
     store_release(sync, me, 1)
-    yields = _wait_at_least(sync, other, 1, spin_limit, max_yields)
-    if yields < 0:
+    # (not counted in the yields returned: this wait covers the helper's wake-up and its share
+    # of the projection, tens of µs on an idle machine, not a partner that lost its core)
+    if _wait_at_least(sync, other, 1, spin_limit, max_yields) < 0:
         return EARLY_ABORT
+    yields = 0
     for step in range(n_steps):
         t = n_steps - 1 - step if reverse else step
         hcur = hbuf[step & 1]

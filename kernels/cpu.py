@@ -430,7 +430,11 @@ def _projection(x2, pk, xp2, kind, large=False):
         _projection_serial(x2, pk, xp2, large)
 
 
-_team_state = {"serial_until": 0.0, "runs": 0, "fallbacks": 0}
+# The team backs off (runs the serial plan) for config.team_backoff_s after a call that could not
+# start, aborted, yielded on more than 1/8 of its steps, or took longer per step than the serial
+# plan last did for the same layer shape (serial_step_s, timed during the back-off): a core
+# shared with another process makes the team slower than one core alone.
+_team_state = {"serial_until": 0.0, "runs": 0, "fallbacks": 0, "slower": 0, "serial_step_s": {}}
 
 
 def _team_parts(weights):
@@ -481,7 +485,9 @@ def _layer_team_or_serial(weights, l, x2, pk, xp, lens, hd, cd, y, spec):
             run(1, k2, k3)
         finally:
             helper_done.set()
+    t0 = time.perf_counter()
     r = run(0, k0, k1) if guard.post_to_helper(helper) else team.CANCELLED
+    per_step = (time.perf_counter() - t0) / max(n, 1)
     _team_state["runs"] += 1
     if r < 0:
         # cancelled (the helper never started, or will return at once) or aborted: the layer
@@ -496,7 +502,9 @@ def _layer_team_or_serial(weights, l, x2, pk, xp, lens, hd, cd, y, spec):
         _layer_rows_serial(xp, 0, pk.whhT[0], pk.whrT[0], pk.peep[0], False, spec.peephole, lens, False,
                            pk.whh[0], 1, hd, cd, y, 0)
         return
-    if r > n // 8:
+    ref = _team_state["serial_step_s"].get((x2.shape[1], H, xp.itemsize))
+    if r > n // 8 or (ref is not None and per_step > ref):
+        _team_state["slower"] += r <= n // 8
         _team_state["serial_until"] = time.monotonic() + cfg.team_backoff_s
     hd[0] = hbuf[n & 1]
 
@@ -532,13 +540,21 @@ def lstm_cpu(x, weights, h0, c0, lengths):
         E_l = layer_in.shape[2]
         x2 = layer_in.reshape(T * B, E_l)
         plan = plan_layer(T, B, E_l, H, D, nthreads, proj=spec.proj_size > 0, forked=forked,
-                          team=time.monotonic() >= _team_state["serial_until"], itemsize=dt.itemsize)
+                          itemsize=dt.itemsize)
+        t_serial = None
         if plan.recurrence == "team":
-            _layer_team_or_serial(weights, l, x2, pk, xp, lens, h_n[l], c_n[l], y, spec)
-            layer_in = y
-            continue
+            if time.monotonic() >= _team_state["serial_until"]:
+                _layer_team_or_serial(weights, l, x2, pk, xp, lens, h_n[l], c_n[l], y, spec)
+                layer_in = y
+                continue
+            # backing off: the serial plan, timed, for the team's next comparison
+            plan = plan_layer(T, B, E_l, H, D, nthreads, proj=spec.proj_size > 0, forked=forked, team=False,
+                              itemsize=dt.itemsize)
+            t_serial = time.perf_counter()
         if plan.projection == "own_pipelined" and time.monotonic() >= _pipe_state["serial_until"]:
             _layer_pipelined(x2, pk, xp, lens, h_n[l], c_n[l], y, spec)
+            if t_serial is not None and lens[0] > 0:
+                _team_state["serial_step_s"][(E_l, H, dt.itemsize)] = (time.perf_counter() - t_serial) / lens[0]
             layer_in = y
             continue
         kind = "own_serial" if plan.projection == "own_pipelined" else plan.projection
@@ -574,6 +590,8 @@ def lstm_cpu(x, weights, h0, c0, lengths):
                                   lambda: _layer_rows_serial(*args1, pk.whh[1], B, h1, c1, y, P))
             else:
                 _layer_rows_serial(*args, pk.whh[d], rpb, hd, cd, y, d * P)
+        if t_serial is not None and lens[0] > 0:
+            _team_state["serial_step_s"][(E_l, H, dt.itemsize)] = (time.perf_counter() - t_serial) / lens[0]
         layer_in = y
     return layer_in, (h_n, c_n)
 

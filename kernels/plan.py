@@ -201,6 +201,10 @@ class CPUFacts:
     # numba.get_num_threads() per layer; per step, the views xp[t] and y[t].
     gemm_layer_allocs: int = 5
     gemm_step_views: int = 2
+    # B=1 team (`team.team_layer`): one call per thread and layer, its arguments; per step one
+    # barrier crossing.
+    team_entry: str = "team_layer"
+    team_args: int = 23
 
 
 FACTS = CPUFacts()

@@ -8,7 +8,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from edgelstm.kernels import cpu
+from edgelstm.kernels import cpu, team
 from edgelstm.kernels.plan import FACTS, config, plan_layer
 
 NP_ALLOC = {"empty", "zeros", "array"}
@@ -42,6 +42,7 @@ def _calls(fn, name) -> int:
 def test_entry_point_arguments():
     assert _n_params(getattr(cpu, FACTS.projection_entry)) == FACTS.projection_args
     assert _n_params(getattr(cpu, FACTS.rows_entry)) == FACTS.rows_args
+    assert _n_params(getattr(team, FACTS.team_entry)) == FACTS.team_args
     assert _n_params(getattr(cpu, FACTS.gemm_step_entry)) == FACTS.gemm_step_args
     # the per-block product: _gemm_acc (4 arguments) or _axpy_multi (5); 4 counted
     assert min(_n_params(cpu._gemm_acc), _n_params(cpu._axpy_multi)) == FACTS.product_args

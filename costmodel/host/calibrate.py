@@ -127,6 +127,7 @@ def measure(quick: bool = False, log=None, progress: bool = False) -> dict:
         bar.tick(4)
         bar.stage("Python-side pieces of lstm()")
         res.update(mi.python_pieces())
+        res.update(mi.team_pieces(max(threads)))
         res["check_s"] = ro.check()
         res.update(ro.wrapper_path())
         bar.tick(4)
@@ -292,7 +293,8 @@ def host_profile(res: dict) -> HostProfile:
     """The CPU kernel's profile on this machine, from the routine and Python-side figures."""
     g = lambda x: float(f"{x:.4g}")
     keys = ("njit_call_s", "njit_arg_s", "inner_call_s", "inner_arg_s", "alloc_s", "py_alloc_s", "py_view_s",
-            "py_threads_s", "check_s", "wrapper_s", "wrapper_layer_s", "wrapper_dir_s")
+            "py_threads_s", "check_s", "wrapper_s", "wrapper_layer_s", "wrapper_dir_s", "team_barrier_s",
+            "helper_wake_s")
     return HostProfile(
         **{k: g(res.get(k, 0.0)) for k in keys},
         sigmoid_ns={dt: g(v) for dt, v in res["sigmoid_ns"].items()},

@@ -6,9 +6,14 @@ Python charge for dispatch, JIT-to-JIT calls, allocations and views. The JIT fun
 cached on disk (cache=True): a second calibration does not compile them again."""
 from __future__ import annotations
 
+import statistics
+import time
+
 import numpy as np
 from numba import prange
 
+from edgelstm.kernels import team as _team
+from edgelstm.kernels.atomics import store_release
 from edgelstm.kernels.guard import njit_cached   # the disk cache where writable, recompiling a bad entry
 
 from .harness import Harness, best
@@ -143,6 +148,17 @@ def _allocs(n, reps):  # small arrays allocated inside JIT code (the runtime's a
     return s
 
 
+@njit_cached(nogil=True)
+def _pingpong(sync, tid, n):
+    """n crossings of the team's step barrier by thread tid (kernels/team.py's flags)."""
+    me, other = (_team.FLAG0, _team.FLAG1) if tid == 0 else (_team.FLAG1, _team.FLAG0)
+    for s in range(n):
+        store_release(sync, me, s + 1)
+        if _team._wait_at_least(sync, other, s + 1, 2000, 1 << 40) < 0:
+            return -1
+    return 0
+
+
 class Micro:
     """The generic micro-benchmarks, timed with a Harness."""
 
@@ -244,6 +260,40 @@ class Micro:
         """Seconds of a small np.empty inside @njit code."""
         _allocs(64, 10)
         return self.h.per_rep_s(lambda n: _allocs(64, n))
+
+    def team_pieces(self, threads: int) -> dict:
+        """The two-thread team's own synchronization (kernels/team.py), no LSTM: seconds per
+        crossing of its step barrier by two threads with no work between crossings (the median
+        of 5 runs of 2000 crossings), and seconds from posting a job to the helper thread until
+        it runs (median of 31 posts, each after a 2 ms pause so the helper has gone to sleep,
+        as between two calls). 0 with one thread."""
+        if threads < 2:
+            return {"team_barrier_s": 0.0, "helper_wake_s": 0.0}
+        import threading
+        from edgelstm.kernels import guard, team
+        n = 2000
+        _pingpong(team.new_sync(), 0, 0)
+
+        def crossing():
+            sync = team.new_sync()
+            th = threading.Thread(target=_pingpong, args=(sync, 1, n))
+            th.start()
+            t0 = time.perf_counter()
+            _pingpong(sync, 0, n)
+            dt = time.perf_counter() - t0
+            th.join()
+            return dt / n
+        barrier = statistics.median(crossing() for _ in range(5))
+        waits = []
+        for _ in range(31):
+            time.sleep(0.002)
+            ran, done = [], threading.Event()
+            t0 = time.perf_counter()
+            if not guard.post_to_helper(lambda: (ran.append(time.perf_counter()), done.set())):
+                break
+            done.wait()
+            waits.append(ran[0] - t0)
+        return {"team_barrier_s": barrier, "helper_wake_s": statistics.median(waits) if waits else 0.0}
 
     def python_pieces(self) -> dict:
         """A small np.empty, a reshape view and numba.get_num_threads(), each from Python."""

@@ -186,6 +186,20 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
         out["epilogue"] = rows_busy * epi_row
         out["layer"] = py + F.gemm_layer_allocs * p.py_alloc_s + p.py_threads_s
         return out
+    if plan.recurrence == "team":
+        # B=1, two threads, each with its half of the hidden units: its share of the projection
+        # (one thread's own GEMM, both halves at once), per step its half of the gate columns
+        # (the matvec measured with both threads running) and the epilogue of its units, one
+        # barrier crossing; per layer the helper's wake-up and its call.
+        half = G // 2
+        out["projection"] = 2 * rows_in * E * half / gemm_flops_per_s(host, dt, 1, rows_in, E * half, "own")
+        out["product"] = 2 * P * half / gemm_flops_per_s(host, dt, t_all, 1, P * half, "matvec")
+        table = elementwise_row_s(host, "rows", dt, max(H // 2, 1), t_all)
+        out["epilogue"] = (composed / 2 if table is None else table + extra / 2)
+        out["step_overhead"] = p.team_barrier_s
+        out["layer"] = py + 2 * njit_call_s(p, F.team_args) + p.helper_wake_s
+        out["w_share"] = 0.5          # each core streams half of W_hh
+        return out
     # Rows path: blocks of rows per thread over the whole sequence, one region per layer.
     rpb, nblk = plan.rows_per_block, plan.blocks
     active = 1 if rpb >= B else min(t_all, nblk)
@@ -222,7 +236,7 @@ def _kernel_row_cost(ctx: Context, r, cfg: CPUConfig) -> RowCost:
     D = 2 if (r.name.endswith(".reverse") or any(o.name == r.name + ".reverse" for o in c.layers)) else 1
     k = kernel_row(host, r, D, T, B, dt, th, cfg)
     ws = ctx.w_step(r)
-    cost = RowCost(w_level=place_weights(host, ws, 1))
+    cost = RowCost(w_level=place_weights(host, ws * k.get("w_share", 1.0), 1))
     cost.add_once("compute", k["projection"])
     cost.once_energy_j += r.input_weight_bytes * place_weights(host, r.input_weight_bytes, th).energy_pJ_per_byte * 1e-12
     if B >= cfg.gemm_min_batch:   # the bias pass over the gate buffer (xp += b), read and written once

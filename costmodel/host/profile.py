@@ -71,6 +71,10 @@ class HostProfile:
     kernel: Dict[str, int]             # kernels/plan.py's config at calibration (a record)
     gemm: Tuple[GemmPoint, ...] = ()
     elementwise: Tuple[ElementwisePoint, ...] = ()
+    # The B=1 two-thread team (kernels/team.py): one crossing of its step barrier, and the
+    # helper thread's wake-up from a post to running (0: not measured).
+    team_barrier_s: float = 0.0
+    helper_wake_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,8 @@ class HostTarget(Target):
 _S = lambda key: Key(key, "number0")
 PROFILE = Table("host", (Key("format", "integer"),) + tuple(_S(k) for k in (
     "njit_call_s", "njit_arg_s", "inner_call_s", "inner_arg_s", "alloc_s", "py_alloc_s", "py_view_s",
-    "py_threads_s", "check_s", "wrapper_s", "wrapper_layer_s", "wrapper_dir_s")), source="none")
+    "py_threads_s", "check_s", "wrapper_s", "wrapper_layer_s", "wrapper_dir_s")) + (
+    Key("team_barrier_s", "number0", 0.0), Key("helper_wake_s", "number0", 0.0)), source="none")
 SIGMOID_NS = Table("sigmoid_ns", map_attr="sigmoid_ns", map_keys=KERNEL_DTYPES, source="none")
 SIGMOID_PASS_NS = Table("sigmoid_pass_ns", map_attr="sigmoid_pass_ns", map_keys=KERNEL_DTYPES,
                         map_kind="number0", source="none")

@@ -22,6 +22,12 @@ class CPUConfig:
     # to Numba's own threads leaves both pools spinning for two cores (8 ms stalls measured).
     parallel_projection_min_macs: int = 1 << 22   # Numba GEMM threaded from this size
     gemm_min_batch: int = 32        # batch >= this: one BLAS GEMM per step instead of matvecs
+    # ... and only when W_hh (4H x H) is larger than this many times one core's L2 (1 MiB when
+    # sysfs does not say): below it the rows path, whose whole time loop is JIT code, was faster
+    # than the gemm path's per-step Python loop (measured at B=64, T=100 or 30, 2 threads, idle
+    # Zen 4 with 1 MiB L2: H=32 2.8 vs 10.2 ms, H=128 14.7 vs 23.0 ms, H=512 48 vs 55 ms; at
+    # H=1024, W_hh 16 MiB, the gemm path won, 158 vs 168 ms).
+    gemm_min_l2_multiple: float = 8.0
     max_rows_per_block: int = 8     # rows sharing one pass over W_hh in the rows kernel
     parallel_epilogue_min_elements: int = 1 << 20   # B*H from this: gemm-path epilogue threaded
     # One block of rows (B=1) runs the serial rows variant unless the sequence has at least this
@@ -131,7 +137,8 @@ def plan_layer(T: int, B: int, E: int, H: int, D: int, nthreads: int, cfg: CPUCo
     cfg = cfg or config
     multi = nthreads > 1
     region_ok = multi and not forked
-    gemm = B >= cfg.gemm_min_batch
+    gemm = (B >= cfg.gemm_min_batch
+            and 4 * H * H * itemsize > cfg.gemm_min_l2_multiple * (l2_bytes(cfg) or 1 << 20))
     rpb = max(1, min(cfg.max_rows_per_block, -(-B // max(nthreads, 1))))
     blocks = -(-B // rpb)
     one_block = rpb >= B

@@ -34,6 +34,7 @@ def path(request, monkeypatch):
     """Run each test through both recurrences (the gemm path normally starts at batch 32);
     the rows path with blocks of up to 8 rows (small GEMM) and of 1-3 rows (axpy)."""
     monkeypatch.setattr(cpu.config, "gemm_min_batch", 1 if request.param == "gemm" else 10**9)
+    monkeypatch.setattr(cpu.config, "gemm_min_l2_multiple", 0.0)
     monkeypatch.setattr(cpu.config, "max_rows_per_block", 8)
     return request.param
 

@@ -22,9 +22,9 @@ PATHS = {
                                  projection_axpy_max_bytes=BIG),
     # gemm path: without a projection the split GEMM + epilogue halves (_layer_gemm_split over
     # guard.run_two, small row blocks so several run); with one, BLAS and the row epilogue
-    "gemm-split": dict(gemm_min_batch=1, gemm_row_block=4),
-    "gemm+parallel-epilogue": dict(gemm_min_batch=1, parallel_epilogue_min_elements=1),
-    "gemm+serial-epilogue": dict(gemm_min_batch=1, parallel_epilogue_min_elements=BIG),
+    "gemm-split": dict(gemm_min_batch=1, gemm_min_l2_multiple=0, gemm_row_block=4),
+    "gemm+parallel-epilogue": dict(gemm_min_batch=1, gemm_min_l2_multiple=0, parallel_epilogue_min_elements=1),
+    "gemm+serial-epilogue": dict(gemm_min_batch=1, gemm_min_l2_multiple=0, parallel_epilogue_min_elements=BIG),
     "one-block-run_two": dict(gemm_min_batch=BIG, max_rows_per_block=BIG, two_core_min_macs=1),
     "one-block-serial": dict(gemm_min_batch=BIG, max_rows_per_block=BIG, two_core_min_macs=BIG),
     "one-block-parallel-variant": dict(gemm_min_batch=BIG, max_rows_per_block=BIG,

@@ -61,11 +61,13 @@ def test_host_kernel_rows_path_by_hand(tmp_path):
     assert p.latency_s == pytest.approx(2e-6 + proj + layer + T * (product + 4 * epi_row), rel=1e-9)
 
 
-def test_host_kernel_gemm_path_follows_the_plan(tmp_path):
-    """B=64: without a projection the plan splits each step's own GEMM over two cores
-    (recurrence "split": the 2-thread "own" rate); with one, a BLAS np.dot per step at the
-    "dot" rate."""
-    from edgelstm.kernels.plan import plan_layer
+def test_host_kernel_gemm_path_follows_the_plan(tmp_path, monkeypatch):
+    """B=64 on the gemm path (forced at this small H: by default it needs W_hh larger than
+    gemm_min_l2_multiple L2s): without a projection the plan splits each step's own GEMM over
+    two cores (recurrence "split": the 2-thread "own" rate); with one, a BLAS np.dot per step
+    at the "dot" rate."""
+    from edgelstm.kernels.plan import config as kc, plan_layer
+    monkeypatch.setattr(kc, "gemm_min_l2_multiple", 0.0)
     t = _host(tmp_path)
     plain, projected = LSTMSpec(input_size=32, hidden_size=32), LSTMSpec(input_size=32, hidden_size=32, proj_size=16)
     assert plan_layer(10, 64, 32, 32, 1, 2).recurrence == "split"
@@ -122,8 +124,9 @@ def test_host_kernel_uses_the_elementwise_tables_and_counts_the_wrapper(tmp_path
     assert ps.breakdown["epilogue"] == pytest.approx((Tl - 1) * math.sqrt(300.0 * 600.0) * 1e-9)
     assert (pl.breakdown["input_gemm"] - ps.breakdown["input_gemm"]) == pytest.approx(
         3e-6 + 2 * 32 * 4 * H / 20e9, rel=1e-6)
-    # gemm path: the gemm_step table per row; H=128 is past the table: proportional to H;
-    # without a projection the plan splits the batch over two cores: 32 rows per core
+    # gemm path (forced at this H): the gemm_step table per row; H=128 is past the table:
+    # proportional to H; without a projection the plan splits the batch over two cores: 32 rows per core
+    monkeypatch.setattr(kc, "gemm_min_l2_multiple", 0.0)
     g = predict(LSTMSpec(input_size=32, hidden_size=128), t, batch=64, seq_len=T, dtype="float32", threads=2)
     assert g.breakdown["epilogue"] == pytest.approx(T * 32 * 700.0 * 2 * 1e-9)
     assert g.breakdown["step_overhead"] == pytest.approx(T * (1e-7 + 16 * 1e-8 + 2 * 1e-7))

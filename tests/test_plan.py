@@ -8,7 +8,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from edgelstm.kernels import cpu, team
+from edgelstm.kernels import cpu, plan, team
 from edgelstm.kernels.plan import FACTS, config, plan_layer
 
 NP_ALLOC = {"empty", "zeros", "array"}
@@ -100,6 +100,7 @@ def test_lstm_cpu_takes_the_planned_path(monkeypatch, T, B, H, threads, bidirect
     if p.projection == "team":                   # so does the team (or its serial fallback)
         rec = {"_layer_team_or_serial"}
     assert set(seen) == proj | rec, (p, seen)
-    assert (p.path == "gemm") == (B >= config.gemm_min_batch)
+    assert (p.path == "gemm") == (B >= config.gemm_min_batch and 4 * H * H * 4 > config.gemm_min_l2_multiple
+                                  * (plan.l2_bytes() or 1 << 20))
     assert p.two_cores == (nth > 1 and (p.projection in ("own_halves", "own_pipelined", "team")
                                         or p.recurrence in ("two_blocks", "two_directions", "team", "split")))

@@ -145,7 +145,7 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
     # projection, of a large batch, or the two directions side by side. Charged at the
     # t_all-thread rate of the same routine; run_two's own hand-off (a few µs) is not counted.
     two = plan.two_cores and t_all > 1
-    out = {}
+    out = {"path": plan.path}
     # Hoisted projection: one GEMM per layer for both directions, T*B rows; attributed per direction.
     rows_in = T * B
     if plan.projection == "blas":
@@ -185,6 +185,7 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
         out["product"] = dot
         out["epilogue"] = rows_busy * epi_row
         out["layer"] = py + F.gemm_layer_allocs * p.py_alloc_s + p.py_threads_s
+        out["path"] = "gemm"
         return out
     if plan.recurrence == "team":
         # B=1, two threads, each with its half of the hidden units: its share of the projection
@@ -239,7 +240,7 @@ def _kernel_row_cost(ctx: Context, r, cfg: CPUConfig) -> RowCost:
     cost = RowCost(w_level=place_weights(host, ws * k.get("w_share", 1.0), 1))
     cost.add_once("compute", k["projection"])
     cost.once_energy_j += r.input_weight_bytes * place_weights(host, r.input_weight_bytes, th).energy_pJ_per_byte * 1e-12
-    if B >= cfg.gemm_min_batch:   # the bias pass over the gate buffer (xp += b), read and written once
+    if k["path"] == "gemm":   # the bias pass over the gate buffer (xp += b), read and written once
         buf = place_activations(host, T * r.gate_buffer_bytes_per_step // 2, th)
         cost.add_once(f"memory:{buf.name}", T * r.gate_buffer_bytes_per_step / buf.bandwidth_for(1))
     cost.add_once("overhead", k["layer"])

@@ -16,8 +16,10 @@ Versions (all numerically interchangeable with kernels/reference.py):
   chunks of the projection while the caller runs the recurrence; whoever claims a chunk
   (CAS) computes it, so a helper that is not scheduled costs nothing;
 - B=1 two-thread team (team.py): hidden units split between two threads with a per-step
-  barrier; off by default (config.team_min_hidden: measured slower on the loaded machine);
-- "gemm" recurrence, large batches: without a projection `_layer_gemm_split` (per step, each
+  barrier, each computing its units' share of the projection; taken when W_hh overflows one
+  core's L2 (config.team_l2_fraction, team_min_macs: 1.5-2x serial measured there);
+- "gemm" recurrence, large batches whose W_hh overflows several L2s (config.gemm_min_batch,
+  gemm_min_l2_multiple): without a projection `_layer_gemm_split` (per step, each
   half of the hidden units does its own GEMM and epilogue on its core); with one
   `_layer_gemm` (a BLAS GEMM per step, then the row epilogue, threaded when large);
 - `stream_step`: one step of every layer for a streaming caller, no allocation.

@@ -45,7 +45,11 @@ class CPUConfig:
     # it the helper thread's wake-up (tens of µs) costs more than the half it saves.
     two_core_min_macs: int = 1 << 20
     # B=1, one direction, no projection: the two-thread team (team.py) from this many recurrent
-    # MACs per layer (T * 4H * H). MEASURED_TEAM
+    # MACs per layer (T * 4H * H), which pays for its start (the helper's wake-up, 20-60 µs).
+    # Measured (idle Zen 4, 1 MiB L2, interleaved medians, T=100 unless said): team over serial
+    # 1.68x at H=224, 1.54x H=256, 1.70x H=320, 1.98x H=1024 (T=20) in float32, 1.53-1.61x at
+    # H=160-256 in float64; but 0.66x at H=64, 0.70x H=128, 0.95x H=192 (W_hh 576 KB): while
+    # W_hh fits one L2 the team's barrier and start cost more than the halved matvec saves.
     team_min_macs: int = 1 << 22
     # ... and only when this layer's W_hh is larger than this fraction of one core's L2 (read
     # from sysfs; l2_bytes > 0 overrides it): the team's gain is each core streaming half of

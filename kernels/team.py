@@ -4,14 +4,17 @@ direction, and meets once per step.
 Thread `tid` owns hidden units [k0, k1): the 4 gate columns of those units are packed into
 its own W_hh^T panel (P, 4*(k1-k0)), so each thread streams half of W_hh (at H=256 float32
 that is 512 KB per core instead of 1 MB on one) and runs the fused epilogue for its units
-only. h is double-buffered: step s reads hbuf[s % 2] whole and writes its half of
+only. Each thread also computes its own units' share of the layer's input projection (their
+4*(k1-k0) rows of W_ih) before the first step, so a layer is one call per thread and the
+helper's wake-up overlaps the caller's share. h is double-buffered: step s reads hbuf[s % 2] whole and writes its half of
 hbuf[(s + 1) % 2]; a thread starts step s+1 only once its partner has published step s
 (store_release / load_acquire on per-thread counters, each on its own cache line), so no
 thread overwrites a buffer its partner is still reading.
 
 Never a deadlock, never a collapse:
 - the partner is the guard helper thread; it must claim the work (a CAS on the claim word)
-  before the caller starts. If it has not within `claim_spins`, the caller cancels the claim
+  before it starts. If it has not within `claim_spins` of the caller finishing its share of
+  the projection, the caller cancels the claim
   (the same CAS) and the layer runs serially: a helper that is not scheduled costs a bounded
   spin, never a time slice;
 - a waiting thread spins with `pause`, then yields its core (sched_yield) after `spin_limit`

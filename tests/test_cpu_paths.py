@@ -166,6 +166,32 @@ def test_team_abort_and_cancel_fall_back_to_serial(monkeypatch):
     assert cpu._team_state["fallbacks"] > fallbacks
 
 
+def test_team_backs_off_when_slower_than_serial(monkeypatch):
+    """A team call slower per step than the serial plan last measured for the same layer shape
+    (here a serial time of 1 ps per step, which no call can beat) sends the next calls to the
+    serial plan; the serial plan taken while backing off records its own time per step, and
+    both give the reference's numbers."""
+    import numba
+    if numba.get_num_threads() < 2:
+        pytest.skip("one Numba thread: no team")
+    monkeypatch.setattr(cpu.config, "team_min_macs", 1)
+    monkeypatch.setattr(cpu.config, "team_l2_fraction", 0.0)
+    monkeypatch.setattr(cpu.config, "team_claim_spins", 1 << 40)
+    spec = el.LSTMSpec(6, 40)
+    w = el.LSTMWeights.random(spec, seed=7, dtype="float64")
+    x, h0, c0 = _inputs(spec, 11, 1, "float64", seed=7)
+    ref = lstm_reference(x, w, h0, c0)
+    monkeypatch.setitem(cpu._team_state, "serial_step_s", {(6, 40, 8): 1e-12})
+    monkeypatch.setitem(cpu._team_state, "serial_until", 0.0)
+    slower, runs = cpu._team_state["slower"], cpu._team_state["runs"]
+    _close(lstm(x, w, h0, c0), ref, "float64")                # the team, then backs off
+    assert cpu._team_state["runs"] == runs + 1 and cpu._team_state["slower"] == slower + 1
+    assert cpu._team_state["serial_until"] > 0.0
+    _close(lstm(x, w, h0, c0), ref, "float64")                # serial, timed
+    assert cpu._team_state["runs"] == runs + 1
+    assert cpu._team_state["serial_step_s"][(6, 40, 8)] > 1e-12
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_pipelined_projection_matches_reference(dtype, monkeypatch):
     """B=1 unidirectional layers with the projection in chunks shared with the helper thread;

@@ -39,6 +39,8 @@ PERSISTENT_BLOCK_SMEM_BYTES = 48 * 1024
 # activations, the gate buffer, code) and conflict misses share it. SRAM and TCM are
 # addressed directly and hold their full capacity. A modelling assumption, stated here.
 CACHE_USABLE_FRACTION = 0.75
+# Targets whose steps run on CPU cores: a step is spread over them only when that is faster.
+CPU_KINDS = ("cpu", "host")
 
 
 class PredictError(ValueError):
@@ -260,11 +262,24 @@ def roofline_row(ctx: Context, r) -> RowCost:
         cost.once_energy_j += ws * home.energy_pJ_per_byte * 1e-12
     rec_macs = r.macs_per_step - (in_macs if ctx.hoisted else 0)
     elementwise = r.flops_per_step - 2 * r.macs_per_step
-    cost.over = step_over if r.kind != "embedding" else 0.0
-    cost.compute_s = 2 * rec_macs / peak if rec_macs else 0.0
-    cost.weights_s = ws / w_level.bandwidth_for(row_th) if r.kind != "embedding" else 0.0
-    cost.acts_s = ctx.a_step(r) / ctx.act_level.bandwidth_for(row_th)
-    cost.epilogue_s = r.transcendentals_per_step * transcendental_s(t, dt, row_th) + elementwise / peak
+
+    def step_terms(n_th, level, over):
+        pk = 2 * t.peak_macs_per_s(dt, n_th)
+        return (over if r.kind != "embedding" else 0.0,
+                2 * rec_macs / pk if rec_macs else 0.0,
+                ws / level.bandwidth_for(n_th) if r.kind != "embedding" else 0.0,
+                ctx.a_step(r) / ctx.act_level.bandwidth_for(n_th),
+                r.transcendentals_per_step * transcendental_s(t, dt, n_th) + elementwise / pk)
+    terms = step_terms(row_th, w_level, step_over)
+    # A CPU runtime spreads a step over its cores only when that is faster than one core
+    # (a parallel region per step costs parallel_step_overhead_s): the faster of the two.
+    if not persistent and t.kind in CPU_KINDS and min(th, t.cores) > 1:
+        one_level = place_weights(t, working_set, 1)
+        one = step_terms(1, one_level, t.step_overhead_s)
+        step_s = lambda x: x[0] + max(x[1], x[2] + x[3]) + x[4]
+        if step_s(one) < step_s(terms):
+            terms, cost.w_level = one, one_level
+    cost.over, cost.compute_s, cost.weights_s, cost.acts_s, cost.epilogue_s = terms
     return cost
 
 

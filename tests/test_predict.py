@@ -196,3 +196,20 @@ def test_persistent_block_is_the_shipped_cuda_kernel():
     h = load_target("h100")
     assert small.layers[0].compute_s == pytest.approx(
         grid.layers[0].compute_s * h.peak_macs_per_s("float32", 132) / h.peak_macs_per_s("float32", 1))
+
+
+@pytest.mark.parametrize("H,B", [(16, 1), (64, 1), (256, 1), (64, 16), (512, 64)])
+def test_more_cpu_cores_never_predict_slower(H, B):
+    """On a CPU target a runtime spreads a step over its cores only when that is faster
+    (predict.CPU_KINDS): all cores are never predicted slower than one, where before a 1-2 µs
+    step paid a parallel region each (cortex-a72: 4 cores, with a parallel region per step of
+    5 µs, what calibration measured on the 2-core host)."""
+    from dataclasses import replace
+    from edgelstm.costmodel.api import load_target, predict
+    from edgelstm.spec import LSTMSpec
+    t = replace(load_target("cortex-a72"), parallel_step_overhead_s=5e-6)
+    assert t.kind == "cpu" and t.cores == 4
+    spec = LSTMSpec(H, H)
+    one = predict(spec, t, batch=B, seq_len=50, threads=1)
+    all_ = predict(spec, t, batch=B, seq_len=50, threads=4)
+    assert all_.latency_s <= one.latency_s * (1 + 1e-12)

@@ -248,6 +248,8 @@ def roofline_row(ctx: Context, r) -> RowCost:
         w_level = place_weights(t, working_set, th)
         step_over = t.parallel_step_overhead_s if min(th, t.cores) > 1 else t.step_overhead_s
     cost = RowCost(w_level=w_level)
+    if r.kind == "lstm" and t.layer_overhead_s:
+        cost.add_once("overhead", t.layer_overhead_s)    # the operator's invoke, once per call
     in_macs = input_macs(r, B) if r.kind == "lstm" else 0
     peak = 2 * t.peak_macs_per_s(dt, row_th)
     if r.kind == "lstm" and ctx.hoisted and in_macs:

@@ -111,6 +111,8 @@ class Target:
     calibration: Dict[str, object] = field(default_factory=dict)  # a measured target's record
     path: str = ""
     array: Optional[ArrayConfig] = None  # an accelerator's systolic array (costmodel/array.py)
+    layer_overhead_s: float = 0.0        # per LSTM layer and direction, once per call (an
+                                         # operator's invoke: interpreter or wrapper bookkeeping)
 
     def peak_macs_per_s(self, dtype: str, threads: int = 1) -> float:
         rate = self.macs_per_cycle.get(dtype)
@@ -289,7 +291,8 @@ OVERHEAD = Table("overhead", (
     Key("call_s", "number0", 0.0, "call_overhead_s"),
     Key("step_s", "number0", attr="step_overhead_s"),
     Key("parallel_step_s", "number0", lambda v: v["step_overhead_s"], "parallel_step_overhead_s"),
-    Key("persistent_step_s", "number0", 0.0, "persistent_step_overhead_s")))
+    Key("persistent_step_s", "number0", 0.0, "persistent_step_overhead_s"),
+    Key("layer_s", "number0", 0.0, "layer_overhead_s")))
 TRANSCENDENTAL = Table("transcendental", (Key("cycles", "number", 20.0, "transcendental_cycles"),),
                        map_attr="transcendental_ns", map_prefix="ns_", map_keys=DTYPE_KEYS, map_what="ns_<dtype>",
                        source="optional", required=False)

@@ -196,3 +196,22 @@ def test_cli_targets_lists_an_older_host_file_as_unusable(tmp_path, monkeypatch,
     assert host["calibrated"] is False and "run `edgelstm calibrate` again" in host["error"]
     assert main(["size", "--input-size", "8", "--hidden-size", "8", "--target", "host"]) == 2
     assert "run `edgelstm calibrate` again" in capsys.readouterr().err
+
+
+def test_layer_overhead_read_written_and_charged_per_lstm_row(tmp_path):
+    """[overhead] layer_s: read (default 0 when absent), written back by the one schema, and
+    charged once per LSTM layer and direction per call (two layers, bidirectional: 4 rows)."""
+    from edgelstm.costmodel.api import load_target, predict
+    from edgelstm.costmodel.target import write_target_file
+    from edgelstm.spec import LSTMSpec
+    plain = load_target(str(write(tmp_path, GOOD)))
+    assert plain.layer_overhead_s == 0.0
+    t = load_target(str(write(tmp_path, GOOD.replace("step_s = 1e-6", "step_s = 1e-6\nlayer_s = 3e-5"), "l.toml")))
+    assert t.layer_overhead_s == 3e-5
+    again = load_target(str(write_target_file(t, tmp_path / "again.toml")))
+    assert again.layer_overhead_s == 3e-5
+    spec = LSTMSpec(8, 16, num_layers=2, bidirectional=True)
+    a = predict(spec, t, batch=1, seq_len=5)
+    b = predict(spec, plain, batch=1, seq_len=5)
+    assert a.latency_s - b.latency_s == pytest.approx(4 * 3e-5)
+    assert a.bound_breakdown["overhead"] - b.bound_breakdown["overhead"] == pytest.approx(4 * 3e-5)

@@ -433,9 +433,10 @@ def _projection(x2, pk, xp2, kind, large=False):
 
 
 # The team backs off (runs the serial plan) for config.team_backoff_s after a call that could not
-# start, aborted, yielded on more than 1/8 of its steps, or took longer per step than the serial
-# plan last did for the same layer shape (serial_step_s, timed during the back-off): a core
-# shared with another process makes the team slower than one core alone.
+# start or aborted; or that took longer per step than the serial plan last did for the same layer
+# shape (serial_step_s, timed during a back-off), or, before there is such a time, yielded its
+# core on more than half of its steps: a core shared with another process makes the team slower
+# than one core alone.
 _team_state = {"serial_until": 0.0, "runs": 0, "fallbacks": 0, "slower": 0, "serial_step_s": {}}
 
 
@@ -505,8 +506,13 @@ def _layer_team_or_serial(weights, l, x2, pk, xp, lens, hd, cd, y, spec):
                            pk.whh[0], 1, hd, cd, y, 0)
         return
     ref = _team_state["serial_step_s"].get((x2.shape[1], H, xp.itemsize))
-    if r > n // 8 or (ref is not None and per_step > ref):
-        _team_state["slower"] += r <= n // 8
+    # Against the serial plan's time when there is one; else yields on half the steps (a core
+    # taken away) send the next calls to the serial plan, which measures it. Yields alone are
+    # noise at long steps: at H=1024 (a 100 µs step streaming W_hh from L3) the two halves run
+    # at uneven speeds on the idle VM and a thread waited past the spin limit on many steps,
+    # which sent most calls to the serial plan: 36 ms against 19.5 ms.
+    if (per_step > ref) if ref is not None else (r > n // 2):
+        _team_state["slower"] += ref is not None
         _team_state["serial_until"] = time.monotonic() + cfg.team_backoff_s
     hd[0] = hbuf[n & 1]
 

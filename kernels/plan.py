@@ -59,8 +59,9 @@ class CPUConfig:
     team_claim_spins: int = 20000     # pauses the caller waits for the helper to claim the team
     team_spin_limit: int = 2000       # pauses before a waiting team thread yields its core
     team_max_yields: int = 200000     # then the team aborts and the layer is recomputed serially
-    # After a team call that yielded on more than 1/8 of its steps, or could not start, the
-    # next calls run serially for this long (a core is busy elsewhere), then the team is tried again.
+    # After a team call that could not start, aborted, or was slower per step than the serial
+    # plan (kernels/cpu.py: _team_state), the next calls run serially for this long (a core is
+    # busy elsewhere), then the team is tried again.
     team_backoff_s: float = 0.2
     # B=1, one direction: the helper computes chunks of this many steps of the input projection
     # while the caller runs the recurrence (whichever claims a chunk first computes it).

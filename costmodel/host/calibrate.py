@@ -43,6 +43,10 @@ ROUTINE_K_QUICK = (32, 128, 512)       # L1, L2, L3 (float32): larger W takes th
 DOT_M = (1, 16, 64, 256, 1024)     # np.dot from Python: rows of a step's product or of a projection
 DOT_M_QUICK = (1, 64, 256)
 OWN_M = (1, 4, 32, 256)            # the register-blocked projection GEMM, serial and prange
+# ... and the prange variant also at this many rows: the projection of T*B rows (6400 at B=64,
+# T=100) runs its blocks of rows on both cores at a rate m=256 does not show (measured at
+# B=64 H=256: at least 67 GMAC/s over the call against 51 from the m=256 point).
+OWN_M_PAR_EXTRA = (2048,)
 OWN_M_QUICK = (1, 32, 256)
 EPI_H = (16, 64, 256, 1024)        # hidden sizes of the elementwise (epilogue) tables
 EPI_B = 64                         # rows of the gemm path's per-step epilogue call
@@ -94,7 +98,8 @@ def measure(quick: bool = False, log=None, progress: bool = False) -> dict:
     kdts, kthreads = (("float32",), [1]) if quick else (DTYPES, threads)
     own_par = (False, True) if (cores > 1 and not quick) else (False,)
     levels = caches()
-    n_routines = len(kdts) * len(ks) * (len(dot_m) + len(own_m) * len(own_par)
+    own_points = sum(len(own_m) + (len(OWN_M_PAR_EXTRA) if par else 0) for par in own_par)
+    n_routines = len(kdts) * len(ks) * (len(dot_m) + own_points
                                         + len(kthreads) * (len(BLOCK_M) + 1)) * h.rounds
     n_ew = len(kdts) * len(EPI_H) * (len(kthreads) + (not quick)) * h.rounds
     bw_threads = [1] if quick else threads
@@ -156,8 +161,8 @@ def measure(quick: bool = False, log=None, progress: bool = False) -> dict:
                     for m in dot_m:
                         rt.append(("dot", dt, cores, m, k, 4 * k, ro.blas_call(dt, m, k, 4 * k)))
                         bar.tick()
-                    for m in own_m:
-                        for par in own_par:
+                    for par in own_par:
+                        for m in own_m + (OWN_M_PAR_EXTRA if par else ()):
                             rt.append(("own", dt, cores if par else 1, m, k, 4 * k, ro.own_gemm(dt, m, k, 4 * k, par)))
                             bar.tick()
                     for th in kthreads:

@@ -395,30 +395,10 @@ if __name__ == "__main__":
 
 def barrier_crossing_s(n=20000) -> float:
     """Seconds per crossing of the team's two-thread step barrier (kernels/team.py) with no
-    work between crossings: the floor of the team's per-step cost on this machine now."""
-    import threading
-    import time
-    from numba import njit
-    from edgelstm.kernels import team
-    from edgelstm.kernels.atomics import store_release
-
-    @njit(nogil=True)
-    def pingpong(sync, tid, n):
-        me, other = (team.FLAG0, team.FLAG1) if tid == 0 else (team.FLAG1, team.FLAG0)
-        for s in range(n):
-            store_release(sync, me, s + 1)
-            if team._wait_at_least(sync, other, s + 1, 2000, 1 << 40) < 0:
-                return -1
-        return 0
-    pingpong(team.new_sync(), 0, 0)
-    sync = team.new_sync()
-    th = threading.Thread(target=pingpong, args=(sync, 1, n))
-    th.start()
-    t0 = time.perf_counter()
-    pingpong(sync, 0, n)
-    dt = time.perf_counter() - t0
-    th.join()
-    return dt / n
+    work between crossings: the floor of the team's per-step cost on this machine now (the
+    same micro-benchmark as calibration's, costmodel/host/micro.py)."""
+    from edgelstm.costmodel.host.micro import barrier_crossing_s as crossing
+    return crossing(n)
 
 
 def test_barrier_crossing(benchmark):

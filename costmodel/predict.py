@@ -251,7 +251,6 @@ def roofline_row(ctx: Context, r) -> RowCost:
     if r.kind == "lstm" and t.layer_overhead_s:
         cost.add_once("overhead", t.layer_overhead_s)    # the operator's invoke, once per call
     in_macs = input_macs(r, B) if r.kind == "lstm" else 0
-    peak = 2 * t.peak_macs_per_s(dt, row_th)
     if r.kind == "lstm" and ctx.hoisted and in_macs:
         in_level = place_weights(t, r.input_weight_bytes, th)
         g_compute = 2 * in_macs * T / (2 * t.peak_macs_per_s(dt, th))

@@ -83,8 +83,6 @@ def _axpy_multi(z, wT, h, act, na):
         p += 1
 
 
-
-
 @njit_cached(fastmath=FASTMATH, error_model="numpy", nogil=True)
 def _finish_row(hf, whrT, has_proj, h, yrow):
     """h = W_hr hf (or hf), and the same values into this step's output row."""
@@ -219,7 +217,7 @@ def _layer_pipelined(x2, pk, xp, lens, hd, cd, y, spec):
     thread (see _layer_one_pipelined). Falls back to the plain order from saved state if the
     wait ever aborts; backs off to the plain order for a while after any wait had to yield."""
     n = int(lens[0])
-    use_axpy = 4 * pk.wihT.shape[1] * pk.wihT.itemsize <= config.projection_axpy_max_bytes
+    use_axpy = _use_axpy(pk.wihT)
     chunk = config.pipeline_chunk_steps
     sync = np.zeros(_PIPE_BASE + 16 * (-(-x2.shape[0] // chunk)), np.int64)
     cfg = config
@@ -400,12 +398,18 @@ def packed_layers(weights) -> tuple:
     return weights.packed("cpu-v3", _pack)
 
 
+def _use_axpy(wT) -> bool:
+    """Whether a projection by W^T (K, G) takes the axpy form: while four output rows of G fit
+    L1 (config.projection_axpy_max_bytes), else the 4x4 dot form."""
+    return 4 * wT.shape[1] * wT.itemsize <= config.projection_axpy_max_bytes
+
+
 def _projection_serial(x2, pk, xp2, large=False):
     """One thread: the row-blocked GEMM for a large batch (W streamed once per row block), else
     the axpy form while 4 output rows fit L1, else the 4x4 dot form."""
     if large:
         _gemm_rowblocks(x2, pk.wih, pk.bias, xp2, config.gemm_row_block)
-    elif 4 * pk.wihT.shape[1] * pk.wihT.itemsize <= config.projection_axpy_max_bytes:
+    elif _use_axpy(pk.wihT):
         _gemm_bias_axpy(x2, pk.wihT, pk.bias, xp2)
     else:
         _gemm_bias(x2, pk.wih, pk.bias, xp2)
@@ -440,6 +444,12 @@ def _projection(x2, pk, xp2, kind, large=False):
 _team_state = {"serial_until": 0.0, "runs": 0, "fallbacks": 0, "slower": 0, "serial_step_s": {}}
 
 
+def _record_serial_step(E: int, H: int, itemsize: int, t0, n: int) -> None:
+    """The serial plan's seconds per step for this layer shape, timed from t0 (None: not timed)."""
+    if t0 is not None and n > 0:
+        _team_state["serial_step_s"][(E, H, itemsize)] = (time.perf_counter() - t0) / n
+
+
 def _team_parts(weights):
     """Per layer: (k0, k1) twice and each thread's (W_hh^T panel, peepholes, W_ih rows, their
     transpose, bias) for its units, cached."""
@@ -464,8 +474,7 @@ def _layer_team_or_serial(weights, l, x2, pk, xp, lens, hd, cd, y, spec):
     (team.py), or serially when the helper is busy, does not claim in time, or the team aborts
     (then from saved state)."""
     n = int(lens[0])
-    (k0, k1), (k2, k3) = _team_parts(weights)[l][0]
-    parts = _team_parts(weights)[l][1]
+    ((k0, k1), (k2, k3)), parts = _team_parts(weights)[l]
     H = cd.shape[1]
     hbuf = np.empty((2, H), xp.dtype)
     hbuf[0] = hd[0]
@@ -474,8 +483,7 @@ def _layer_team_or_serial(weights, l, x2, pk, xp, lens, hd, cd, y, spec):
     sync = team.new_sync()
     cfg = config
     helper_done = threading.Event()
-    isz = xp.itemsize
-    axpy = [4 * p[3].shape[1] * isz <= cfg.projection_axpy_max_bytes for p in parts]
+    axpy = [_use_axpy(p[3]) for p in parts]
 
     def run(tid, k_lo, k_hi):
         wpart, pp, wih_p, wihT_p, bias_p = parts[tid]
@@ -561,8 +569,7 @@ def lstm_cpu(x, weights, h0, c0, lengths):
             t_serial = time.perf_counter()
         if plan.projection == "own_pipelined" and time.monotonic() >= _pipe_state["serial_until"]:
             _layer_pipelined(x2, pk, xp, lens, h_n[l], c_n[l], y, spec)
-            if t_serial is not None and lens[0] > 0:
-                _team_state["serial_step_s"][(E_l, H, dt.itemsize)] = (time.perf_counter() - t_serial) / lens[0]
+            _record_serial_step(E_l, H, dt.itemsize, t_serial, lens[0])
             layer_in = y
             continue
         kind = "own_serial" if plan.projection == "own_pipelined" else plan.projection
@@ -598,8 +605,7 @@ def lstm_cpu(x, weights, h0, c0, lengths):
                                   lambda: _layer_rows_serial(*args1, pk.whh[1], B, h1, c1, y, P))
             else:
                 _layer_rows_serial(*args, pk.whh[d], rpb, hd, cd, y, d * P)
-        if t_serial is not None and lens[0] > 0:
-            _team_state["serial_step_s"][(E_l, H, dt.itemsize)] = (time.perf_counter() - t_serial) / lens[0]
+        _record_serial_step(E_l, H, dt.itemsize, t_serial, lens[0])
         layer_in = y
     return layer_in, (h_n, c_n)
 

@@ -118,7 +118,7 @@ def team_layer(x2, wih_p, wihT_p, bias_p, use_axpy, xp, g_off, wpart, peep_part,
     hk = k1 - k0
     G = 4 * hk
     N = x2.shape[0]
-    if tid == 1 and cas(sync, CLAIM, 0, 1) != 0:
+    if tid == 1 and not claim_as_helper(sync):
         return CANCELLED
     xl = np.empty((N, G), dtype=xp.dtype)
     if use_axpy:

@@ -106,18 +106,25 @@ def test_run_two_uses_the_helper_and_propagates_errors(monkeypatch):
     assert sorted(out) == ["a", "b"]
 
 
+def _force_team(monkeypatch, wait_for_helper=True):
+    """The two-thread B=1 team for every unidirectional layer, whatever its size (skips with one
+    Numba thread); wait_for_helper: the caller waits for the helper's claim however long."""
+    import numba
+    if numba.get_num_threads() < 2:
+        pytest.skip("one Numba thread: no team")
+    monkeypatch.setattr(cpu.config, "team_min_macs", 1)
+    monkeypatch.setattr(cpu.config, "team_l2_fraction", 0.0)
+    if wait_for_helper:
+        monkeypatch.setattr(cpu.config, "team_claim_spins", 1 << 40)
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("spec", [el.LSTMSpec(5, 33, num_layers=2, peephole=True),
                                   el.LSTMSpec(3, 70, bidirectional=True, bias="keras")], ids=str)
 def test_team_matches_reference(spec, dtype, monkeypatch):
     """The two-thread B=1 team (team.py), forced on for every layer; a bidirectional spec runs
     its directions through run_two instead, so it checks that the team is not taken there."""
-    import numba
-    if numba.get_num_threads() < 2:
-        pytest.skip("one Numba thread: no team")
-    monkeypatch.setattr(cpu.config, "team_min_macs", 1)
-    monkeypatch.setattr(cpu.config, "team_l2_fraction", 0.0)
-    monkeypatch.setattr(cpu.config, "team_claim_spins", 1 << 40)   # always wait for the helper
+    _force_team(monkeypatch)
     w = el.LSTMWeights.random(spec, seed=4, dtype=dtype)
     x, h0, c0 = _inputs(spec, 13, 1, dtype, seed=5)
     runs = cpu._team_state["runs"]
@@ -130,15 +137,11 @@ def test_team_matches_reference(spec, dtype, monkeypatch):
 def test_team_abort_and_cancel_fall_back_to_serial(monkeypatch):
     """A partner that never answers: the caller gives up (cancelled claim, or an abort after
     max_yields) and the layer is recomputed serially from its saved state."""
-    import numba
-    if numba.get_num_threads() < 2:
-        pytest.skip("one Numba thread: no team")
+    _force_team(monkeypatch, wait_for_helper=False)
     spec = el.LSTMSpec(4, 40, num_layers=2)
     w = el.LSTMWeights.random(spec, seed=6, dtype="float64")
     x, h0, c0 = _inputs(spec, 9, 1, "float64", seed=6)
     ref = lstm_reference(x, w, h0, c0)
-    monkeypatch.setattr(cpu.config, "team_min_macs", 1)
-    monkeypatch.setattr(cpu.config, "team_l2_fraction", 0.0)
     # 1) the helper is never asked: the claim is cancelled after team_claim_spins
     monkeypatch.setattr(guard, "post_to_helper", lambda fn: True)
     cpu._team_state["serial_until"] = 0.0
@@ -155,9 +158,7 @@ def test_team_abort_and_cancel_fall_back_to_serial(monkeypatch):
             return 0
         return real(*args)
     monkeypatch.setattr(team, "team_layer", lazy_partner)
-    monkeypatch.setattr(cpu.config, "team_min_macs", 1)
-    monkeypatch.setattr(cpu.config, "team_l2_fraction", 0.0)
-    monkeypatch.setattr(cpu.config, "team_claim_spins", 1 << 40)
+    _force_team(monkeypatch)
     monkeypatch.setattr(cpu.config, "team_spin_limit", 10)
     monkeypatch.setattr(cpu.config, "team_max_yields", 50)
     cpu._team_state["serial_until"] = 0.0
@@ -171,12 +172,7 @@ def test_team_backs_off_when_slower_than_serial(monkeypatch):
     (here a serial time of 1 ps per step, which no call can beat) sends the next calls to the
     serial plan; the serial plan taken while backing off records its own time per step, and
     both give the reference's numbers."""
-    import numba
-    if numba.get_num_threads() < 2:
-        pytest.skip("one Numba thread: no team")
-    monkeypatch.setattr(cpu.config, "team_min_macs", 1)
-    monkeypatch.setattr(cpu.config, "team_l2_fraction", 0.0)
-    monkeypatch.setattr(cpu.config, "team_claim_spins", 1 << 40)
+    _force_team(monkeypatch)
     spec = el.LSTMSpec(6, 40)
     w = el.LSTMWeights.random(spec, seed=7, dtype="float64")
     x, h0, c0 = _inputs(spec, 11, 1, "float64", seed=7)

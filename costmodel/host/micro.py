@@ -159,6 +159,22 @@ def _pingpong(sync, tid, n):
     return 0
 
 
+def barrier_crossing_s(n: int = 2000) -> float:
+    """Seconds per crossing of the team's two-thread step barrier with no work between
+    crossings: this thread and one other, n crossings each (used by calibration and by
+    bench/bench_kernels.py)."""
+    import threading
+    _pingpong(_team.new_sync(), 0, 0)
+    sync = _team.new_sync()
+    th = threading.Thread(target=_pingpong, args=(sync, 1, n))
+    th.start()
+    t0 = time.perf_counter()
+    _pingpong(sync, 0, n)
+    dt = time.perf_counter() - t0
+    th.join()
+    return dt / n
+
+
 class Micro:
     """The generic micro-benchmarks, timed with a Harness."""
 
@@ -270,20 +286,8 @@ class Micro:
         if threads < 2:
             return {"team_barrier_s": 0.0, "helper_wake_s": 0.0}
         import threading
-        from edgelstm.kernels import guard, team
-        n = 2000
-        _pingpong(team.new_sync(), 0, 0)
-
-        def crossing():
-            sync = team.new_sync()
-            th = threading.Thread(target=_pingpong, args=(sync, 1, n))
-            th.start()
-            t0 = time.perf_counter()
-            _pingpong(sync, 0, n)
-            dt = time.perf_counter() - t0
-            th.join()
-            return dt / n
-        barrier = statistics.median(crossing() for _ in range(5))
+        from edgelstm.kernels import guard
+        barrier = statistics.median(barrier_crossing_s(2000) for _ in range(5))
         waits = []
         for _ in range(31):
             time.sleep(0.002)

@@ -11,9 +11,9 @@ docs/host-model.md has the equations.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import numpy as np
-from typing import Optional
 
 from edgelstm.kernels.plan import FACTS, CPUConfig, config as kernel_config, plan_layer
 
@@ -185,7 +185,6 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
         out["product"] = dot
         out["epilogue"] = rows_busy * epi_row
         out["layer"] = py + F.gemm_layer_allocs * p.py_alloc_s + p.py_threads_s
-        out["path"] = "gemm"
         return out
     if plan.recurrence == "team":
         # B=1, two threads, each with its half of the hidden units: its share of the projection

@@ -74,9 +74,9 @@ def lstm_from_tensors(graph: S.Graph, op: S.Operator, where: str):
     for k, v in types.items():
         if v != {want[k]}:
             raise UnsupportedModelError(f"{where}: {k} of type {', '.join(sorted(v))}; an int8 LSTM needs {want[k]}")
-    s_x, zp_x = _per_tensor(where, x, "the input")
-    s_h, zp_h = _per_tensor(where, h, "the hidden state")
-    s_c, zp_c = _per_tensor(where, c, "the cell state")
+    s_x, zp_x = per_tensor(where, x, "the input")
+    s_h, zp_h = per_tensor(where, h, "the hidden state")
+    s_c, zp_c = per_tensor(where, c, "the cell state")
     if act == "int16" and (zp_x or zp_h):
         raise ModelFileError(f"{where}: int16 activations must be symmetric (zero point 0), got input "
                              f"{zp_x} and hidden state {zp_h}")
@@ -89,7 +89,7 @@ def lstm_from_tensors(graph: S.Graph, op: S.Operator, where: str):
     sx, sh = [], []
     for t, scales in ((wx, sx), (wh, sh)):
         for k, w in enumerate(t):
-            s, zp = _per_tensor(where, w, f"weights {w.name!r}")
+            s, zp = per_tensor(where, w, f"weights {w.name!r}")
             if zp != 0:
                 raise ModelFileError(f"{where}: weights {w.name!r} have zero point {zp}, expected 0 (symmetric)")
             scales.append(s)
@@ -113,11 +113,14 @@ def _shape(where, t, shape, what):
         raise ModelFileError(f"{where}: {what} {t.name!r} has shape {t.shape}, expected {tuple(shape)}")
 
 
-def _per_tensor(where, t, what):
+def per_tensor(where, t, what, index=None):
+    """(scale, zero point) of a tensor quantized per tensor; `index`, the tensor's index in
+    the subgraph, goes into the messages when given (the interpreter, runner.py, names it)."""
+    who = repr(t.name) if index is None else f"tensor {index}, {t.name!r}"
     if not t.quantized:
-        raise ModelFileError(f"{where}: {what} ({t.name!r}) has no quantization parameters")
+        raise ModelFileError(f"{where}: {what} ({who}) has no quantization parameters")
     if len(t.scale) != 1:
-        raise UnsupportedModelError(f"{where}: {what} ({t.name!r}) is quantized per channel; TFLM's LSTM "
+        raise UnsupportedModelError(f"{where}: {what} ({who}) is quantized per channel; TFLM's LSTM "
                                     f"uses one scale per tensor")
     return float(t.scale[0]), int(t.zero_point[0])
 

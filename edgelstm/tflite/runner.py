@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import ModelFileError, UnsupportedModelError
 from ..kernels import int8_reference as R
 from . import schema as S
+from .lstm_tensors import per_tensor
 
 _QRANGE = {"int8": (R.INT8_MIN, R.INT8_MAX), "int16": (R.INT16_MIN, R.INT16_MAX)}
 
@@ -84,13 +85,7 @@ class TFLiteModel:
             raise ModelFileError(f"{where}: {what}")
 
     def _per_tensor(self, where, i, what):
-        t = self._tensor(i)
-        if not t.quantized:
-            raise ModelFileError(f"{where}: {what} (tensor {i}, {t.name!r}) has no quantization parameters")
-        if len(t.scale) != 1:
-            raise UnsupportedModelError(f"{where}: {what} (tensor {i}, {t.name!r}) is quantized per channel; "
-                                        f"TFLM's LSTM uses one scale per tensor")
-        return float(t.scale[0]), int(t.zero_point[0])
+        return per_tensor(where, self._tensor(i), what, index=i)
 
     def _prepare_reshape(self, op, where):
         self._expect(where, len(op.inputs) >= 1 and len(op.outputs) == 1, "expected 1 or 2 inputs and 1 output")

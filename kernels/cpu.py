@@ -16,8 +16,8 @@ Versions (all numerically interchangeable with kernels/reference.py):
   chunks of the projection while the caller runs the recurrence; whoever claims a chunk
   (CAS) computes it, so a helper that is not scheduled costs nothing;
 - B=1 two-thread team (team.py): hidden units split between two threads with a per-step
-  barrier, each computing its units' share of the projection; taken when W_hh overflows one
-  core's L2 (config.team_l2_fraction, team_min_macs: 1.5-2x serial measured there);
+  barrier, each computing its units' share of the projection; taken from config.team_min_macs
+  recurrent MACs per layer (1.1-1.9x serial measured from H=96 to H=1024 at T=100);
 - "gemm" recurrence, large batches whose W_hh overflows several L2s (config.gemm_min_batch,
   gemm_min_l2_multiple): without a projection `_layer_gemm_split` (per step, each
   half of the hidden units does its own GEMM and epilogue on its core); with one
@@ -437,17 +437,25 @@ def _projection(x2, pk, xp2, kind, large=False):
 
 
 # The team backs off (runs the serial plan) for config.team_backoff_s after a call that could not
-# start or aborted; or that took longer per step than the serial plan last did for the same layer
-# shape (serial_step_s, timed during a back-off), or, before there is such a time, yielded its
-# core on more than half of its steps: a core shared with another process makes the team slower
-# than one core alone.
-_team_state = {"serial_until": 0.0, "runs": 0, "fallbacks": 0, "slower": 0, "serial_step_s": {}}
+# start or aborted; or when its last two calls of a layer shape were both slower per step than
+# the serial plan's median over its last three timed calls of that shape (serial_step_s, timed
+# during back-offs), or, before there is such a time, after a call that yielded its core on more
+# than half of its steps: a core shared with another process makes the team slower than one
+# core alone. Two calls, not one: a single slow call (a page fault, a preempted vCPU) sent the
+# team to the serial plan for 0.2 s, which in a benchmark loop was the whole run.
+_team_state = {"serial_until": 0.0, "runs": 0, "fallbacks": 0, "slower": 0, "serial_step_s": {},
+               "serial_hist": {}, "team_hist": {}}
 
 
 def _record_serial_step(E: int, H: int, itemsize: int, t0, n: int) -> None:
-    """The serial plan's seconds per step for this layer shape, timed from t0 (None: not timed)."""
+    """The serial plan's seconds per step for this layer shape, timed from t0 (None: not timed):
+    serial_step_s holds the median of the last three."""
     if t0 is not None and n > 0:
-        _team_state["serial_step_s"][(E, H, itemsize)] = (time.perf_counter() - t0) / n
+        key = (E, H, itemsize)
+        hist = _team_state["serial_hist"].setdefault(key, [])
+        hist.append((time.perf_counter() - t0) / n)
+        del hist[:-3]
+        _team_state["serial_step_s"][key] = sorted(hist)[len(hist) // 2]
 
 
 def _team_parts(weights):
@@ -513,15 +521,20 @@ def _layer_team_or_serial(weights, l, x2, pk, xp, lens, hd, cd, y, spec):
         _layer_rows_serial(xp, 0, pk.whhT[0], pk.whrT[0], pk.peep[0], False, spec.peephole, lens, False,
                            pk.whh[0], 1, hd, cd, y, 0)
         return
-    ref = _team_state["serial_step_s"].get((x2.shape[1], H, xp.itemsize))
+    key = (x2.shape[1], H, xp.itemsize)
+    ref = _team_state["serial_step_s"].get(key)
+    recent = _team_state["team_hist"].setdefault(key, [])
+    recent.append(per_step)
+    del recent[:-2]
     # Against the serial plan's time when there is one; else yields on half the steps (a core
     # taken away) send the next calls to the serial plan, which measures it. Yields alone are
     # noise at long steps: at H=1024 (a 100 µs step streaming W_hh from L3) the two halves run
     # at uneven speeds on the idle VM and a thread waited past the spin limit on many steps,
     # which sent most calls to the serial plan: 36 ms against 19.5 ms.
-    if (per_step > ref) if ref is not None else (r > n // 2):
+    if (len(recent) == 2 and min(recent) > ref) if ref is not None else (r > n // 2):
         _team_state["slower"] += ref is not None
         _team_state["serial_until"] = time.monotonic() + cfg.team_backoff_s
+        recent.clear()
     hd[0] = hbuf[n & 1]
 
 

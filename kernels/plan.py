@@ -45,16 +45,17 @@ class CPUConfig:
     # it the helper thread's wake-up (tens of µs) costs more than the half it saves.
     two_core_min_macs: int = 1 << 20
     # B=1, one direction, no projection: the two-thread team (team.py) from this many recurrent
-    # MACs per layer (T * 4H * H), which pays for its start (the helper's wake-up, 20-60 µs).
-    # Measured (idle Zen 4, 1 MiB L2, interleaved medians, T=100 unless said): team over serial
-    # 1.68x at H=224, 1.54x H=256, 1.70x H=320, 1.98x H=1024 (T=20) in float32, 1.53-1.61x at
-    # H=160-256 in float64; but 0.66x at H=64, 0.70x H=128, 0.95x H=192 (W_hh 576 KB): while
-    # W_hh fits one L2 the team's barrier and start cost more than the halved matvec saves.
-    team_min_macs: int = 1 << 22
+    # MACs per layer (T * 4H * H), which pays for its start (the helper's wake-up and the second
+    # call, 40-60 µs on the test VM). Measured (idle Zen 4, 1 MiB L2, interleaved medians, the
+    # helper kept off the caller's CPU, float32): team over serial at T=100 0.99x H=64 (1.6M
+    # MACs), 1.16-1.22x H=96, 1.05-1.12x H=128, 1.25-1.33x H=192, 1.42-1.66x H=256, 1.73x H=512,
+    # 1.85x H=1024; at H=128 T=30 (2.0M) 1.19x, T=10 0.67x; H=64 T=30 0.6-0.72x. (Measured
+    # before the helper was kept off the caller's CPU, it had lost below one L2: 0.66x at H=64,
+    # 0.70x H=128: the two threads had often shared one core.)
+    team_min_macs: int = 1 << 21
     # ... and only when this layer's W_hh is larger than this fraction of one core's L2 (read
-    # from sysfs; l2_bytes > 0 overrides it): the team's gain is each core streaming half of
-    # W_hh from its own L2 instead of the whole from L3.
-    team_l2_fraction: float = 0.625
+    # from sysfs; l2_bytes > 0 overrides it). 0 (the default): whatever the L2.
+    team_l2_fraction: float = 0.0
     l2_bytes: int = 0
     team_claim_spins: int = 20000     # pauses the caller waits for the helper to claim the team
     team_spin_limit: int = 2000       # pauses before a waiting team thread yields its core
@@ -163,7 +164,8 @@ def plan_layer(T: int, B: int, E: int, H: int, D: int, nthreads: int, cfg: CPUCo
         elif D == 2:
             recurrence = "two_directions" if multi and T * B * (4 * H * H) >= cfg.two_core_min_macs else "serial"
         elif (B == 1 and not proj and multi and team and T * 4 * H * H >= cfg.team_min_macs
-              and l2_bytes(cfg) > 0 and 4 * H * H * itemsize > cfg.team_l2_fraction * l2_bytes(cfg)):
+              and (cfg.team_l2_fraction <= 0
+                   or (l2_bytes(cfg) > 0 and 4 * H * H * itemsize > cfg.team_l2_fraction * l2_bytes(cfg)))):
             recurrence = "team"
         else:
             recurrence = "serial"

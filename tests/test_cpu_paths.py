@@ -168,24 +168,30 @@ def test_team_abort_and_cancel_fall_back_to_serial(monkeypatch):
 
 
 def test_team_backs_off_when_slower_than_serial(monkeypatch):
-    """A team call slower per step than the serial plan last measured for the same layer shape
-    (here a serial time of 1 ps per step, which no call can beat) sends the next calls to the
-    serial plan; the serial plan taken while backing off records its own time per step, and
-    both give the reference's numbers."""
+    """Two team calls in a row slower per step than the serial plan's recent median for the same
+    layer shape (here a serial time of 1 ps per step, which no call can beat) send the next calls
+    to the serial plan; one slow call does not. The serial plan taken while backing off records
+    its own time per step, and every call gives the reference's numbers."""
     _force_team(monkeypatch)
     spec = el.LSTMSpec(6, 40)
     w = el.LSTMWeights.random(spec, seed=7, dtype="float64")
     x, h0, c0 = _inputs(spec, 11, 1, "float64", seed=7)
     ref = lstm_reference(x, w, h0, c0)
-    monkeypatch.setitem(cpu._team_state, "serial_step_s", {(6, 40, 8): 1e-12})
+    key = (6, 40, 8)
+    monkeypatch.setitem(cpu._team_state, "serial_step_s", {key: 1e-12})
+    monkeypatch.setitem(cpu._team_state, "serial_hist", {key: [1e-12]})
+    monkeypatch.setitem(cpu._team_state, "team_hist", {})
     monkeypatch.setitem(cpu._team_state, "serial_until", 0.0)
     slower, runs = cpu._team_state["slower"], cpu._team_state["runs"]
-    _close(lstm(x, w, h0, c0), ref, "float64")                # the team, then backs off
-    assert cpu._team_state["runs"] == runs + 1 and cpu._team_state["slower"] == slower + 1
+    _close(lstm(x, w, h0, c0), ref, "float64")                # the team; one slow call: stays on
+    assert cpu._team_state["runs"] == runs + 1 and cpu._team_state["slower"] == slower
+    assert cpu._team_state["serial_until"] == 0.0
+    _close(lstm(x, w, h0, c0), ref, "float64")                # the team again, then backs off
+    assert cpu._team_state["runs"] == runs + 2 and cpu._team_state["slower"] == slower + 1
     assert cpu._team_state["serial_until"] > 0.0
     _close(lstm(x, w, h0, c0), ref, "float64")                # serial, timed
-    assert cpu._team_state["runs"] == runs + 1
-    assert cpu._team_state["serial_step_s"][(6, 40, 8)] > 1e-12
+    assert cpu._team_state["runs"] == runs + 2
+    assert cpu._team_state["serial_step_s"][key] > 1e-12      # the median of 1 ps and a real time
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

@@ -134,3 +134,30 @@ print("ok")
     assert "could not be read" in second.stderr and str(tmp_path) in second.stderr
     third = _run(code, env)                       # the recompiled entries were written back
     assert third.returncode == 0 and "could not be read" not in third.stderr, third.stderr[-3000:]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs CPU affinity and at least two allowed CPUs")
+def test_helper_is_kept_off_the_callers_cpu():
+    """After a post, the helper thread's CPU mask leaves out the CPU the caller ran on, so Linux
+    cannot place the two halves of a run_two call on one core; the job still runs, and where the
+    caller's CPU cannot be read, the mask is left alone."""
+    code = textwrap.dedent("""
+        import os, threading, numba
+        numba.set_num_threads(2)
+        from edgelstm.kernels import guard
+        if guard._getcpu is None:
+            print("no-getcpu"); raise SystemExit
+        ran = []
+        guard.run_two(lambda: None, lambda: ran.append(threading.current_thread().name))
+        avoid = guard._helper.avoid                  # the caller's CPU when it posted
+        mask = os.sched_getaffinity(guard._helper.thread.native_id)
+        print(avoid in mask, avoid in os.sched_getaffinity(0) and len(mask) > 0, ran)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    if out.stdout.strip() == "no-getcpu":
+        pytest.skip("no sched_getcpu in this libc")
+    in_mask, nonempty, ran = out.stdout.strip().split(" ", 2)
+    assert in_mask == "False" and nonempty == "True"
+    assert ran in ("['edgelstm-helper']", "['MainThread']")

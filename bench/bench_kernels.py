@@ -227,14 +227,24 @@ def _peers(name):
     return runs
 
 
-def interleaved_medians(runs: dict, rounds: int, budget_s: float = None) -> dict:
-    """Median seconds per peer, the peers timed in turn in every round."""
+SETTLE_S = 0.0      # --settle: a quiet gap before every timed call (see interleaved_medians)
+
+
+def interleaved_medians(runs: dict, rounds: int, budget_s: float = None, settle_s: float = None) -> dict:
+    """Median seconds per peer, the peers timed in turn in every round. settle_s (default
+    SETTLE_S): sleep this long before each timed call, so that no peer runs while the previous
+    one's thread pool is still spinning (onnxruntime's workers spin about 40 ms after a call,
+    torch's OpenMP team about 10 ms, measured on the test VM): each peer then starts from a quiet
+    machine with its own default settings, as one runtime alone in an application would."""
     import statistics
     import time
+    settle_s = SETTLE_S if settle_s is None else settle_s
     times = {p: [] for p in runs}
     start = time.perf_counter()
     for r in range(rounds):
         for p, f in runs.items():
+            if settle_s:
+                time.sleep(settle_s)
             t0 = time.perf_counter()
             f()
             times[p].append(time.perf_counter() - t0)
@@ -348,12 +358,16 @@ def _main(argv=None):
     ap.add_argument("--contention", action="store_true", help="also the busy-core measurement")
     ap.add_argument("--passive", action="store_true", help="peers' thread pools sleep between calls (see PASSIVE)")
     ap.add_argument("--warm-start", action="store_true", help="also a second process's first result")
+    ap.add_argument("--settle", type=float, default=0.0, metavar="MS",
+                    help="sleep this many ms before every timed call (peers' spinning pools go quiet; 50 is enough)")
     args = ap.parse_args(argv)
+    global SETTLE_S
+    SETTLE_S = args.settle / 1e3
     torch.set_num_threads(THREADS)
     numba.set_num_threads(THREADS)
     target = _host_target()
     print(f"threads {THREADS}; peers {'passive' if PASSIVE else 'with their default spinning'}; "
-          f"load average {os.getloadavg()[0]:.1f}")
+          f"settle {args.settle:g} ms; load average {os.getloadavg()[0]:.1f}")
     print("| case | edgelstm | torch | onnxruntime | x torch | x onnxruntime | % of roofline |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name in args.cases.split(","):
@@ -372,7 +386,8 @@ def _main(argv=None):
     def torch_step():
         with torch.inference_mode():
             y, state[0] = m(xt, state[0])
-    med = interleaved_medians({"edgelstm": lambda: stream.step(x_t), "torch": torch_step}, 2001, budget_s=20)
+    med = interleaved_medians({"edgelstm": lambda: stream.step(x_t), "torch": torch_step}, 2001, budget_s=20,
+                               settle_s=0.0)   # one step per call: a gap would time wake-ups, not steps
     print(f"\nstream step B=1 E=128 H=128: edgelstm {med['edgelstm'] * 1e6:.1f} us, torch {med['torch'] * 1e6:.1f} us, "
           f"x{med['torch'] / med['edgelstm']:.1f}")
     if args.warm_start:

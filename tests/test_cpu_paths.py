@@ -145,8 +145,12 @@ def test_team_abort_and_cancel_fall_back_to_serial(monkeypatch):
     # 1) the helper is never asked: the claim is cancelled after team_claim_spins
     monkeypatch.setattr(guard, "post_to_helper", lambda fn: True)
     cpu._team_state["serial_until"] = 0.0
-    _close(lstm(x, w, h0, c0), ref, "float64")
-    assert cpu._team_state["serial_until"] > 0.0          # backs off after a failed start
+    cpu._team_state["cancel_streak"] = 0
+    cancels = cpu._team_state["cancels"]
+    _close(lstm(x[:, :, :], w, h0, c0, lengths=None), ref, "float64")
+    # two layers, two cancelled claims in a row: backs off after the second, not the first
+    assert cpu._team_state["cancels"] == cancels + 2
+    assert cpu._team_state["serial_until"] > 0.0
     # 2) the helper claims, then never takes a step: the caller aborts after max_yields
     monkeypatch.undo()
     from edgelstm.kernels import team

@@ -97,10 +97,11 @@ def measure(quick: bool = False, log=None, progress: bool = False) -> dict:
     # (float64 from the measured peak ratio, all threads from the one-thread tables).
     kdts, kthreads = (("float32",), [1]) if quick else (DTYPES, threads)
     own_par = (False, True) if (cores > 1 and not quick) else (False,)
+    team_table = cores > 1 and not quick
     levels = caches()
     own_points = sum(len(own_m) + (len(OWN_M_PAR_EXTRA) if par else 0) for par in own_par)
     n_routines = len(kdts) * len(ks) * (len(dot_m) + own_points
-                                        + len(kthreads) * (len(BLOCK_M) + 1)) * h.rounds
+                                        + len(kthreads) * (len(BLOCK_M) + 1) + team_table) * h.rounds
     n_ew = len(kdts) * len(EPI_H) * (len(kthreads) + (not quick)) * h.rounds
     bw_threads = [1] if quick else threads
     total = 2 * len(threads) + n_routines + n_ew + (len(levels) + 1) * len(bw_threads) + 12
@@ -170,6 +171,9 @@ def measure(quick: bool = False, log=None, progress: bool = False) -> dict:
                             rt.append(("block", dt, th, m, k, 4 * k, ro.block_gemm(dt, m, k, 4 * k, th)))
                             bar.tick()
                         rt.append(("matvec", dt, th, 1, k, 4 * k, ro.matvec(dt, k, 4 * k, th)))
+                        bar.tick()
+                    if team_table:      # the B=1 team's step at H = k: two threads, W_hh halves
+                        rt.append(("team", dt, 2, 1, k, 2 * k, ro.team_step(dt, k)))
                         bar.tick()
             return rt
         res["routines"] = _floor_routines(h.in_rounds(routines), cores)

@@ -56,7 +56,7 @@ def gemm_flops_per_s(host: HostTarget, dtype: str, threads: int, m: int, kn: int
     if len(table) != len(ms) * len(kns):
         raise TargetError(f"{host.name}: [[host.gemm]] points of {routine} {dtype} do not form an m x (k*n) grid")
     (m0, m1, fm), (k0, k1, fk) = _bracket(ms, m), _bracket(kns, kn)
-    if routine == "matvec" and k0 != k1 and host.memory:
+    if routine in ("matvec", "team") and k0 != k1 and host.memory:
         # The matvec streams its k x n matrix, so its rate is a property of the level holding
         # that matrix (one core's copy): never interpolate it across the boundary to a shared
         # level (L3, DRAM): a matrix held in L3 takes the rate of the neighbouring L3 point.
@@ -191,12 +191,16 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
         # (one thread's own GEMM, both halves at once), per step its half of the gate columns
         # (the matvec measured with both threads running) and the epilogue of its units, one
         # barrier crossing; per layer the helper's wake-up and its call.
+        # With a "team" table (a full calibration on 2+ cores) the product, the h exchange and
+        # the barrier come from the measured team step; else the matvec with both threads
+        # running plus a bare barrier crossing.
         half = G // 2
         out["projection"] = 2 * rows_in * E * half / gemm_flops_per_s(host, dt, 1, rows_in, E * half, "own")
-        out["product"] = 2 * P * half / gemm_flops_per_s(host, dt, t_all, 1, P * half, "matvec")
+        measured = any(g.routine == "team" for g in p.gemm)
+        out["product"] = 2 * P * half / gemm_flops_per_s(host, dt, t_all, 1, P * half, "team" if measured else "matvec")
         table = elementwise_row_s(host, "rows", dt, max(H // 2, 1), t_all)
         out["epilogue"] = (composed / 2 if table is None else table + extra / 2)
-        out["step_overhead"] = p.team_barrier_s
+        out["step_overhead"] = 0.0 if measured else p.team_barrier_s
         out["layer"] = py + 2 * njit_call_s(p, F.team_args) + p.helper_wake_s
         out["w_share"] = 0.5          # each core streams half of W_hh
         return out

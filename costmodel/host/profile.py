@@ -16,7 +16,7 @@ from ..target import (Key, Table, Target, TargetError, _Reader, parse_target, re
 
 FORMAT = 2            # [host] format: 2 since the host profile has its own table
 KERNEL_DTYPES = ("float32", "float64")
-ROUTINES = ("dot", "own", "block", "matvec")
+ROUTINES = ("dot", "own", "block", "matvec", "team")
 EW_ROUTINES = ("rows", "gemm_step")
 
 
@@ -26,7 +26,9 @@ class GemmPoint:
     matrices: "dot" (np.dot called from Python, per call), "own" (the register-blocked
     projection GEMM, one call; threads > 1: a prange region), "block" (the small GEMM on a
     block of m rows, per thread with `threads` running), "matvec" (z += W v, per thread
-    with `threads` running)."""
+    with `threads` running), "team" (the B=1 team's step without its epilogue: each of two
+    threads streams its own half of W_hh^T, k x n = H x 2H, publishes its units' h and
+    crosses the step barrier; per thread)."""
     routine: str
     dtype: str
     threads: int

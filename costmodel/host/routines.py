@@ -12,6 +12,10 @@ from edgelstm.kernels.guard import njit_cached   # the disk cache where writable
 from edgelstm.kernels.cpu import (_axpy_multi, _epilogue, _epilogue_gemm_step_serial, _finish_row, _gemm_acc,
                                   _gemm_bias, _gemm_bias_parallel, _vexp_neg)
 
+from edgelstm.kernels import team as _team
+from edgelstm.kernels.atomics import store_release
+from edgelstm.kernels.rowops import _axpy_rows
+
 from .harness import Harness
 
 
@@ -45,14 +49,37 @@ def _matvec_par(zs, wT, h, act, reps):
     return zs[0, 0, 0]
 
 
+@njit_cached(nogil=True, fastmath={"contract"}, error_model="numpy")
+def _team_steps(sync, tid, wpart, hbuf, z, k0, s0, n):
+    """Steps s0..s0+n-1 of the team's recurrent product for thread tid (kernels/team.py
+    without the epilogue): z = W_part h over its half of W_hh^T, its units' new h (a bounded
+    stand-in for the epilogue, 1/(1+|z|): no denormals) into the other buffer, the barrier."""
+    me = _team.FLAG0 if tid == 0 else _team.FLAG1
+    other = _team.FLAG1 if tid == 0 else _team.FLAG0
+    hk = wpart.shape[1] // 4
+    one = z.dtype.type(1.0)
+    for s in range(s0, s0 + n):
+        hcur = hbuf[s & 1]
+        hnext = hbuf[(s + 1) & 1]
+        z[:] = 0
+        _axpy_rows(z, wpart, hcur)
+        for j in range(hk):
+            hnext[k0 + j] = one / (one + abs(z[j]))
+        store_release(sync, me, s + 1)
+        if _team._wait_at_least(sync, other, s + 1, 2000, 1 << 40) < 0:
+            return -1
+    return 0
+
+
 @njit_cached(fastmath={"contract"}, error_model="numpy")
 def _sigmoid_pass(x, y, a, ib, n, reps):   # y = sigmoid(x): one pass to -|x|, exp, one back
+    one = a.dtype.type(1.0)                # in a's precision, as the kernel's epilogue
     for _ in range(reps):
         for j in range(n):
-            a[j] = -abs(np.float64(x[j]))
+            a[j] = -abs(a.dtype.type(x[j]))
         _vexp_neg(a, ib, n)
         for j in range(n):
-            s = 1.0 / (1.0 + a[j])
+            s = one / (one + a[j])
             y[j] = s if x[j] >= 0.0 else a[j] * s
     return y[0]
 
@@ -94,14 +121,17 @@ def compile_all(dtypes, threads) -> None:
         _block_gemm(X, W, np.zeros((8, G), dt), 4, 1)
         _matvec(np.zeros((1, G), dt), wT, h, act, 1)
         x = np.ones(16, dt)
-        _sigmoid_pass(x, x.copy(), np.empty(16), np.empty(16, np.int64), 16, 1)
+        _sigmoid_pass(x, x.copy(), np.empty(16, dt), np.empty(16, dt), 16, 1)
         H = 8
         xp, c = np.ones((2, 4 * H), dt), np.ones((2, 2, H), dt)
-        args = (np.zeros((3, 1), dt), np.empty((2, 4 * H)), np.empty((2, 4 * H)), np.empty((2, 4 * H), np.int64),
+        args = (np.zeros((3, 1), dt), np.empty((2, 4 * H), dt), np.empty((2, 4 * H), dt), np.empty((2, 4 * H), dt),
                 np.empty((2, H), dt), np.zeros((1, 1), dt), np.zeros((2, 2, H), dt), np.zeros((2, 2, H), dt))
         peep, a, s_, ib, hf, whrT, hh, y = args
         _epi_rows(xp, np.empty((2, 4 * H), dt), c[0], peep, a[0], s_[0], ib[0], hf[0], whrT, hh[0], y[0], 1)
         if max(threads) > 1:
+            sync = _team.new_sync()
+            sync[_team.FLAG1] = 1 << 40                       # a partner that is always ahead
+            _team_steps(sync, 0, np.ones((H, 2 * H), dt), np.ones((2, H), dt), np.zeros(2 * H, dt), 0, 0, 1)
             _gemm_bias_parallel(X, W, np.zeros(G, dt), np.empty((8, G), dt))
             _block_gemm_par(X, W, np.zeros((2, 8, G), dt), 4, 1)
             _matvec_par(np.zeros((2, 1, G), dt), wT, h, act, 1)
@@ -160,10 +190,40 @@ class Routines:
         f(1)
         return 2.0 * k * n / self.h.per_rep_s(f)
 
+    def team_step(self, dtype, H) -> float:
+        """FLOP/s per thread of the two-thread team's recurrent step at hidden size H
+        (`_team_steps`: each thread its own half of W_hh^T, (H, 2H), the h exchange and the
+        barrier, measured together because they overlap): this thread and one Python thread,
+        both past a first crossing before the clock starts; median of 3 runs of about 2 ms."""
+        import statistics
+        import threading
+        import time
+        rng = np.random.default_rng(0)
+        parts = [np.ascontiguousarray(rng.random((H, 2 * H)).astype(dtype) / H) for _ in range(2)]
+        hbuf = np.full((2, H), 0.5, dtype)
+        zs = [np.zeros(2 * H, dtype) for _ in range(2)]
+        k0s = (0, H // 2)
+        n = int(min(2000, max(20, 2e-3 / (4.0 * H * H * np.dtype(dtype).itemsize / 50e9))))
+
+        def partner(sync):
+            _team_steps(sync, 1, parts[1], hbuf, zs[1], k0s[1], 0, 1)
+            _team_steps(sync, 1, parts[1], hbuf, zs[1], k0s[1], 1, n)
+        steps = []
+        for _ in range(3):
+            sync = _team.new_sync()
+            th = threading.Thread(target=partner, args=(sync,))
+            th.start()
+            _team_steps(sync, 0, parts[0], hbuf, zs[0], k0s[0], 0, 1)     # both running
+            t0 = time.perf_counter()
+            _team_steps(sync, 0, parts[0], hbuf, zs[0], k0s[0], 1, n)
+            steps.append((time.perf_counter() - t0) / n)
+            th.join()
+        return 2.0 * H * 2 * H / statistics.median(steps)
+
     def sigmoid_pass(self, dtype, n) -> float:
         """Seconds of one vectorized sigmoid pass over n elements (the kernel's exp)."""
         x = np.linspace(-4, 4, n).astype(dtype)
-        y, a, ib = np.empty_like(x), np.empty(n), np.empty(n, np.int64)
+        y, a, ib = np.empty_like(x), np.empty(n, dtype), np.empty(n, dtype)   # the kernel's scratch
         f = lambda reps: _sigmoid_pass(x, y, a, ib, n, reps)
         f(1)
         return self.h.per_rep_s(f)
@@ -177,7 +237,8 @@ class Routines:
         xp, c = rng.standard_normal((n, G)).astype(dtype), rng.standard_normal((t, n, H)).astype(dtype)
         peep, whrT = np.zeros((3, 1), dtype), np.zeros((1, 1), dtype)
         z, hf = np.empty((t, G), dtype), np.empty((t, H), dtype)
-        a, s, ib = np.empty((t, G)), np.empty((t, G)), np.empty((t, G), np.int64)
+        # scratch in the model's precision, as the kernel allocates it (cpu.py: a, s, ibuf)
+        a, s, ib = np.empty((t, G), dtype), np.empty((t, G), dtype), np.empty((t, G), dtype)
         h, y = np.zeros((t, n, H), dtype), np.zeros((t, n, H), dtype)
         if threads == 1:
             f = lambda reps: _epi_rows(xp, z, c[0], peep, a[0], s[0], ib[0], hf[0], whrT, h[0], y[0], reps)
@@ -195,7 +256,7 @@ class Routines:
         zb, xp_t = rng.standard_normal((B, G)).astype(dtype), np.zeros((B, G), dtype)
         c, h, y_t = rng.standard_normal((B, H)).astype(dtype), np.zeros((B, H), dtype), np.zeros((B, H), dtype)
         whrT, peep, lens = np.zeros((1, 1), dtype), np.zeros((3, 1), dtype), np.ones(B, np.int64)
-        a, s, ib, hf = np.empty((B, G)), np.empty((B, G)), np.empty((B, G), np.int64), np.empty((B, H), dtype)
+        a, s, ib, hf = np.empty((B, G), dtype), np.empty((B, G), dtype), np.empty((B, G), dtype), np.empty((B, H), dtype)
         args = (zb, xp_t, 0, whrT, peep, False, False, lens, 0, h, c, y_t, 0, a, s, ib, hf)
         f = _epilogue_gemm_step_serial
         f(*args)

@@ -47,6 +47,7 @@ OWN_M = (1, 4, 32, 256)            # the register-blocked projection GEMM, seria
 # T=100) runs its blocks of rows on both cores at a rate m=256 does not show (measured at
 # B=64 H=256: at least 67 GMAC/s over the call against 51 from the m=256 point).
 OWN_M_PAR_EXTRA = (2048,)
+BLAS_SETTLE_S = 0.3                # after BLAS calls, before timing anything on two threads
 OWN_M_QUICK = (1, 32, 256)
 EPI_H = (16, 64, 256, 1024)        # hidden sizes of the elementwise (epilogue) tables
 EPI_B = 64                         # rows of the gemm path's per-step epilogue call
@@ -126,6 +127,7 @@ def measure(quick: bool = False, log=None, progress: bool = False) -> dict:
         # On a shared machine an all-thread figure below the one-thread one measures the
         # neighbours (BLAS threads spinning on a busy core), not this machine: keep the floor.
         res["peak"] = {(dt, th): max(v, res["peak"][dt, 1]) for (dt, th), v in res["peak"].items()}
+        time.sleep(BLAS_SETTLE_S)           # BLAS's threads stop spinning before the next figures
         bar.stage("dispatch, calls and allocations")
         res["njit_call_s"], res["njit_arg_s"] = mi.njit_args()
         res["inner_call_s"], res["inner_arg_s"] = mi.inner_calls()
@@ -159,9 +161,6 @@ def measure(quick: bool = False, log=None, progress: bool = False) -> dict:
             rt = []
             for dt in kdts:
                 for k in ks:
-                    for m in dot_m:
-                        rt.append(("dot", dt, cores, m, k, 4 * k, ro.blas_call(dt, m, k, 4 * k)))
-                        bar.tick()
                     for par in own_par:
                         for m in own_m + (OWN_M_PAR_EXTRA if par else ()):
                             rt.append(("own", dt, cores if par else 1, m, k, 4 * k, ro.own_gemm(dt, m, k, 4 * k, par)))
@@ -175,6 +174,16 @@ def measure(quick: bool = False, log=None, progress: bool = False) -> dict:
                     if team_table:      # the B=1 team's step at H = k: two threads, W_hh halves
                         rt.append(("team", dt, 2, 1, k, 2 * k, ro.team_step(dt, k)))
                         bar.tick()
+            # np.dot last, then a pause: OpenBLAS's worker threads keep spinning after a call
+            # (up to about 0.1-0.3 s) and took a core from the two-thread points timed after
+            # them (the prange projection at k=32 measured 33-49 GFLOP/s right after np.dot
+            # calls and 65.5 after a 0.3 s pause; the two-thread block GEMM 16 against 31).
+            for dt in kdts:
+                for k in ks:
+                    for m in dot_m:
+                        rt.append(("dot", dt, cores, m, k, 4 * k, ro.blas_call(dt, m, k, 4 * k)))
+                        bar.tick()
+            time.sleep(BLAS_SETTLE_S)
             return rt
         res["routines"] = _floor_routines(h.in_rounds(routines), cores)
         bar.stage("the kernel's sigmoid pass")

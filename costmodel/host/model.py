@@ -143,8 +143,11 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
     plan = plan_layer(T, B, E, H, D, t_all, cfg, proj=bool(proj), itemsize=np.dtype(dt).itemsize)
     # Work the plan puts on two cores through guard.run_two (no Numba region): halves of the
     # projection, of a large batch, or the two directions side by side. Charged at the
-    # t_all-thread rate of the same routine; run_two's own hand-off (a few µs) is not counted.
+    # t_all-thread rate of the same routine, plus the hand-off: the helper starts its half
+    # helper_wake_s after the post (the caller meanwhile runs its own half, and takes the
+    # helper's too if it finishes first), so two tasks of X seconds take X + min(X, wake).
     two = plan.two_cores and t_all > 1
+    wake = p.helper_wake_s
     out = {"path": plan.path}
     # Hoisted projection: one GEMM per layer for both directions, T*B rows; attributed per direction.
     rows_in = T * B
@@ -156,6 +159,8 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
         shared = plan.projection == "own_parallel" or (two and plan.projection in ("own_halves", "own_pipelined"))
         rate = gemm_flops_per_s(host, dt, t_all if shared else 1, rows_in, E * G * D, "own")
     out["projection"] = 2 * rows_in * E * G / rate      # measured per call: dispatch included
+    if two and plan.projection == "own_halves":
+        out["projection"] += min(out["projection"], wake)
     # Per row and step: the epilogue (sigmoid/tanh passes over 3H then 2H elements, the cell
     # update) and, with a projection, h = W_hr h; composed when there is no measured table.
     elementwise = (r.flops_per_step - 2 * r.macs_per_step) / B
@@ -230,6 +235,9 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
     out["step_overhead"] = 0.0
     out["layer"] = (py + njit_call_s(p, F.rows_args) + blocks_busy * F.rows_block_allocs * p.alloc_s
                     + (host.parallel_step_overhead_s if region else 0.0))
+    if two and plan.recurrence in ("two_directions", "two_blocks"):
+        task = T * (product + rows_busy * epi_row)      # one of the two run_two tasks
+        out["layer"] += share * min(task, wake)
     return out
 
 

@@ -17,7 +17,7 @@ Versions (all numerically interchangeable with kernels/reference.py):
   (CAS) computes it, so a helper that is not scheduled costs nothing;
 - B=1 two-thread team (team.py): hidden units split between two threads with a per-step
   barrier, each computing its units' share of the projection; taken from config.team_min_macs
-  recurrent MACs per layer (1.1-1.9x serial measured from H=96 to H=1024 at T=100);
+  recurrent MACs per layer (1.1-1.9x serial measured from H=128 to H=1024 at T=100);
 - "gemm" recurrence, large batches whose W_hh overflows several L2s (config.gemm_min_batch,
   gemm_min_l2_multiple): without a projection `_layer_gemm_split` (per step, each
   half of the hidden units does its own GEMM and epilogue on its core); with one

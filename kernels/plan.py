@@ -51,8 +51,11 @@ class CPUConfig:
     # MACs), 1.16-1.22x H=96, 1.05-1.12x H=128, 1.25-1.33x H=192, 1.42-1.66x H=256, 1.73x H=512,
     # 1.85x H=1024; at H=128 T=30 (2.0M) 1.19x, T=10 0.67x; H=64 T=30 0.6-0.72x. (Measured
     # before the helper was kept off the caller's CPU, it had lost below one L2: 0.66x at H=64,
-    # 0.70x H=128: the two threads had often shared one core.)
-    team_min_macs: int = 1 << 21
+    # 0.70x H=128: the two threads had often shared one core.) Repeated later the same day, the
+    # margins below 4M MACs were within the noise: 0.99x H=96 T=100, 0.82x H=128 T=30, 1.05x
+    # H=128 T=60, 1.01x H=256 T=10 (2.6M), 1.12x H=256 T=20 (5.2M); and a team call's time has
+    # a longer tail than the serial one (the helper's wake-up), which a median sees.
+    team_min_macs: int = 1 << 22
     # ... and only when this layer's W_hh is larger than this fraction of one core's L2 (read
     # from sysfs; l2_bytes > 0 overrides it). 0 (the default): whatever the L2.
     team_l2_fraction: float = 0.0

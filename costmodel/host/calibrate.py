@@ -47,6 +47,7 @@ OWN_M = (1, 4, 32, 256)            # the register-blocked projection GEMM, seria
 # T=100) runs its blocks of rows on both cores at a rate m=256 does not show (measured at
 # B=64 H=256: at least 67 GMAC/s over the call against 51 from the m=256 point).
 OWN_M_PAR_EXTRA = (2048,)
+ROWBLOCKS_M = (64, 512)            # the large-batch path's GEMM: a step's batch rows, a projection's rows
 BLAS_SETTLE_S = 0.3                # after BLAS calls, before timing anything on two threads
 OWN_M_QUICK = (1, 32, 256)
 EPI_H = (16, 64, 256, 1024)        # hidden sizes of the elementwise (epilogue) tables
@@ -99,10 +100,12 @@ def measure(quick: bool = False, log=None, progress: bool = False) -> dict:
     kdts, kthreads = (("float32",), [1]) if quick else (DTYPES, threads)
     own_par = (False, True) if (cores > 1 and not quick) else (False,)
     team_table = cores > 1 and not quick
+    rowblocks_table = not quick
     levels = caches()
     own_points = sum(len(own_m) + (len(OWN_M_PAR_EXTRA) if par else 0) for par in own_par)
     n_routines = len(kdts) * len(ks) * (len(dot_m) + own_points
-                                        + len(kthreads) * (len(BLOCK_M) + 1) + team_table) * h.rounds
+                                        + len(kthreads) * (len(BLOCK_M) + 1 + rowblocks_table * len(ROWBLOCKS_M))
+                                        + team_table) * h.rounds
     n_ew = len(kdts) * len(EPI_H) * (len(kthreads) + (not quick)) * h.rounds
     bw_threads = [1] if quick else threads
     total = 2 * len(threads) + n_routines + n_ew + (len(levels) + 1) * len(bw_threads) + 12
@@ -174,6 +177,11 @@ def measure(quick: bool = False, log=None, progress: bool = False) -> dict:
                     if team_table:      # the B=1 team's step at H = k: two threads, W_hh halves
                         rt.append(("team", dt, 2, 1, k, 2 * k, ro.team_step(dt, k)))
                         bar.tick()
+                    if rowblocks_table:  # the large-batch path's GEMM: a step's rows, a projection's
+                        for th in kthreads:
+                            for m in ROWBLOCKS_M:
+                                rt.append(("rowblocks", dt, th, m, k, 4 * k, ro.rowblocks(dt, m, k, 4 * k, th)))
+                                bar.tick()
             # np.dot last, then a pause: OpenBLAS's worker threads keep spinning after a call
             # (up to about 0.1-0.3 s) and took a core from the two-thread points timed after
             # them (the prange projection at k=32 measured 33-49 GFLOP/s right after np.dot

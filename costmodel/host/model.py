@@ -151,16 +151,20 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
     out = {"path": plan.path}
     # Hoisted projection: one GEMM per layer for both directions, T*B rows; attributed per direction.
     rows_in = T * B
+    rowblocks = any(g.routine == "rowblocks" for g in p.gemm)   # a full calibration's table
     if plan.projection == "blas":
         rate = gemm_flops_per_s(host, dt, host.cores, rows_in, E * G * D, "dot")
+    elif plan.path == "gemm" and rowblocks:
+        # the large-batch projection: `_gemm_rowblocks`, in halves on two cores when planned
+        rate = gemm_flops_per_s(host, dt, t_all if two else 1, rows_in, E * G * D, "rowblocks")
     else:
         # own_pipelined (B=1: chunks computed beside the recurrence) is charged like the halves:
         # the second core takes part of it, and the overlap with the recurrence is not credited.
         shared = plan.projection == "own_parallel" or (two and plan.projection in ("own_halves", "own_pipelined"))
         rate = gemm_flops_per_s(host, dt, t_all if shared else 1, rows_in, E * G * D, "own")
     out["projection"] = 2 * rows_in * E * G / rate      # measured per call: dispatch included
-    if two and plan.projection == "own_halves":
-        out["projection"] += min(out["projection"], wake)
+    if two and plan.projection == "own_halves" and not (plan.path == "gemm" and rowblocks):
+        out["projection"] += min(out["projection"], wake)   # (the rowblocks table's pairs include it)
     # Per row and step: the epilogue (sigmoid/tanh passes over 3H then 2H elements, the cell
     # update) and, with a projection, h = W_hr h; composed when there is no measured table.
     elementwise = (r.flops_per_step - 2 * r.macs_per_step) / B
@@ -177,7 +181,8 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
         # each batch half on its own core.
         split = plan.recurrence == "split" and two
         if plan.recurrence == "split":   # own GEMM: on both cores, or on one at threads=1
-            dot = 2 * B * P * G / gemm_flops_per_s(host, dt, t_all if split else 1, B, P * G, "own")
+            dot = 2 * B * P * G / gemm_flops_per_s(host, dt, t_all if split else 1, B, P * G,
+                                                   "rowblocks" if rowblocks else "own")
         else:
             dot = 2 * B * P * G / gemm_flops_per_s(host, dt, host.cores, B, P * G, "dot")
         rows_busy = -(-B // t_all) if plan.epilogue_parallel or split else B

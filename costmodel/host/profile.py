@@ -16,7 +16,7 @@ from ..target import (Key, Table, Target, TargetError, _Reader, parse_target, re
 
 FORMAT = 2            # [host] format: 2 since the host profile has its own table
 KERNEL_DTYPES = ("float32", "float64")
-ROUTINES = ("dot", "own", "block", "matvec", "team")
+ROUTINES = ("dot", "own", "block", "matvec", "team", "rowblocks")
 EW_ROUTINES = ("rows", "gemm_step")
 
 
@@ -28,7 +28,9 @@ class GemmPoint:
     block of m rows, per thread with `threads` running), "matvec" (z += W v, per thread
     with `threads` running), "team" (the B=1 team's step without its epilogue: each of two
     threads streams its own half of W_hh^T, k x n = H x 2H, publishes its units' h and
-    crosses the step barrier; per thread)."""
+    crosses the step barrier; per thread), "rowblocks" (the large-batch path's row-blocked
+    GEMM, `_gemm_rowblocks`; threads = 2: the output columns in two halves on two threads at
+    once, FLOP/s of the whole)."""
     routine: str
     dtype: str
     threads: int

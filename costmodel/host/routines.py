@@ -9,6 +9,8 @@ from numba import prange
 
 from edgelstm.kernels.guard import njit_cached   # the disk cache where writable, recompiling a bad entry
 
+from edgelstm.kernels.gemm import _gemm_rowblocks
+from edgelstm.kernels.plan import config as _kernel_config
 from edgelstm.kernels.cpu import (_axpy_multi, _epilogue, _epilogue_gemm_step_serial, _finish_row, _gemm_acc,
                                   _gemm_bias, _gemm_bias_parallel, _vexp_neg)
 
@@ -117,6 +119,7 @@ def compile_all(dtypes, threads) -> None:
         k, G = 8, 32
         X, W = np.ones((8, k), dt), np.ones((G, k), dt)
         _gemm_bias(X, W, np.zeros(G, dt), np.empty((8, G), dt))
+        _gemm_rowblocks(X, W, np.zeros(G, dt), np.empty((8, G), dt), 4)
         wT, h, act = np.ones((k, G), dt), np.ones((1, k), dt), np.zeros(1, np.int64)
         _block_gemm(X, W, np.zeros((8, G), dt), 4, 1)
         _matvec(np.zeros((1, G), dt), wT, h, act, 1)
@@ -219,6 +222,38 @@ class Routines:
             steps.append((time.perf_counter() - t0) / n)
             th.join()
         return 2.0 * H * 2 * H / statistics.median(steps)
+
+    def rowblocks(self, dtype, m, k, n, threads) -> float:
+        """FLOP/s of the large-batch path's GEMM (`_gemm_rowblocks`, out = X W^T + bias, the
+        kernel's row block) on (m x k) @ (k x n); threads = 2: the two halves of the output
+        columns at once on this thread and one other (as the gemm path's step splits the
+        hidden units), per call, median of 3 calls after a first."""
+        import statistics
+        import threading
+        import time
+        rng = np.random.default_rng(0)
+        X = rng.random((m, k)).astype(dtype)
+        rb = _kernel_config.gemm_row_block
+        halves = [(0, n)] if threads == 1 else [(0, n // 2), (n // 2, n)]
+        Ws = [np.ascontiguousarray(rng.random((j1 - j0, k)).astype(dtype)) for j0, j1 in halves]
+        bs = [np.zeros(j1 - j0, dtype) for j0, j1 in halves]
+        outs = [np.empty((m, j1 - j0), dtype) for j0, j1 in halves]
+
+        def one(i):
+            _gemm_rowblocks(X, Ws[i], bs[i], outs[i], rb)
+        times = []
+        for rep in range(4):
+            t0 = time.perf_counter()
+            if threads == 1:
+                one(0)
+            else:
+                th = threading.Thread(target=one, args=(1,))
+                th.start()
+                one(0)
+                th.join()
+            if rep:
+                times.append(time.perf_counter() - t0)
+        return 2.0 * m * k * n / statistics.median(times)
 
     def sigmoid_pass(self, dtype, n) -> float:
         """Seconds of one vectorized sigmoid pass over n elements (the kernel's exp)."""

@@ -400,8 +400,10 @@ def packed_layers(weights) -> tuple:
 
 def _use_axpy(wT) -> bool:
     """Whether a projection by W^T (K, G) takes the axpy form: while four output rows of G fit
-    L1 (config.projection_axpy_max_bytes), else the 4x4 dot form."""
-    return 4 * wT.shape[1] * wT.itemsize <= config.projection_axpy_max_bytes
+    L1 (config.projection_axpy_max_bytes) and K <= config.projection_axpy_max_k, else the 4x4
+    dot form."""
+    return (4 * wT.shape[1] * wT.itemsize <= config.projection_axpy_max_bytes
+            and wT.shape[0] <= config.projection_axpy_max_k)
 
 
 def _projection_serial(x2, pk, xp2, large=False):

@@ -127,7 +127,8 @@ def _gemm_acc(X, W, out, N):
 @njit_cached(fastmath=FASTMATH, error_model="numpy", nogil=True)
 def _gemm_bias_axpy(X, WT, bias, out):
     """out (N,G) = X (N,K) WT (K,G) + bias in axpy form: four output rows share each load of a
-    WT row; the form that wins while four rows of G stay in L1 (config.projection_axpy_max_bytes)."""
+    WT row; the form that wins while four rows of G stay in L1 and K is small
+    (config.projection_axpy_max_bytes, projection_axpy_max_k)."""
     N, K = X.shape
     G = WT.shape[1]
     n0 = 0

@@ -37,9 +37,15 @@ class CPUConfig:
     # float32 epilogue the serial variant is as fast as the parallel one when idle. Off by default.
     parallel_single_block_min_steps: int = 1 << 62
     # The hoisted projection takes the axpy form (rows of W_ih^T, 4 output rows sharing each
-    # load) while 4 output rows of D*4H fit in this many bytes (L1-resident), the dot form
-    # above: measured (T=100, float32) 35 vs 79 µs at E=40 4H=256; 914 vs 379 µs at E=128 4H=1024.
+    # load) while 4 output rows of D*4H fit in this many bytes (L1-resident) and the input has
+    # at most projection_axpy_max_k features; the dot form otherwise. The axpy form re-reads all
+    # of W^T for every 4 rows. Measured (T=100, axpy / dot): float32 0.46x at E=40 G=256, 0.53x
+    # E=64 G=768, 0.98x E=128 G=512, 1.09x E=128 G=256, 1.35x E=128 G=1024, 1.62x E=256 G=512,
+    # 2.09x E=512 G=1024; float64 0.51x E=40 G=256, 1.19x E=128 G=256, 1.81x E=128 G=512. (The
+    # bytes rule alone had sent E=512 G=1024 float32, the team's half at H=512, to the axpy
+    # form: 2.4 ms against 1.2.)
     projection_axpy_max_bytes: int = 16384
+    projection_axpy_max_k: int = 64
     # Two independent tasks of one block (the two directions of a layer; the two halves of the
     # hoisted projection) run on two cores (guard.run_two) from this many MACs per task: below
     # it the helper thread's wake-up (tens of µs) costs more than the half it saves.

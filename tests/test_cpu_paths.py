@@ -19,7 +19,7 @@ PATHS = {
     "rows-serial-blocks+dot-projection": dict(gemm_min_batch=BIG, parallel_projection_min_macs=BIG,
                                               projection_axpy_max_bytes=0),
     "rows-axpy-projection": dict(gemm_min_batch=BIG, parallel_projection_min_macs=BIG,
-                                 projection_axpy_max_bytes=BIG),
+                                 projection_axpy_max_bytes=BIG, projection_axpy_max_k=BIG),
     # gemm path: without a projection the split GEMM + epilogue halves (_layer_gemm_split over
     # guard.run_two, small row blocks so several run); with one, BLAS and the row epilogue
     "gemm-split": dict(gemm_min_batch=1, gemm_min_l2_multiple=0, gemm_row_block=4),

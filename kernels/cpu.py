@@ -439,25 +439,31 @@ def _projection(x2, pk, xp2, kind, large=False):
 
 
 # The team backs off (runs the serial plan) for config.team_backoff_s after a call that aborted,
-# or the second call in a row whose helper did not claim in time; or when its last two calls of a layer shape were both slower per step than
-# the serial plan's median over its last three timed calls of that shape (serial_step_s, timed
-# during back-offs), or, before there is such a time, after a call that yielded its core on more
-# than half of its steps: a core shared with another process makes the team slower than one
-# core alone. Two calls, not one: a single slow call (a page fault, a preempted vCPU) sent the
-# team to the serial plan for 0.2 s, which in a benchmark loop was the whole run.
+# or the second call in a row whose helper did not claim in time; or when its last two calls of
+# a layer shape were both slower per step than the serial plan's median over its last three
+# timed calls of that shape (serial_hist, timed during back-offs), or, before there is such a
+# time, after a call that yielded its core on more than half of its steps: a core shared with
+# another process makes the team slower than one core alone. Two calls, not one: a single slow
+# call (a page fault, a preempted vCPU) sent the team to the serial plan for 0.2 s, which in a
+# benchmark loop was the whole run.
 _team_state = {"serial_until": 0.0, "runs": 0, "fallbacks": 0, "slower": 0, "cancels": 0, "cancel_streak": 0,
-               "serial_step_s": {}, "serial_hist": {}, "team_hist": {}}
+               "serial_hist": {}, "team_hist": {}}
 
 
 def _record_serial_step(E: int, H: int, itemsize: int, t0, n: int) -> None:
-    """The serial plan's seconds per step for this layer shape, timed from t0 (None: not timed):
-    serial_step_s holds the median of the last three."""
+    """The serial plan's seconds per step for this layer shape, timed from t0 (None: not timed);
+    the last three are kept."""
     if t0 is not None and n > 0:
-        key = (E, H, itemsize)
-        hist = _team_state["serial_hist"].setdefault(key, [])
+        hist = _team_state["serial_hist"].setdefault((E, H, itemsize), [])
         hist.append((time.perf_counter() - t0) / n)
         del hist[:-3]
-        _team_state["serial_step_s"][key] = sorted(hist)[len(hist) // 2]
+
+
+def _serial_step_s(key):
+    """The median of the serial plan's last three timed seconds per step for this layer shape
+    (E, H, itemsize), or None before the first."""
+    hist = _team_state["serial_hist"].get(key)
+    return sorted(hist)[len(hist) // 2] if hist else None
 
 
 def _team_parts(weights):
@@ -531,7 +537,7 @@ def _layer_team_or_serial(weights, l, x2, pk, xp, lens, hd, cd, y, spec):
                            pk.whh[0], 1, hd, cd, y, 0)
         return
     key = (x2.shape[1], H, xp.itemsize)
-    ref = _team_state["serial_step_s"].get(key)
+    ref = _serial_step_s(key)
     recent = _team_state["team_hist"].setdefault(key, [])
     recent.append(per_step)
     del recent[:-2]

@@ -73,6 +73,11 @@ def gemm_flops_per_s(host: HostTarget, dtype: str, threads: int, m: int, kn: int
     return math.exp(logr)
 
 
+def _has_table(p, routine: str) -> bool:
+    """Whether the profile holds [[host.gemm]] points of `routine` (a full calibration's)."""
+    return any(g.routine == routine for g in p.gemm)
+
+
 def elementwise_row_s(host: HostTarget, routine: str, dtype: str, H: int, threads: int) -> Optional[float]:
     """Seconds per batch row of the kernel's elementwise block `routine` at hidden size H:
     the profile's table, log-log interpolated in H, proportional to H past its largest H,
@@ -151,10 +156,11 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
     out = {"path": plan.path}
     # Hoisted projection: one GEMM per layer for both directions, T*B rows; attributed per direction.
     rows_in = T * B
-    rowblocks = any(g.routine == "rowblocks" for g in p.gemm)   # a full calibration's table
+    # the large-batch path's GEMM, with a full calibration's "rowblocks" table
+    rowblocks = plan.path == "gemm" and _has_table(p, "rowblocks")
     if plan.projection == "blas":
         rate = gemm_flops_per_s(host, dt, host.cores, rows_in, E * G * D, "dot")
-    elif plan.path == "gemm" and rowblocks:
+    elif rowblocks:
         # the large-batch projection: `_gemm_rowblocks`, in halves on two cores when planned
         rate = gemm_flops_per_s(host, dt, t_all if two else 1, rows_in, E * G * D, "rowblocks")
     else:
@@ -163,7 +169,7 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
         shared = plan.projection == "own_parallel" or (two and plan.projection in ("own_halves", "own_pipelined"))
         rate = gemm_flops_per_s(host, dt, t_all if shared else 1, rows_in, E * G * D, "own")
     out["projection"] = 2 * rows_in * E * G / rate      # measured per call: dispatch included
-    if two and plan.projection == "own_halves" and not (plan.path == "gemm" and rowblocks):
+    if two and plan.projection == "own_halves" and not rowblocks:
         out["projection"] += min(out["projection"], wake)   # (the rowblocks table's pairs include it)
     # Per row and step: the epilogue (sigmoid/tanh passes over 3H then 2H elements, the cell
     # update) and, with a projection, h = W_hr h; composed when there is no measured table.
@@ -206,7 +212,7 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
         # running plus a bare barrier crossing.
         half = G // 2
         out["projection"] = 2 * rows_in * E * half / gemm_flops_per_s(host, dt, 1, rows_in, E * half, "own")
-        measured = any(g.routine == "team" for g in p.gemm)
+        measured = _has_table(p, "team")
         out["product"] = 2 * P * half / gemm_flops_per_s(host, dt, t_all, 1, P * half, "team" if measured else "matvec")
         table = elementwise_row_s(host, "rows", dt, max(H // 2, 1), t_all)
         out["epilogue"] = (composed / 2 if table is None else table + extra / 2)

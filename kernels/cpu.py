@@ -49,7 +49,7 @@ from .rowops import FASTMATH, FASTMATH_DOT, _axpy_rows, _epilogue, _sig, _tanh, 
 
 
 # Tunables and the choice of path live in kernels/plan.py, read by the host cost model too.
-from .plan import CPUConfig, config, plan_layer  # noqa: E402,F401  (cpu.config is the public handle)
+from .plan import CPUConfig, config, plan_layer, projection_axpy  # noqa: E402,F401  (cpu.config is the public handle)
 # The small GEMMs (kernels/gemm.py), used here and by the team; re-exported under their old names.
 from .gemm import (_dot4x4, _gemm_acc, _gemm_bias, _gemm_bias_axpy, _gemm_bias_impl,  # noqa: E402,F401
                    _gemm_bias_parallel, _gemm_rowblocks, _jit_variant)
@@ -217,7 +217,7 @@ def _layer_pipelined(x2, pk, xp, lens, hd, cd, y, spec):
     thread (see _layer_one_pipelined). Falls back to the plain order from saved state if the
     wait ever aborts; backs off to the plain order for a while after any wait had to yield."""
     n = int(lens[0])
-    use_axpy = _use_axpy(pk.wihT)
+    use_axpy = _use_axpy(pk.wihT, min(x2.shape[0], config.pipeline_chunk_steps))
     chunk = config.pipeline_chunk_steps
     sync = np.zeros(_PIPE_BASE + 16 * (-(-x2.shape[0] // chunk)), np.int64)
     cfg = config
@@ -398,23 +398,27 @@ def packed_layers(weights) -> tuple:
     return weights.packed("cpu-v3", _pack)
 
 
-def _use_axpy(wT) -> bool:
-    """Whether a projection by W^T (K, G) takes the axpy form: while four output rows of G fit
-    L1 (config.projection_axpy_max_bytes) and K <= config.projection_axpy_max_k, else the 4x4
-    dot form."""
-    return (4 * wT.shape[1] * wT.itemsize <= config.projection_axpy_max_bytes
-            and wT.shape[0] <= config.projection_axpy_max_k)
+def _use_axpy(wT, n_rows: int) -> bool:
+    """Whether a projection of n_rows rows by W^T (K, G) takes the axpy form
+    (plan.projection_axpy), else the 4x4 dot form."""
+    return projection_axpy(n_rows, wT.shape[0], wT.shape[1], wT.itemsize, config)
+
+
+def project_serial(x2, wih, wihT, bias, xp2, large=False):
+    """xp2 = x2 W_ih^T + bias on one thread: the row-blocked GEMM for a large batch (W streamed
+    once per row block), else the axpy form (one row, or while 4 output rows fit L1 and the
+    input is narrow), else the 4x4 dot form. The host model's "own" table times this."""
+    if large:
+        _gemm_rowblocks(x2, wih, bias, xp2, config.gemm_row_block)
+    elif _use_axpy(wihT, x2.shape[0]):
+        _gemm_bias_axpy(x2, wihT, bias, xp2)
+    else:
+        _gemm_bias(x2, wih, bias, xp2)
 
 
 def _projection_serial(x2, pk, xp2, large=False):
-    """One thread: the row-blocked GEMM for a large batch (W streamed once per row block), else
-    the axpy form while 4 output rows fit L1, else the 4x4 dot form."""
-    if large:
-        _gemm_rowblocks(x2, pk.wih, pk.bias, xp2, config.gemm_row_block)
-    elif _use_axpy(pk.wihT):
-        _gemm_bias_axpy(x2, pk.wihT, pk.bias, xp2)
-    else:
-        _gemm_bias(x2, pk.wih, pk.bias, xp2)
+    """project_serial with a layer's packed weights."""
+    project_serial(x2, pk.wih, pk.wihT, pk.bias, xp2, large)
 
 
 def _projection(x2, pk, xp2, kind, large=False):
@@ -499,7 +503,7 @@ def _layer_team_or_serial(weights, l, x2, pk, xp, lens, hd, cd, y, spec):
     sync = team.new_sync()
     cfg = config
     helper_done = threading.Event()
-    axpy = [_use_axpy(p[3]) for p in parts]
+    axpy = [_use_axpy(p[3], x2.shape[0]) for p in parts]
 
     def run(tid, k_lo, k_hi):
         wpart, pp, wih_p, wihT_p, bias_p = parts[tid]

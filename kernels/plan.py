@@ -50,6 +50,16 @@ class CPUConfig:
     # hoisted projection) run on two cores (guard.run_two) from this many MACs per task: below
     # it the helper thread's wake-up (tens of µs) costs more than the half it saves.
     two_core_min_macs: int = 1 << 20
+    # Two blocks of rows on two cores (recurrence "two_blocks") only from this many recurrent
+    # MACs per block (T * rows_per_block * 4H * P); below it one core runs the batch in blocks of
+    # up to max_rows_per_block rows, and B <= 8 rows share each pass over W_hh instead of two
+    # cores streaming it for half the rows each. Measured (idle Zen 4, float32, interleaved
+    # medians, one thread / two blocks): B=2 T=7 H=96 0.36x (48 against 133 µs), B=2 T=30 H=64
+    # 0.57x, B=2 T=30 H=128 (2.0M per block) 0.69x, B=16 T=1 H=64 (0.13M) 0.52x, B=16 T=10
+    # H=64 (1.3M) 0.98x; from 2M: B=2 T=10 H=256 (2.6M) 1.06x, B=3 T=100 H=64 (3.3M) 1.14x,
+    # B=2 T=100 H=128 1.18x, B=16 T=1 H=256 (2.1M) 1.35x, B=2 T=100 H=256 1.73x. (guard.run_two's
+    # helper takes about 50 µs to start on the test VM: a task shorter than that gains nothing.)
+    two_block_min_macs: int = 1 << 21
     # B=1, one direction, no projection: the two-thread team (team.py) from this many recurrent
     # MACs per layer (T * 4H * H), which pays for its start (the helper's wake-up and the second
     # call, 40-60 µs on the test VM). Measured (idle Zen 4, 1 MiB L2, interleaved medians, the
@@ -124,6 +134,16 @@ def l2_bytes(cfg: "CPUConfig" = None) -> int:
     return next((size for name, size, _ in sysfs_caches() if name == "L2"), 0)
 
 
+def projection_axpy(n_rows: int, K: int, G: int, itemsize: int, cfg: "CPUConfig" = None) -> bool:
+    """Whether the hoisted projection of n_rows rows by W^T (K, G) takes the axpy form
+    (kernels/gemm.py: _gemm_bias_axpy) rather than the 4x4 dot form (_gemm_bias): for a single
+    row, where the axpy form reads W^T once and the dot form computes four copies of the row
+    (one row measured 1.3-2.2x faster in axpy form, float32 and float64, K = 64..1024: a T=1,
+    B=1 call); else while four output rows fit L1 and K <= cfg.projection_axpy_max_k."""
+    cfg = cfg or config
+    return n_rows == 1 or (4 * G * itemsize <= cfg.projection_axpy_max_bytes and K <= cfg.projection_axpy_max_k)
+
+
 @dataclass(frozen=True)
 class LayerPlan:
     """How one layer of one call runs (`plan_layer`), before the run-time fallbacks: work that
@@ -156,6 +176,12 @@ def plan_layer(T: int, B: int, E: int, H: int, D: int, nthreads: int, cfg: CPUCo
             and 4 * H * H * itemsize > cfg.gemm_min_l2_multiple * (l2_bytes(cfg) or 1 << 20))
     rpb = max(1, min(cfg.max_rows_per_block, -(-B // max(nthreads, 1))))
     blocks = -(-B // rpb)
+    # two blocks, one per core, or (too little work per block for a second core) one core
+    two_blocks = blocks == 2 and multi and T * rpb * 4 * H * H >= cfg.two_block_min_macs
+    one_core = blocks == 2 and multi and not two_blocks
+    if one_core:
+        rpb = max(1, min(cfg.max_rows_per_block, B))
+        blocks = -(-B // rpb)
     one_block = rpb >= B
     macs = T * B * E * D * 4 * H
     epilogue_parallel = False
@@ -165,8 +191,10 @@ def plan_layer(T: int, B: int, E: int, H: int, D: int, nthreads: int, cfg: CPUCo
         projection = "own_halves"
         epilogue_parallel = proj and region_ok and B * H >= cfg.parallel_epilogue_min_elements
     else:
-        if blocks == 2:
+        if two_blocks:
             recurrence = "two_blocks"
+        elif one_core and not one_block:
+            recurrence = "serial"
         elif not one_block or (region_ok and T >= cfg.parallel_single_block_min_steps):
             recurrence = "prange" if region_ok else "serial"
             rows_parallel = region_ok

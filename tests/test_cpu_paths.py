@@ -15,7 +15,9 @@ PATHS = {
     # blocks of 2 rows: B=6 makes 3 blocks, the prange rows kernel (2 blocks go through run_two)
     "rows-parallel+gemm_bias_parallel": dict(gemm_min_batch=BIG, parallel_projection_min_macs=1,
                                              max_rows_per_block=2),
-    "rows-two-blocks-run_two": dict(gemm_min_batch=BIG, max_rows_per_block=3),
+    "rows-two-blocks-run_two": dict(gemm_min_batch=BIG, max_rows_per_block=3, two_block_min_macs=1),
+    # the same batch with too little work per block for a second core: one core, blocks of 3
+    "rows-two-blocks-one-core": dict(gemm_min_batch=BIG, max_rows_per_block=3, two_block_min_macs=BIG),
     "rows-serial-blocks+dot-projection": dict(gemm_min_batch=BIG, parallel_projection_min_macs=BIG,
                                               projection_axpy_max_bytes=0),
     "rows-axpy-projection": dict(gemm_min_batch=BIG, parallel_projection_min_macs=BIG,

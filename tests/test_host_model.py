@@ -42,22 +42,30 @@ def _host(tmp_path, text=HOSTY, name="hosty.toml"):
     return load_host_file(f)
 
 
-def test_host_kernel_rows_path_by_hand(tmp_path):
+def test_host_kernel_rows_path_by_hand(tmp_path, monkeypatch):
     """B=8 on 2 threads: two blocks of 4 rows, one per thread, each step a 4-row small GEMM
     at the "block" rate and 4 epilogues; the projection at the serial "own" rate (below
     parallel_projection_min_macs); the two blocks go through guard.run_two (kernels/plan.py:
-    recurrence "two_blocks"), not a Numba parallel region, so no region cost."""
+    recurrence "two_blocks"), not a Numba parallel region, so no region cost. With the default
+    two_block_min_macs this little work stays on one core: one block of 8 rows per step."""
     from edgelstm.kernels.cpu import config as kc
+    from edgelstm.kernels.plan import plan_layer
     spec = LSTMSpec(input_size=32, hidden_size=32)
     B, T, H = 8, 10, 32
-    p = predict(spec, _host(tmp_path), batch=B, seq_len=T, dtype="float32", threads=2)
     assert T * B * 32 * 4 * H < kc.parallel_projection_min_macs and B < kc.gemm_min_batch
     proj = 2 * T * B * 32 * 4 * H / 20e9
-    product = 2 * 4 * H * 4 * H / 10e9
     row = count(spec, batch=B, seq_len=T, dtype="float32").layers[0]
     elementwise = (row.flops_per_step - 2 * row.macs_per_step) / B
     epi_row = (2 * 10.0 + 5 * H * 1.0) * 1e-9 + elementwise / 2e9
     layer = 1e-7 + 14 * 1e-8 + 7 * 1e-8
+    assert plan_layer(T, B, 32, H, 1, 2).recurrence == "serial"
+    one_core = predict(spec, _host(tmp_path), batch=B, seq_len=T, dtype="float32", threads=2)
+    product8 = 2 * 8 * H * 4 * H / 10e9
+    assert one_core.latency_s == pytest.approx(2e-6 + proj + layer + T * (product8 + 8 * epi_row), rel=1e-9)
+    monkeypatch.setattr(kc, "two_block_min_macs", 1)
+    assert plan_layer(T, B, 32, H, 1, 2).recurrence == "two_blocks"
+    p = predict(spec, _host(tmp_path), batch=B, seq_len=T, dtype="float32", threads=2)
+    product = 2 * 4 * H * 4 * H / 10e9
     assert p.latency_s == pytest.approx(2e-6 + proj + layer + T * (product + 4 * epi_row), rel=1e-9)
 
 
@@ -100,6 +108,7 @@ def test_host_kernel_uses_the_elementwise_tables_and_counts_the_wrapper(tmp_path
     t = _host(tmp_path, HOSTY_TABLES)
     spec = LSTMSpec(input_size=32, hidden_size=32)
     B, T, H = 8, 10, 32
+    monkeypatch.setattr(kc, "two_block_min_macs", 1)     # two blocks of 4 rows, one per core
     p = predict(spec, t, batch=B, seq_len=T, dtype="float32", threads=2)
     assert T * B * 32 * 4 * H < kc.parallel_projection_min_macs and B < kc.gemm_min_batch
     call = 1.5e-6 + 5e-7 + 5 * 2e-7 + 2 * 1e-7

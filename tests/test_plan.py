@@ -88,8 +88,7 @@ def test_lstm_cpu_takes_the_planned_path(monkeypatch, T, B, H, threads, bidirect
     finally:
         numba.set_num_threads(old)
     p = plan_layer(T, B, H, H, spec.num_directions, nth, itemsize=4)
-    small = (4 * spec.num_directions * 4 * H * 4 <= config.projection_axpy_max_bytes
-             and H <= config.projection_axpy_max_k)        # the first layer's input is H wide here
+    small = plan.projection_axpy(T * B, H, spec.num_directions * 4 * H, 4)   # the first layer's input is H wide
     proj = {"own_serial": {"_gemm_bias_axpy" if small else "_gemm_bias"},
             "own_halves": {"_gemm_rowblocks"} if p.path == "gemm" else {"_gemm_bias_axpy" if small else "_gemm_bias"},
             "own_parallel": {"_gemm_bias_parallel"}, "blas": set(),

@@ -222,7 +222,7 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
         return out
     # Rows path: blocks of rows per thread over the whole sequence, one region per layer.
     rpb, nblk = plan.rows_per_block, plan.blocks
-    active = 1 if rpb >= B else min(t_all, nblk)
+    active = min(t_all, nblk) if plan.recurrence in ("two_blocks", "prange") else 1
     blocks_busy = -(-nblk // active)
     rows_busy = min(B, blocks_busy * rpb)
     product, left = 0.0, rows_busy

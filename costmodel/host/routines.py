@@ -12,7 +12,7 @@ from edgelstm.kernels.guard import njit_cached   # the disk cache where writable
 from edgelstm.kernels.gemm import _gemm_rowblocks
 from edgelstm.kernels.plan import config as _kernel_config
 from edgelstm.kernels.cpu import (_axpy_multi, _epilogue, _epilogue_gemm_step_serial, _finish_row, _gemm_acc,
-                                  _gemm_bias, _gemm_bias_parallel, _vexp_neg)
+                                  _gemm_bias, _gemm_bias_parallel, _vexp_neg, project_serial)
 
 from edgelstm.kernels import team as _team
 from edgelstm.kernels.atomics import store_release
@@ -119,6 +119,7 @@ def compile_all(dtypes, threads) -> None:
         k, G = 8, 32
         X, W = np.ones((8, k), dt), np.ones((G, k), dt)
         _gemm_bias(X, W, np.zeros(G, dt), np.empty((8, G), dt))
+        project_serial(X[:1], W, np.ascontiguousarray(W.T), np.zeros(G, dt), np.empty((1, G), dt))   # axpy form
         _gemm_rowblocks(X, W, np.zeros(G, dt), np.empty((8, G), dt), 4)
         wT, h, act = np.ones((k, G), dt), np.ones((1, k), dt), np.zeros(1, np.int64)
         _block_gemm(X, W, np.zeros((8, G), dt), 4, 1)
@@ -156,14 +157,19 @@ class Routines:
         return 2.0 * m * k * n / self.h.per_call_s(lambda: np.dot(a, b, out=c))
 
     def own_gemm(self, dtype, m, k, n, parallel) -> float:
-        """FLOP/s of one call of the kernel's register-blocked projection GEMM
-        (out = X W^T + bias), serial or as a prange region; per call, from Python."""
+        """FLOP/s of one call of the kernel's own projection GEMM (out = X W^T + bias): serial,
+        the form the kernel's project_serial picks for this shape (axpy or 4x4 dot), or the
+        prange region (dot form); per call, from Python."""
         rng = np.random.default_rng(0)
         X, W = rng.random((m, k)).astype(dtype), rng.random((n, k)).astype(dtype)
+        WT = np.ascontiguousarray(W.T)
         bias, out = np.zeros(n, dtype), np.empty((m, n), dtype)
-        f = _gemm_bias_parallel if parallel else _gemm_bias
-        f(X, W, bias, out)
-        return 2.0 * m * k * n / self.h.per_call_s(lambda: f(X, W, bias, out), min_reps=1)
+        if parallel:
+            f = lambda: _gemm_bias_parallel(X, W, bias, out)
+        else:
+            f = lambda: project_serial(X, W, WT, bias, out)
+        f()
+        return 2.0 * m * k * n / self.h.per_call_s(f, min_reps=1)
 
     def block_gemm(self, dtype, m, k, n, threads) -> float:
         """FLOP/s per thread of out[:m] += X[:m] W^T (W (n, k)) repeated on the same W, so W
@@ -317,7 +323,7 @@ class Routines:
         from edgelstm.kernels import cpu
         from edgelstm.spec import LSTMSpec
         from edgelstm.weights import LSTMWeights
-        entries = ("_gemm_bias", "_gemm_bias_parallel", "_layer_rows", "_layer_rows_serial")
+        entries = ("_gemm_bias", "_gemm_bias_axpy", "_gemm_bias_parallel", "_layer_rows", "_layer_rows_serial")
 
         def stand_in(*args):
             return None

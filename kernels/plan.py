@@ -60,6 +60,13 @@ class CPUConfig:
     # B=2 T=100 H=128 1.18x, B=16 T=1 H=256 (2.1M) 1.35x, B=2 T=100 H=256 1.73x. (guard.run_two's
     # helper takes about 50 µs to start on the test VM: a task shorter than that gains nothing.)
     two_block_min_macs: int = 1 << 21
+    # The hoisted projection of one block of rows in two halves over guard.run_two from this many
+    # MACs (T * B * E * D * 4H); a GEMM runs about twice as many MACs per second as the B=1
+    # recurrence, so its halves need about twice the MACs to outlast the helper's start.
+    # Measured (idle Zen 4, float32, one thread / halves): 0.78-0.99x at 2.6-3.9M (E=256 H=128
+    # T=30 0.78x, E=64 H=64 B=4 T=40 0.80x, E=512 H=128 T=16 0.82x), 1.01-1.09x at 5.2-8.4M,
+    # 1.09-1.40x at 16-21M.
+    projection_halves_min_macs: int = 1 << 23
     # B=1, one direction, no projection: the two-thread team (team.py) from this many recurrent
     # MACs per layer (T * 4H * H), which pays for its start (the helper's wake-up and the second
     # call, 40-60 µs on the test VM). Measured (idle Zen 4, 1 MiB L2, interleaved medians, the
@@ -213,7 +220,7 @@ def plan_layer(T: int, B: int, E: int, H: int, D: int, nthreads: int, cfg: CPUCo
         elif pipelined:
             projection = "own_pipelined"
         elif one_block:
-            projection = "own_halves" if multi and T * B >= 8 and macs >= 2 * cfg.two_core_min_macs else "own_serial"
+            projection = "own_halves" if multi and T * B >= 8 and macs >= cfg.projection_halves_min_macs else "own_serial"
         else:
             projection = "own_parallel" if region_ok and macs >= cfg.parallel_projection_min_macs else "own_serial"
     two = multi and (projection in ("own_halves", "own_pipelined", "team")

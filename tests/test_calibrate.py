@@ -133,3 +133,27 @@ def test_tables_in_passes_take_each_points_median():
     assert seen == [3, 3, 3] and b.repeats == 7       # fewer repeats per pass, restored after
     b.rounds = 1
     assert b.in_rounds(lambda: [("c", 1.0)]) == [("c", 1.0)]
+
+
+def test_a_two_thread_figure_that_looks_time_shared_is_measured_again(monkeypatch):
+    """A per-thread rate under SHARED_FRACTION of the one-thread rate (two threads sharing one
+    core) is measured again, up to SHARED_RETRIES times, keeping the best; a plausible one, a
+    one-thread one, or one with nothing to compare against is measured once."""
+    from edgelstm.costmodel.host import calibrate as cal
+    monkeypatch.setattr(cal, "SHARED_PAUSE_S", 0.0)
+
+    def feed(values):
+        it = iter(values)
+        calls = []
+
+        def measure():
+            calls.append(1)
+            return next(it)
+        return measure, calls
+    m, calls = feed([10.0, 12.0, 30.0, 50.0])
+    assert cal._shared_retry(m, 40.0, 2) == 30.0 and len(calls) == 3        # stops once >= 0.6 x 40
+    m, calls = feed([10.0, 11.0, 9.0, 12.0, 99.0])
+    assert cal._shared_retry(m, 40.0, 2) == 12.0 and len(calls) == 1 + cal.SHARED_RETRIES
+    for one, threads in ((40.0, 1), (None, 2), (10.0, 2)):
+        m, calls = feed([8.0, 99.0])
+        assert cal._shared_retry(m, one, threads) == 8.0 and len(calls) == 1

@@ -135,10 +135,17 @@ def wrapper_row_s(p: HostProfile, D: int) -> float:
 
 
 # -- one layer and direction of the kernel ---------------------------------------------------
-def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: int, cfg: CPUConfig) -> dict:
+def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: int, cfg: CPUConfig,
+               call_kn: int = 0) -> dict:
     """Seconds for one layer and direction of kernels/cpu.py, following its plan: which path
     the batch takes, how rows are split over threads, what is hoisted. Every rate is a
-    calibrated figure of the routine the kernel calls, at this shape."""
+    calibrated figure of the routine the kernel calls, at this shape.
+
+    call_kn: the weights of the whole call, in elements. A table's rate at k*n is that of a
+    matrix reused from the level holding it; a call's first pass over a matrix finds it where
+    the previous call left it, in the level holding all of the call's weights. So the first
+    step's product and a projection of at most 4 rows (one pass over W_ih) are charged at the
+    rate for call_kn when that is larger (T=1 calls of stacks whose weights outgrow L2)."""
     p, F = host.profile, FACTS
     H, P, E = r.hidden_size, r.out_size, r.input_size
     G = 4 * H
@@ -153,6 +160,14 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
     # helper's too if it finishes first), so two tasks of X seconds take X + min(X, wake).
     two = plan.two_cores and t_all > 1
     wake = p.helper_wake_s
+    nb = ACT_BYTES[dt]
+    home = place_weights(host, call_kn * nb, 1)
+
+    def cold_read_s(n_elements):
+        """A first pass over n_elements of weights that the previous call left in `home` (the
+        level holding the call's weights), read by one core at that level's bandwidth: the
+        floor under a table rate measured on a matrix reused from a faster level."""
+        return n_elements * nb / home.bandwidth_for(1) if call_kn > n_elements else 0.0
     out = {"path": plan.path}
     # Hoisted projection: one GEMM per layer for both directions, T*B rows; attributed per direction.
     rows_in = T * B
@@ -167,8 +182,13 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
         # own_pipelined (B=1: chunks computed beside the recurrence) is charged like the halves:
         # the second core takes part of it, and the overlap with the recurrence is not credited.
         shared = plan.projection == "own_parallel" or (two and plan.projection in ("own_halves", "own_pipelined"))
+        one_pass = rows_in <= 4 and not shared         # one pass over W_ih: from where the last call left it
         rate = gemm_flops_per_s(host, dt, t_all if shared else 1, rows_in, E * G * D, "own")
+        if one_pass and call_kn > E * G * D:
+            rate = min(rate, gemm_flops_per_s(host, dt, 1, rows_in, call_kn, "own"))
     out["projection"] = 2 * rows_in * E * G / rate      # measured per call: dispatch included
+    if plan.path == "rows" and plan.projection in ("own_serial", "own_halves") and rows_in <= 4:
+        out["projection"] = max(out["projection"], cold_read_s(E * G * D) / D)
     if two and plan.projection == "own_halves" and not rowblocks:
         out["projection"] += min(out["projection"], wake)   # (the rowblocks table's pairs include it)
     # Per row and step: the epilogue (sigmoid/tanh passes over 3H then 2H elements, the cell
@@ -225,19 +245,27 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
     active = min(t_all, nblk) if plan.recurrence in ("two_blocks", "prange") else 1
     blocks_busy = -(-nblk // active)
     rows_busy = min(B, blocks_busy * rpb)
-    product, left = 0.0, rows_busy
-    while left > 0:
-        nr = min(rpb, left)
-        product += inner_calls_s(p, 1, F.product_args)
-        if nr >= 4:
-            product += 2 * nr * P * G / gemm_flops_per_s(host, dt, active, nr, P * G, "block")
-        else:
-            product += nr * 2 * P * G / gemm_flops_per_s(host, dt, active, 1, P * G, "matvec")
-        left -= nr
+    def step_product(kn):
+        s_, left = 0.0, rows_busy
+        while left > 0:
+            nr = min(rpb, left)
+            s_ += inner_calls_s(p, 1, F.product_args)
+            if nr >= 4:
+                s_ += 2 * nr * P * G / gemm_flops_per_s(host, dt, active, nr, kn, "block")
+            else:
+                s_ += nr * 2 * P * G / gemm_flops_per_s(host, dt, active, 1, kn, "matvec")
+            left -= nr
+        return s_
+    product = step_product(P * G)
+    # the first step's pass over W_hh, from where the previous call left it
+    first_extra = (max(step_product(call_kn), cold_read_s(P * G)) - product) if call_kn > P * G else 0.0
     # The parallel variant's loop body is parfor-lowered even for one block, so it takes the
     # "rows" table measured as a prange loop (threads = t_all); the serial one the serial table.
     region = plan.rows_parallel and t_all > 1
-    table = elementwise_row_s(host, "rows", dt, H, t_all if region else 1)
+    # both cores busy at once (a prange region, or two blocks or directions over run_two): the
+    # table measured with every thread running its own rows
+    both = region or (two and plan.recurrence in ("two_directions", "two_blocks"))
+    table = elementwise_row_s(host, "rows", dt, H, t_all if both else 1)
     epi_row = composed if table is None else table + extra
     # Two directions side by side (one per core): this direction's share of the wall time.
     share = 0.5 if plan.recurrence == "two_directions" and two and D == 2 else 1.0
@@ -245,7 +273,7 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
     out["epilogue"] = share * rows_busy * epi_row
     out["step_overhead"] = 0.0
     out["layer"] = (py + njit_call_s(p, F.rows_args) + blocks_busy * F.rows_block_allocs * p.alloc_s
-                    + (host.parallel_step_overhead_s if region else 0.0))
+                    + (host.parallel_step_overhead_s if region else 0.0) + share * max(first_extra, 0.0))
     if two and plan.recurrence in ("two_directions", "two_blocks"):
         task = T * (product + rows_busy * epi_row)      # one of the two run_two tasks
         out["layer"] += share * min(task, wake)
@@ -257,7 +285,7 @@ def _kernel_row_cost(ctx: Context, r, cfg: CPUConfig) -> RowCost:
     host, c, th = ctx.target, ctx.counts, ctx.threads
     B, T, dt = c.batch, c.seq_len, c.dtype
     D = 2 if (r.name.endswith(".reverse") or any(o.name == r.name + ".reverse" for o in c.layers)) else 1
-    k = kernel_row(host, r, D, T, B, dt, th, cfg)
+    k = kernel_row(host, r, D, T, B, dt, th, cfg, call_kn=c.weight_bytes // ACT_BYTES[dt])
     ws = ctx.w_step(r)
     cost = RowCost(w_level=place_weights(host, ws * k.get("w_share", 1.0), 1))
     cost.add_once("compute", k["projection"])

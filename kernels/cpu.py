@@ -618,13 +618,15 @@ def lstm_cpu(x, weights, h0, c0, lengths):
             elif rec == "blas":
                 _layer_gemm(*args, hd, cd, y, d * P, plan.epilogue_parallel)
             elif rec == "two_blocks":
-                # one block on each core through guard.run_two, not a Numba region whose join a
-                # busy core stalls (the halves are views: an 'A'-layout specialization, once)
-                a0 = (xp[:, :rpb], *args[1:7], lens[:rpb], args[8])
-                a1 = (xp[:, rpb:], *args[1:7], lens[rpb:], args[8])
+                # the blocks in two groups, one per core through guard.run_two, not a Numba region
+                # whose join a busy core stalls (the groups are views: an 'A'-layout
+                # specialization, once)
+                sp = -(-plan.blocks // 2) * rpb
+                a0 = (xp[:, :sp], *args[1:7], lens[:sp], args[8])
+                a1 = (xp[:, sp:], *args[1:7], lens[sp:], args[8])
                 guard.run_two(
-                    lambda: _layer_rows_serial(*a0, pk.whh[d], rpb, hd[:rpb], cd[:rpb], y[:, :rpb], d * P),
-                    lambda: _layer_rows_serial(*a1, pk.whh[d], rpb, hd[rpb:], cd[rpb:], y[:, rpb:], d * P))
+                    lambda: _layer_rows_serial(*a0, pk.whh[d], rpb, hd[:sp], cd[:sp], y[:, :sp], d * P),
+                    lambda: _layer_rows_serial(*a1, pk.whh[d], rpb, hd[sp:], cd[sp:], y[:, sp:], d * P))
             elif rec == "prange":
                 with guard.parallel_lock():
                     _layer_rows(*args, pk.whh[d], rpb, hd, cd, y, d * P)

@@ -46,6 +46,10 @@ class CPUConfig:
     # form: 2.4 ms against 1.2.)
     projection_axpy_max_bytes: int = 16384
     projection_axpy_max_k: int = 64
+    # ... and only for elements of at most this many bytes: in float64 the axpy form lost to
+    # the dot form almost everywhere (axpy / dot at N=800 rows, G=128-512: 1.14-2.8x for
+    # K=32-96, 0.73-1.41x at K=24; at N=100 1.0-2.2x), where float32 wins 0.23-0.85x up to K=64.
+    projection_axpy_max_itemsize: int = 4
     # Two independent tasks of one block (the two directions of a layer; the two halves of the
     # hoisted projection) run on two cores (guard.run_two) from this many MACs per task: below
     # it the helper thread's wake-up (tens of µs) costs more than the half it saves.
@@ -67,6 +71,9 @@ class CPUConfig:
     # T=30 0.78x, E=64 H=64 B=4 T=40 0.80x, E=512 H=128 T=16 0.82x), 1.01-1.09x at 5.2-8.4M,
     # 1.09-1.40x at 16-21M.
     projection_halves_min_macs: int = 1 << 23
+    # Numba parallel regions (prange) for a layer's blocks of rows and its projection only from
+    # this many threads; below it the work is paired over guard.run_two (see plan_layer).
+    regions_min_threads: int = 3
     # B=1, one direction, no projection: the two-thread team (team.py) from this many recurrent
     # MACs per layer (T * 4H * H), which pays for its start (the helper's wake-up and the second
     # call, 40-60 µs on the test VM). Measured (idle Zen 4, 1 MiB L2, interleaved medians, the
@@ -146,9 +153,10 @@ def projection_axpy(n_rows: int, K: int, G: int, itemsize: int, cfg: "CPUConfig"
     (kernels/gemm.py: _gemm_bias_axpy) rather than the 4x4 dot form (_gemm_bias): for a single
     row, where the axpy form reads W^T once and the dot form computes four copies of the row
     (one row measured 1.3-2.2x faster in axpy form, float32 and float64, K = 64..1024: a T=1,
-    B=1 call); else while four output rows fit L1 and K <= cfg.projection_axpy_max_k."""
+    B=1 call); else for float32 while four output rows fit L1 and K <= cfg.projection_axpy_max_k."""
     cfg = cfg or config
-    return n_rows == 1 or (4 * G * itemsize <= cfg.projection_axpy_max_bytes and K <= cfg.projection_axpy_max_k)
+    return n_rows == 1 or (itemsize <= cfg.projection_axpy_max_itemsize and K <= cfg.projection_axpy_max_k
+                           and 4 * G * itemsize <= cfg.projection_axpy_max_bytes)
 
 
 @dataclass(frozen=True)
@@ -163,7 +171,7 @@ class LayerPlan:
                               # "own_pipelined" (B=1: chunks beside the recurrence),
                               # "own_parallel" (prange) or "own_serial"
     rows_per_block: int       # rows path: rows sharing one pass over W_hh
-    blocks: int               # rows path: blocks of rows
+    blocks: int               # rows path: blocks of rows ("two_blocks": the first ceil(blocks/2) on the caller)
     rows_parallel: bool       # rows path: the prange variant (else the serial kernel)
     epilogue_parallel: bool   # gemm path with a projection: the per-step epilogue threaded
     recurrence: str = ""      # rows: "serial", "two_blocks", "two_directions", "prange", "team";
@@ -183,9 +191,15 @@ def plan_layer(T: int, B: int, E: int, H: int, D: int, nthreads: int, cfg: CPUCo
             and 4 * H * H * itemsize > cfg.gemm_min_l2_multiple * (l2_bytes(cfg) or 1 << 20))
     rpb = max(1, min(cfg.max_rows_per_block, -(-B // max(nthreads, 1))))
     blocks = -(-B // rpb)
-    # two blocks, one per core, or (too little work per block for a second core) one core
-    two_blocks = blocks == 2 and multi and T * rpb * 4 * H * H >= cfg.two_block_min_macs
-    one_core = blocks == 2 and multi and not two_blocks
+    # Two blocks, or on two threads two groups of blocks, one per core through guard.run_two,
+    # or (too little work per block for a second core) one core. On two threads the kernel uses
+    # no Numba region beside run_two: its helper thread and Numba's TBB worker then take turns
+    # on the second CPU badly (a prange projection of 800 x 64 x 256 float64 took 354 µs in a
+    # loop of its own and 713 µs median when each call was followed by a run_two call).
+    pair = nthreads < cfg.regions_min_threads or blocks == 2
+    enough = T * rpb * 4 * H * H >= cfg.two_block_min_macs
+    two_blocks = multi and blocks >= 2 and pair and enough
+    one_core = multi and blocks >= 2 and pair and not enough
     if one_core:
         rpb = max(1, min(cfg.max_rows_per_block, B))
         blocks = -(-B // rpb)
@@ -219,7 +233,7 @@ def plan_layer(T: int, B: int, E: int, H: int, D: int, nthreads: int, cfg: CPUCo
             projection = "team"           # each thread its own units' rows of W_ih, in the team call
         elif pipelined:
             projection = "own_pipelined"
-        elif one_block:
+        elif one_block or nthreads < cfg.regions_min_threads:
             projection = "own_halves" if multi and T * B >= 8 and macs >= cfg.projection_halves_min_macs else "own_serial"
         else:
             projection = "own_parallel" if region_ok and macs >= cfg.parallel_projection_min_macs else "own_serial"

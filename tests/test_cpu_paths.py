@@ -14,14 +14,18 @@ PATHS = {
     # name: config overrides (and whether this process acts as a forked child)
     # blocks of 2 rows: B=6 makes 3 blocks, the prange rows kernel (2 blocks go through run_two)
     "rows-parallel+gemm_bias_parallel": dict(gemm_min_batch=BIG, parallel_projection_min_macs=1,
-                                             max_rows_per_block=2),
+                                             max_rows_per_block=2, regions_min_threads=2),
+    # the same 3 blocks on two threads without regions: two groups of blocks over run_two
+    "rows-two-groups-run_two": dict(gemm_min_batch=BIG, max_rows_per_block=2, two_block_min_macs=1,
+                                    projection_halves_min_macs=1),
     "rows-two-blocks-run_two": dict(gemm_min_batch=BIG, max_rows_per_block=3, two_block_min_macs=1),
     # the same batch with too little work per block for a second core: one core, blocks of 3
     "rows-two-blocks-one-core": dict(gemm_min_batch=BIG, max_rows_per_block=3, two_block_min_macs=BIG),
     "rows-serial-blocks+dot-projection": dict(gemm_min_batch=BIG, parallel_projection_min_macs=BIG,
                                               projection_axpy_max_bytes=0),
     "rows-axpy-projection": dict(gemm_min_batch=BIG, parallel_projection_min_macs=BIG,
-                                 projection_axpy_max_bytes=BIG, projection_axpy_max_k=BIG),
+                                 projection_axpy_max_bytes=BIG, projection_axpy_max_k=BIG,
+                                 projection_axpy_max_itemsize=BIG),
     # gemm path: without a projection the split GEMM + epilogue halves (_layer_gemm_split over
     # guard.run_two, small row blocks so several run); with one, BLAS and the row epilogue
     "gemm-split": dict(gemm_min_batch=1, gemm_min_l2_multiple=0, gemm_row_block=4),
@@ -34,7 +38,7 @@ PATHS = {
     "one-block-parallel-variant": dict(gemm_min_batch=BIG, max_rows_per_block=BIG,
                                        parallel_single_block_min_steps=1),
     "forked-child": dict(gemm_min_batch=BIG, parallel_projection_min_macs=1, max_rows_per_block=2,
-                         forked=True),
+                         regions_min_threads=2, forked=True),
 }
 
 

@@ -22,6 +22,7 @@ cpu.config.parallel_projection_min_macs = 1       # every parallel path runs
 cpu.config.two_core_min_macs = 1
 cpu.config.two_block_min_macs = 1
 cpu.config.projection_halves_min_macs = 1
+cpu.config.regions_min_threads = 2
 spec = el.LSTMSpec(4, 6, bidirectional=True)
 w = el.LSTMWeights.random(spec, seed=0, dtype="float64")
 xs = [np.random.default_rng(i).standard_normal((7, B, 4)) for i, B in enumerate((16, 1, 40, 3))]

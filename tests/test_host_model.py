@@ -141,6 +141,48 @@ def test_host_kernel_uses_the_elementwise_tables_and_counts_the_wrapper(tmp_path
     assert g.breakdown["step_overhead"] == pytest.approx(T * (1e-7 + 16 * 1e-8 + 2 * 1e-7))
 
 
+def test_projected_rows_take_the_finish_proj_table(tmp_path):
+    """With a projection each row's epilogue adds h = W_hr hf: the "finish_proj" table
+    (measured at P = H/2) scaled by P / (H/2); without the table, 2HP at the matvec rate."""
+    import math
+    tables = TABLES + (("finish_proj", 1, 1, 16, 100.0), ("finish_proj", 1, 1, 64, 400.0))
+    t = _host(tmp_path, GENERIC + host_table(PIECES_T, elementwise=tables), name="proj.toml")
+    t0 = _host(tmp_path, HOSTY_TABLES, name="noproj.toml")
+    H, T = 32, 10
+    plain = LSTMSpec(input_size=32, hidden_size=H)
+    e0 = predict(plain, t, batch=1, seq_len=T, dtype="float32", threads=1).breakdown["epilogue"]
+    for P in (8, 16, 24):
+        spec = LSTMSpec(input_size=32, hidden_size=H, proj_size=P)
+        e = predict(spec, t, batch=1, seq_len=T, dtype="float32", threads=1).breakdown["epilogue"]
+        fp = math.sqrt(100.0 * 400.0) * 1e-9 * P / (H // 2)     # log-log between H=16 and 64
+        assert e == pytest.approx(e0 + T * fp, rel=1e-9)
+        ew = predict(spec, t0, batch=1, seq_len=T, dtype="float32", threads=1).breakdown["epilogue"]
+        assert ew == pytest.approx(e0 + T * 2 * H * P / 5e9, rel=1e-9)    # the matvec table: 5 GFLOP/s
+
+
+def test_a_narrow_projection_takes_the_rate_of_its_reduction_length(tmp_path):
+    """The "own" table's points are W of 4k x k. A projection with a short reduction (4K < N)
+    in the dot form is charged no more than the point with its reduction length (k = K); one
+    of the table's aspect (N = 4K) is charged by its size as before."""
+    import math
+    from edgelstm.costmodel.host.model import gemm_flops_per_s, projection_rate
+    text = HOSTY
+    for m in (1, 1024):      # "own" at k=32: 5 GFLOP/s, at k=1024: 50 (one thread)
+        old = (f'routine = "own"\ndtype = "float32"\nthreads = 1\nm = {m}\nk = 32\nn = 128\n'
+               f'GFLOP_per_s = 20\n')
+        assert old in text
+        text = text.replace(old, old.replace("= 20", "= 5"))
+        old = old.replace("k = 32\nn = 128", "k = 1024\nn = 4096")
+        text = text.replace(old, old.replace("= 20", "= 50"))
+    t = _host(tmp_path, text, name="own.toml")
+    at = lambda kn: math.exp(math.log(5) + (math.log(kn) - math.log(32 * 128)) / (math.log(1024 * 4096)
+                             - math.log(32 * 128)) * (math.log(50) - math.log(5))) * 1e9
+    assert gemm_flops_per_s(t, "float32", 1, 256, 128 * 8192, "own") == pytest.approx(at(128 * 8192))
+    assert projection_rate(t, "float32", 1, 256, 128, 8192, "own") == pytest.approx(at(128 * 512))
+    assert projection_rate(t, "float32", 1, 256, 128, 512, "own") == pytest.approx(at(128 * 512))
+    assert at(128 * 512) < at(128 * 8192)
+
+
 def test_matvec_rate_not_interpolated_across_a_shared_level(tmp_path):
     """The matvec streams its matrix: a matrix held in a shared level (here L3) takes the rate
     measured there, not one interpolated towards a point measured in a private cache (L2).

@@ -109,7 +109,7 @@ def measure(quick: bool = False, log=None, progress: bool = False) -> dict:
     n_routines = len(kdts) * len(ks) * (len(dot_m) + own_points
                                         + len(kthreads) * (len(BLOCK_M) + 1 + rowblocks_table * len(ROWBLOCKS_M))
                                         + team_table) * h.rounds
-    n_ew = len(kdts) * len(EPI_H) * (len(kthreads) + (not quick)) * h.rounds
+    n_ew = len(kdts) * len(EPI_H) * (len(kthreads) + (not quick) + 1) * h.rounds
     bw_threads = [1] if quick else threads
     total = 2 * len(threads) + n_routines + n_ew + (len(levels) + 1) * len(bw_threads) + 12
     bar = _Bar(total, progress, log)
@@ -229,6 +229,9 @@ def measure(quick: bool = False, log=None, progress: bool = False) -> dict:
                     if not quick:   # --quick: the gemm path's epilogue takes the rows table
                         ew.append(("gemm_step", dt, 1, H, EPI_B, ro.epilogue_gemm_step(dt, H, EPI_B, nj17)))
                         bar.tick()
+                    # a projected layer's extra per row: h = W_hr hf (P = H/2), one thread
+                    ew.append(("finish_proj", dt, 1, H, 1, ro.finish_proj(dt, H)))
+                    bar.tick()
             return ew
         res["elementwise"] = _floor_elementwise(h.in_rounds(elementwise), cores)
     finally:

@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from edgelstm.kernels.plan import FACTS, CPUConfig, config as kernel_config, plan_layer
+from edgelstm.kernels.plan import FACTS, CPUConfig, config as kernel_config, plan_layer, projection_axpy
 
 from ..counts import ACT_BYTES, count
 from ..predict import (Context, Prediction, RowCost, _flags, check_args, context, count_for_prediction, finish,
@@ -71,6 +71,21 @@ def gemm_flops_per_s(host: HostTarget, dtype: str, threads: int, m: int, kn: int
     logr = ((1 - fm) * (1 - fk) * math.log(table[m0, k0]) + fm * (1 - fk) * math.log(table[m1, k0])
             + (1 - fm) * fk * math.log(table[m0, k1]) + fm * fk * math.log(table[m1, k1]))
     return math.exp(logr)
+
+
+def projection_rate(host: HostTarget, dt: str, threads: int, m: int, K: int, N: int, routine: str) -> float:
+    """FLOP/s of the own GEMM (routine "own" or "rowblocks") on (m x K) @ (K x N). The tables
+    were measured on W of 4k x k, where k is both the reduction length and the size; a
+    projection with a short reduction (a narrow input, 4K < N) pays its 4x4 dot blocks' fixed
+    work (16 reductions and stores per block) over fewer FMAs than the point of its size: in
+    the dot form its rate is at most the point's with the same reduction length (k = K).
+    Measured: float64 E=40 -> 2560 over 360 rows took 2.30 ms, charged 1.64 by size alone."""
+    r = gemm_flops_per_s(host, dt, threads, m, K * N, routine)
+    nb = ACT_BYTES[dt]
+    dot = routine == "rowblocks" or not projection_axpy(m, K, N, nb)
+    if dot and 4 * K < N and (routine == "rowblocks" or not projection_axpy(m, K, 4 * K, nb)):
+        r = min(r, gemm_flops_per_s(host, dt, threads, m, 4 * K * K, routine))
+    return r
 
 
 def _has_table(p, routine: str) -> bool:
@@ -177,13 +192,13 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
         rate = gemm_flops_per_s(host, dt, host.cores, rows_in, E * G * D, "dot")
     elif rowblocks:
         # the large-batch projection: `_gemm_rowblocks`, in halves on two cores when planned
-        rate = gemm_flops_per_s(host, dt, t_all if two else 1, rows_in, E * G * D, "rowblocks")
+        rate = projection_rate(host, dt, t_all if two else 1, rows_in, E, G * D, "rowblocks")
     else:
         # own_pipelined (B=1: chunks computed beside the recurrence) is charged like the halves:
         # the second core takes part of it, and the overlap with the recurrence is not credited.
         shared = plan.projection == "own_parallel" or (two and plan.projection in ("own_halves", "own_pipelined"))
         one_pass = rows_in <= 4 and not shared         # one pass over W_ih: from where the last call left it
-        rate = gemm_flops_per_s(host, dt, t_all if shared else 1, rows_in, E * G * D, "own")
+        rate = projection_rate(host, dt, t_all if shared else 1, rows_in, E, G * D, "own")
         if one_pass and call_kn > E * G * D:
             rate = min(rate, gemm_flops_per_s(host, dt, 1, rows_in, call_kn, "own"))
     out["projection"] = 2 * rows_in * E * G / rate      # measured per call: dispatch included
@@ -194,7 +209,11 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
     # Per row and step: the epilogue (sigmoid/tanh passes over 3H then 2H elements, the cell
     # update) and, with a projection, h = W_hr h; composed when there is no measured table.
     elementwise = (r.flops_per_step - 2 * r.macs_per_step) / B
-    proj_s = 2 * H * P / gemm_flops_per_s(host, dt, 1, 1, H * P, "matvec") if proj else 0.0
+    # the projection h = W_hr hf per row: the "finish_proj" table (measured at P = H/2; the
+    # matvec's work grows with P), else at the matvec table's rate
+    fp = elementwise_row_s(host, "finish_proj", dt, H, 1) if proj else None
+    proj_s = (0.0 if not proj else fp * P / max(H // 2, 1) if fp is not None
+              else 2 * H * P / gemm_flops_per_s(host, dt, 1, 1, H * P, "matvec"))
     composed = (activation_s(p, dt, r.transcendentals_per_step // B, 2) + elementwise / peak_1
                 + inner_calls_s(p, F.row_calls, F.row_call_args) + proj_s)
     # The tables are measured without projection and peepholes: add the peephole FMAs (3H)
@@ -231,7 +250,7 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
         # the barrier come from the measured team step; else the matvec with both threads
         # running plus a bare barrier crossing.
         half = G // 2
-        out["projection"] = 2 * rows_in * E * half / gemm_flops_per_s(host, dt, 1, rows_in, E * half, "own")
+        out["projection"] = 2 * rows_in * E * half / projection_rate(host, dt, 1, rows_in, E, half, "own")
         measured = _has_table(p, "team")
         out["product"] = 2 * P * half / gemm_flops_per_s(host, dt, t_all, 1, P * half, "team" if measured else "matvec")
         table = elementwise_row_s(host, "rows", dt, max(H // 2, 1), t_all)

@@ -17,7 +17,7 @@ from ..target import (Key, Table, Target, TargetError, _Reader, parse_target, re
 FORMAT = 2            # [host] format: 2 since the host profile has its own table
 KERNEL_DTYPES = ("float32", "float64")
 ROUTINES = ("dot", "own", "block", "matvec", "team", "rowblocks")
-EW_ROUTINES = ("rows", "gemm_step")
+EW_ROUTINES = ("rows", "gemm_step", "finish_proj")
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,17 @@ def _epi_rows(xp, z, c, peep, a, s, ib, hf, whrT, h, y, reps):
     return y[0, 0]
 
 
+# The projection's share of a row's epilogue: _finish_row with a projection (h = W_hr hf, W_hr^T
+# packed (H, P)), as the rows and gemm paths call it for each active row of a projected layer.
+@njit_cached()
+def _finish_proj(hfs, whrT, h, y, reps):
+    n = hfs.shape[0]
+    for r in range(reps):
+        q = r % n
+        _finish_row(hfs[q], whrT, True, h[q], y[q])
+    return y[0, 0]
+
+
 @njit_cached(parallel=True)
 def _epi_rows_par(xp, z, c, peep, a, s, ib, hf, whrT, h, y, reps):  # each thread its own rows
     # Scratch allocated in the prange body, as kernels/cpu.py's _layer_rows allocates it per
@@ -145,6 +156,8 @@ def compile_all(dtypes, threads) -> None:
                 np.empty((2, H), dt), np.zeros((1, 1), dt), np.zeros((2, 2, H), dt), np.zeros((2, 2, H), dt))
         peep, a, s_, ib, hf, whrT, hh, y = args
         _epi_rows(xp, np.empty((2, 4 * H), dt), c[0], peep, a[0], s_[0], ib[0], hf[0], whrT, hh[0], y[0], 1)
+        _finish_proj(np.ones((2, H), dt), np.ones((H, H // 2), dt), np.zeros((2, H // 2), dt),
+                     np.zeros((2, H // 2), dt), 1)
         if max(threads) > 1:
             sync = _team.new_sync()
             sync[_team.FLAG1] = 1 << 40                       # a partner that is always ahead
@@ -298,6 +311,18 @@ class Routines:
             f = lambda reps: _epi_rows(xp, z, c[0], peep, a[0], s[0], ib[0], hf[0], whrT, h[0], y[0], reps)
         else:
             f = lambda reps: _epi_rows_par(xp, z, c, peep, a, s, ib, hf, whrT, h, y, reps)
+        f(1)
+        return self.h.per_rep_s(f)
+
+    def finish_proj(self, dtype, H) -> float:
+        """Seconds per row of `_finish_row` with a projection of P = H/2 (h = W_hr hf from W_hr^T
+        packed (H, P), and the output row), from a JIT loop over 8 random rows."""
+        rng = np.random.default_rng(0)
+        P = max(H // 2, 1)
+        hfs = rng.standard_normal((8, H)).astype(dtype)
+        whrT = (rng.standard_normal((H, P)) / H).astype(dtype)
+        h, y = np.zeros((8, P), dtype), np.zeros((8, P), dtype)
+        f = lambda reps: _finish_proj(hfs, whrT, h, y, reps)
         f(1)
         return self.h.per_rep_s(f)
 

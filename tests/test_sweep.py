@@ -214,3 +214,37 @@ def test_machine_info_reports_the_targets_calibration(tmp_path):
     assert info["target_calibrated_at"] == "2026-11-29T10:00:00"
     assert info["target_method"] == "micro-benchmarks" and info["target_calibrated_on"] == "Some CPU"
     assert info["target_quick_calibration"] is True
+
+
+def test_median_of_runs_judges_each_configuration_on_its_median(tmp_path):
+    """bench/median_of_runs.py: per configuration the median measured time of the runs
+    against the median of their predictions; runs of different grids are refused."""
+    import json
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
+    try:
+        from median_of_runs import main, median_of_runs
+    finally:
+        sys.path.pop(0)
+
+    def run(rows):
+        return {"results": [{"label": k, "measured_s": m, "predicted_s": p, "generic_predicted_s": g}
+                            for k, m, p, g in rows]}
+    runs = [run([("a", 1.0, 1.0, 0.5), ("b", 2.0, 1.0, 2.0)]),
+            run([("a", 3.0, 1.2, 0.6), ("b", 2.2, 1.1, 2.0)]),
+            run([("a", 1.2, 1.1, 0.7), ("b", 9.0, 1.0, 2.0)])]
+    s = median_of_runs(runs)
+    # a: median measured 1.2, predicted 1.1 -> -8.3%, generic 0.6 -> -50%;
+    # b: median measured 2.2, predicted 1.0 -> -54.5%, generic 2.0 -> -9.1%
+    got = {k: (h, g) for k, h, g, _ in s["rows"]}
+    assert got["a"][0] == pytest.approx(100 * (1.1 / 1.2 - 1)) and got["a"][1] == pytest.approx(-50.0)
+    assert got["b"][0] == pytest.approx(100 * (1.0 / 2.2 - 1)) and got["b"][1] == pytest.approx(100 * (2 / 2.2 - 1))
+    assert (s["host_within_15"], s["generic_within_25"]) == (1, 1)
+    with pytest.raises(ValueError, match="runs: run 2"):
+        median_of_runs([runs[0], run([("a", 1.0, 1.0, 1.0)])])
+    for i, r in enumerate(runs):
+        (tmp_path / str(i)).mkdir()
+        (tmp_path / str(i) / "results.json").write_text(json.dumps(r))
+    assert main([str(tmp_path / "0"), str(tmp_path / "1"), str(tmp_path / "2")]) == 0
+    assert main([str(tmp_path / "0"), str(tmp_path / "missing")]) == 2

@@ -157,3 +157,18 @@ def test_a_two_thread_figure_that_looks_time_shared_is_measured_again(monkeypatc
     for one, threads in ((40.0, 1), (None, 2), (10.0, 2)):
         m, calls = feed([8.0, 99.0])
         assert cal._shared_retry(m, one, threads) == 8.0 and len(calls) == 1
+
+
+def test_python_side_figures_keep_the_less_disturbed_of_two_measurements():
+    """Each figure keeps the smaller of two measurements; figures derived by differences
+    (lstm()'s Python side per call, per layer, per direction) are kept or replaced together."""
+    from edgelstm.costmodel.host.calibrate import _keep_least_disturbed
+    res = {"py_view_s": 2e-7, "check_s": 1e-6, "wrapper_s": 13.5e-6, "wrapper_layer_s": 1e-6, "wrapper_dir_s": 0.0}
+    _keep_least_disturbed(res, {"py_view_s": 3e-7, "check_s": 0.8e-6})
+    assert res["py_view_s"] == 2e-7 and res["check_s"] == 0.8e-6
+    _keep_least_disturbed(res, {"wrapper_s": 7e-6, "wrapper_layer_s": 4e-6, "wrapper_dir_s": 0.5e-6}, together=True)
+    assert (res["wrapper_s"], res["wrapper_layer_s"], res["wrapper_dir_s"]) == (7e-6, 4e-6, 0.5e-6)
+    _keep_least_disturbed(res, {"wrapper_s": 1e-6, "wrapper_layer_s": 20e-6, "wrapper_dir_s": 0.0}, together=True)
+    assert res["wrapper_s"] == 7e-6                     # the sum is larger: the earlier set stays
+    _keep_least_disturbed(res, {"helper_wake_s": 0.0})    # nothing measured (one thread): kept out
+    assert res["helper_wake_s"] == 0.0

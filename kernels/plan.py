@@ -233,18 +233,17 @@ def plan_layer(T: int, B: int, E: int, H: int, D: int, nthreads: int, cfg: CPUCo
             projection = "team"           # each thread its own units' rows of W_ih, in the team call
         elif pipelined:
             projection = "own_pipelined"
-        elif one_block or nthreads < cfg.regions_min_threads:
-            if multi and T * B >= 8 and macs >= cfg.projection_halves_min_macs:
-                projection = "own_halves"
-            elif not one_block and region_ok and macs >= cfg.parallel_projection_min_macs:
-                # a mid-size projection of several blocks: a prange region, whose workers start
-                # in a few µs where run_two's helper takes 50-60 µs (B=16 T=1 H=256, 2 layers:
-                # 0.40 ms with the region against 0.56 serial or in halves)
-                projection = "own_parallel"
-            else:
-                projection = "own_serial"
+        elif ((one_block or nthreads < cfg.regions_min_threads)
+              and multi and T * B >= 8 and macs >= cfg.projection_halves_min_macs):
+            projection = "own_halves"
+        elif not one_block and region_ok and macs >= cfg.parallel_projection_min_macs:
+            # several blocks: a prange region (on two threads only for a mid-size projection,
+            # below projection_halves_min_macs: its workers start in a few µs where run_two's
+            # helper takes 50-60 µs; B=16 T=1 H=256, 2 layers: 0.40 ms with the region against
+            # 0.56 serial or in halves)
+            projection = "own_parallel"
         else:
-            projection = "own_parallel" if region_ok and macs >= cfg.parallel_projection_min_macs else "own_serial"
+            projection = "own_serial"
     two = multi and (projection in ("own_halves", "own_pipelined", "team")
                      or recurrence in ("two_blocks", "two_directions", "team", "split"))
     return LayerPlan("gemm" if gemm else "rows", projection, rpb, blocks, rows_parallel, epilogue_parallel,

@@ -188,6 +188,7 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
     rows_in = T * B
     # the large-batch path's GEMM, with a full calibration's "rowblocks" table
     rowblocks = plan.path == "gemm" and _has_table(p, "rowblocks")
+    one_pass = False          # one thread, at most 4 rows: one pass over W_ih, from where the last call left it
     if plan.projection == "blas":
         rate = gemm_flops_per_s(host, dt, host.cores, rows_in, E * G * D, "dot")
     elif rowblocks:
@@ -197,12 +198,12 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
         # own_pipelined (B=1: chunks computed beside the recurrence) is charged like the halves:
         # the second core takes part of it, and the overlap with the recurrence is not credited.
         shared = plan.projection == "own_parallel" or (two and plan.projection in ("own_halves", "own_pipelined"))
-        one_pass = rows_in <= 4 and not shared         # one pass over W_ih: from where the last call left it
+        one_pass = rows_in <= 4 and not shared
         rate = projection_rate(host, dt, t_all if shared else 1, rows_in, E, G * D, "own")
         if one_pass and call_kn > E * G * D:
             rate = min(rate, gemm_flops_per_s(host, dt, 1, rows_in, call_kn, "own"))
     out["projection"] = 2 * rows_in * E * G / rate      # measured per call: dispatch included
-    if plan.path == "rows" and plan.projection in ("own_serial", "own_halves") and rows_in <= 4:
+    if one_pass:
         out["projection"] = max(out["projection"], cold_read_s(E * G * D) / D)
     if two and plan.projection == "own_halves" and not rowblocks:
         out["projection"] += min(out["projection"], wake)   # (the rowblocks table's pairs include it)

@@ -90,13 +90,13 @@ def _sigmoid_pass(x, y, a, ib, n, reps):   # y = sigmoid(x): one pass to -|x|, e
 # the row's gates, `_epilogue`, `_finish_row`; JIT-to-JIT calls included. Rows cycle through
 # a small random batch, scratch shared as in the kernel's block.
 @njit_cached()
-def _epi_rows(xp, z, c, peep, a, s, ib, hf, whrT, h, y, reps):
-    # scratch allocated here, as the kernel's block allocates its own (see _epi_rows_par)
-    n = xp.shape[0]
-    G = z.shape[1]
-    zt = np.empty((1, G), dtype=z.dtype)
-    at, st, ibt = np.empty(G, dtype=a.dtype), np.empty(G, dtype=a.dtype), np.empty(G, dtype=a.dtype)
-    hft = np.empty(hf.shape[0], dtype=hf.dtype)
+def _epi_rows(xp, c, peep, whrT, h, y, reps):
+    # scratch allocated here in xp's precision, as the kernel's block allocates its own (see
+    # _epi_rows_par)
+    n, G = xp.shape
+    zt = np.empty((1, G), dtype=xp.dtype)
+    at, st, ibt = np.empty(G, dtype=xp.dtype), np.empty(G, dtype=xp.dtype), np.empty(G, dtype=xp.dtype)
+    hft = np.empty(c.shape[1], dtype=xp.dtype)
     for r in range(reps):
         q = r % n
         zt[0, :] = xp[q]
@@ -117,17 +117,16 @@ def _finish_proj(hfs, whrT, h, y, reps):
 
 
 @njit_cached(parallel=True)
-def _epi_rows_par(xp, z, c, peep, a, s, ib, hf, whrT, h, y, reps):  # each thread its own rows
+def _epi_rows_par(xp, c, peep, whrT, h, y, reps):  # each thread (c.shape[0] of them) its own rows
     # Scratch allocated in the prange body, as kernels/cpu.py's _layer_rows allocates it per
     # block: views of arrays shared by both threads are reference-counted on one cache line
     # that the two cores then pass back and forth (it had added about 80 ns per row).
-    n = xp.shape[0]
-    G = z.shape[1]
-    H = hf.shape[1]
-    for t in prange(z.shape[0]):
-        zt = np.empty((1, G), dtype=z.dtype)
-        at, st, ibt = np.empty(G, dtype=a.dtype), np.empty(G, dtype=a.dtype), np.empty(G, dtype=a.dtype)
-        hft = np.empty(H, dtype=hf.dtype)
+    n, G = xp.shape
+    H = c.shape[2]
+    for t in prange(c.shape[0]):
+        zt = np.empty((1, G), dtype=xp.dtype)
+        at, st, ibt = np.empty(G, dtype=xp.dtype), np.empty(G, dtype=xp.dtype), np.empty(G, dtype=xp.dtype)
+        hft = np.empty(H, dtype=xp.dtype)
         for r in range(reps):
             q = r % n
             zt[0, :] = xp[q]
@@ -152,10 +151,8 @@ def compile_all(dtypes, threads) -> None:
         _sigmoid_pass(x, x.copy(), np.empty(16, dt), np.empty(16, dt), 16, 1)
         H = 8
         xp, c = np.ones((2, 4 * H), dt), np.ones((2, 2, H), dt)
-        args = (np.zeros((3, 1), dt), np.empty((2, 4 * H), dt), np.empty((2, 4 * H), dt), np.empty((2, 4 * H), dt),
-                np.empty((2, H), dt), np.zeros((1, 1), dt), np.zeros((2, 2, H), dt), np.zeros((2, 2, H), dt))
-        peep, a, s_, ib, hf, whrT, hh, y = args
-        _epi_rows(xp, np.empty((2, 4 * H), dt), c[0], peep, a[0], s_[0], ib[0], hf[0], whrT, hh[0], y[0], 1)
+        peep, whrT, hh, y = np.zeros((3, 1), dt), np.zeros((1, 1), dt), np.zeros((2, 2, H), dt), np.zeros((2, 2, H), dt)
+        _epi_rows(xp, c[0], peep, whrT, hh[0], y[0], 1)
         _finish_proj(np.ones((2, H), dt), np.ones((H, H // 2), dt), np.zeros((2, H // 2), dt),
                      np.zeros((2, H // 2), dt), 1)
         if max(threads) > 1:
@@ -165,7 +162,7 @@ def compile_all(dtypes, threads) -> None:
             _gemm_bias_parallel(X, W, np.zeros(G, dt), np.empty((8, G), dt))
             _block_gemm_par(X, W, np.zeros((2, 8, G), dt), 4, 1)
             _matvec_par(np.zeros((2, 1, G), dt), wT, h, act, 1)
-            _epi_rows_par(xp, np.empty((2, 4 * H), dt), c, peep, a, s_, ib, hf, whrT, hh, y, 1)
+            _epi_rows_par(xp, c, peep, whrT, hh, y, 1)
 
 
 class Routines:
@@ -303,14 +300,12 @@ class Routines:
         G, n, t = 4 * H, 8, max(threads, 1)
         xp, c = rng.standard_normal((n, G)).astype(dtype), rng.standard_normal((t, n, H)).astype(dtype)
         peep, whrT = np.zeros((3, 1), dtype), np.zeros((1, 1), dtype)
-        z, hf = np.empty((t, G), dtype), np.empty((t, H), dtype)
-        # scratch in the model's precision, as the kernel allocates it (cpu.py: a, s, ibuf)
-        a, s, ib = np.empty((t, G), dtype), np.empty((t, G), dtype), np.empty((t, G), dtype)
         h, y = np.zeros((t, n, H), dtype), np.zeros((t, n, H), dtype)
+        # (the scratch is allocated inside, in the model's precision, as the kernel's blocks do)
         if threads == 1:
-            f = lambda reps: _epi_rows(xp, z, c[0], peep, a[0], s[0], ib[0], hf[0], whrT, h[0], y[0], reps)
+            f = lambda reps: _epi_rows(xp, c[0], peep, whrT, h[0], y[0], reps)
         else:
-            f = lambda reps: _epi_rows_par(xp, z, c, peep, a, s, ib, hf, whrT, h, y, reps)
+            f = lambda reps: _epi_rows_par(xp, c, peep, whrT, h, y, reps)
         f(1)
         return self.h.per_rep_s(f)
 

@@ -1,15 +1,15 @@
 """Numba CPU fused-gate LSTM kernels.
 
 Versions (all numerically interchangeable with kernels/reference.py):
+- every product is a panel GEMM (kernels/gemm.py): the weights packed in panels of four
+  vectors of gate rows, register tiles of up to four rows of X against one panel;
 - the input projection W_ih x + (b_ih + b_hh) for every time step, both directions, is one
-  GEMM hoisted out of the recurrence (`_projection`): axpy form while 4 output rows fit L1
-  (`_gemm_bias_axpy`), 4x4 dot form otherwise (`_gemm_bias`), row-blocked for large batches
-  (`_gemm_rowblocks`); large ones in two halves on two cores (guard.run_two), or as a prange
-  (`_gemm_bias_parallel`) when there are more than two blocks of rows;
+  GEMM hoisted out of the recurrence (`_projection`, `_gemm_panel`); large ones in two halves
+  on two cores (guard.run_two), or as a prange (`_gemm_panel_parallel`) when there are more
+  than two blocks of rows;
 - "rows" recurrence (`_layer_rows`): small batches. Each block of rows runs the whole time
   loop (rows are independent, so no per-step barrier); each step does the recurrent product
-  from W_hh^T packed (P, 4H), the inner loop over 4H contiguous, all rows of a block sharing
-  each pass over W_hh, then the fused epilogue. One block (B=1) runs serially; a bidirectional
+  (`_gemm_panel_acc`), all rows of a block sharing each pass over W_hh, then the fused epilogue. One block (B=1) runs serially; a bidirectional
   layer's two directions, or two blocks, run on two cores through guard.run_two; more blocks
   as a prange region;
 - B=1, one direction, large projection (`_layer_pipelined`): the helper thread computes
@@ -42,47 +42,22 @@ from numba import njit, prange
 from . import guard, team
 from .atomics import cas, store_release
 from .guard import njit_cached
-from .rowops import FASTMATH, FASTMATH_DOT, _axpy_rows, _epilogue, _sig, _tanh, _vexp_neg  # noqa: F401
+from .rowops import FASTMATH, _axpy_rows, _epilogue, _sig, _tanh, _vexp_neg  # noqa: F401
 
 # error_model="numpy" everywhere: Python's model checks every float division for zero and
 # raises, and that branch stops LLVM from vectorizing the epilogue.
 
 
 # Tunables and the choice of path live in kernels/plan.py, read by the host cost model too.
-from .plan import CPUConfig, config, plan_layer, projection_axpy  # noqa: E402,F401  (cpu.config is the public handle)
+from .plan import CPUConfig, config, plan_layer  # noqa: E402,F401  (cpu.config is the public handle)
 # The small GEMMs (kernels/gemm.py), used here and by the team; re-exported under their old names.
-from .gemm import (_dot4x4, _gemm_acc, _gemm_bias, _gemm_bias_axpy, _gemm_bias_impl,  # noqa: E402,F401
-                   _gemm_bias_parallel, _gemm_rowblocks, _jit_variant)
+from .gemm import (_gemm_panel, _gemm_panel_acc, _gemm_panel_impl, _gemm_panel_parallel, _jit_variant,  # noqa: E402,F401
+                   pack_panels, pad_panels, panel_row_block)
 
 
 # ---------------------------------------------------------------------------------------
 # elementwise pieces
 # ---------------------------------------------------------------------------------------
-@njit_cached(fastmath=FASTMATH, error_model="numpy", nogil=True)
-def _axpy_multi(z, wT, h, act, na):
-    """z[q, j] += sum_p wT[p, j] * h[act[q], p] for q < na: the recurrent product of several
-    rows, each group of four W^T rows loaded into L1 once and used by every row."""
-    n, G = wT.shape
-    p = 0
-    while p + 4 <= n:
-        w0, w1, w2, w3 = wT[p], wT[p + 1], wT[p + 2], wT[p + 3]
-        for q in range(na):
-            hb = h[act[q]]
-            v0, v1, v2, v3 = hb[p], hb[p + 1], hb[p + 2], hb[p + 3]
-            zq = z[q]
-            for j in range(G):
-                zq[j] += v0 * w0[j] + v1 * w1[j] + v2 * w2[j] + v3 * w3[j]
-        p += 4
-    while p < n:
-        w0 = wT[p]
-        for q in range(na):
-            v0 = h[act[q], p]
-            zq = z[q]
-            for j in range(G):
-                zq[j] += v0 * w0[j]
-        p += 1
-
-
 @njit_cached(fastmath=FASTMATH, error_model="numpy", nogil=True)
 def _finish_row(hf, whrT, has_proj, h, yrow):
     """h = W_hr hf (or hf), and the same values into this step's output row."""
@@ -97,19 +72,22 @@ def _finish_row(hf, whrT, has_proj, h, yrow):
 # ---------------------------------------------------------------------------------------
 # recurrences
 # ---------------------------------------------------------------------------------------
-def _layer_rows_impl(xp, g_off, whhT, whrT, peep, has_proj, has_peep, lengths, reverse,
-                     whh, rows_per_block, h, c, y, y_off):
+def _layer_rows_impl(xp, g_off, whhP, whrT, peep, has_proj, has_peep, lengths, reverse,
+                     rows_per_block, h, c, y, y_off):
     """One layer and direction, rows path. xp (T,B,D*4H) holds W_ih x + bias; this direction's
-    gates are columns g_off:g_off+4H. h (B,P), c (B,H) hold h0/c0 and receive the final state.
-    y (T,B,D*P): this direction writes columns y_off:y_off+P (rows past their end untouched)."""
+    gates are columns g_off:g_off+4H. whhP: W_hh (4H, P) packed by gemm.pack_panels. h (B,P),
+    c (B,H) hold h0/c0 and receive the final state. y (T,B,D*P): this direction writes
+    columns y_off:y_off+P (rows past their end untouched)."""
     T, B = xp.shape[0], xp.shape[1]
-    P, G = whhT.shape
-    H = G // 4
+    P = h.shape[1]
+    H = c.shape[1]
+    G = 4 * H
+    Gp = whhP.shape[0] // P        # 4H rounded up to whole panels
     nblk = (B + rows_per_block - 1) // rows_per_block
     for blk in prange(nblk):
         r0 = blk * rows_per_block
         nr = min(B, r0 + rows_per_block) - r0
-        z = np.empty((nr, G), dtype=xp.dtype)
+        z = np.empty((nr, Gp), dtype=xp.dtype)
         hf = np.empty(H, dtype=xp.dtype)
         a = np.empty(G, dtype=xp.dtype)     # activations in the model's precision
         s = np.empty(G, dtype=xp.dtype)
@@ -122,14 +100,10 @@ def _layer_rows_impl(xp, g_off, whhT, whrT, peep, has_proj, has_peep, lengths, r
             for r in range(nr):
                 if t < lengths[r0 + r]:
                     act[na] = r0 + r
-                    z[na, :] = xp[t, r0 + r, g_off:g_off + G]
+                    z[na, :G] = xp[t, r0 + r, g_off:g_off + G]
+                    hact[na, :] = h[r0 + r]
                     na += 1
-            if na >= 4:     # register-blocked small GEMM on W_hh (4H, P): 4 rows x 4 gates
-                for q in range(na):
-                    hact[q, :] = h[act[q]]
-                _gemm_acc(hact, whh, z, na)
-            else:
-                _axpy_multi(z, whhT, h, act, na)
+            _gemm_panel_acc(hact, na, whhP, z)      # register tiles of rows x one panel of W_hh
             for q in range(na):
                 b = act[q]
                 _epilogue(z[q], c[b], peep, has_peep, a, s, ibuf, hf)
@@ -149,29 +123,26 @@ _PIPE_BASE = 32        # sync slots below are team.py's (ABORT at 24); chunk c: 
 
 
 @njit_cached(fastmath=FASTMATH, error_model="numpy", nogil=True)
-def _proj_rows(x2, wih, wihT, bias, xp2, r0, r1, use_axpy):
-    """xp2[r0:r1] = x2[r0:r1] W_ih^T + bias, in the projection's chosen form."""
-    if use_axpy:
-        _gemm_bias_axpy(x2[r0:r1], wihT, bias, xp2[r0:r1])
-    else:
-        _gemm_bias(x2[r0:r1], wih, bias, xp2[r0:r1])
+def _proj_rows(x2, wp, bp, xp2, r0, r1):
+    """xp2[r0:r1] = x2[r0:r1] W_ih^T + bias (W_ih packed in panels)."""
+    _gemm_panel(x2[r0:r1], wp, bp, xp2[r0:r1], r1 - r0)
 
 
 @njit_cached(nogil=True)
-def _proj_chunks_helper(x2, wih, wihT, bias, xp2, chunk, sync, use_axpy):
+def _proj_chunks_helper(x2, wp, bp, xp2, chunk, sync):
     """The helper's side: every chunk of rows it can claim (CAS 0 -> 1), in order."""
     N = x2.shape[0]
     nch = (N + chunk - 1) // chunk
     for ci in range(nch):
         if cas(sync, _PIPE_BASE + 16 * ci, 0, 1) == 0:
-            _proj_rows(x2, wih, wihT, bias, xp2, ci * chunk, min(N, (ci + 1) * chunk), use_axpy)
+            _proj_rows(x2, wp, bp, xp2, ci * chunk, min(N, (ci + 1) * chunk))
             store_release(sync, _PIPE_BASE + 16 * ci + 8, 1)
     return 0
 
 
 @njit_cached(fastmath=FASTMATH, error_model="numpy", nogil=True)
-def _layer_one_pipelined(x2, wih, wihT, bias, use_axpy, chunk, sync, spin_limit, max_yields,
-                         xp, xp2, whhT, whrT, peep, has_proj, has_peep, n, h, c, y, y_off):
+def _layer_one_pipelined(x2, wp, bp, chunk, sync, spin_limit, max_yields,
+                         xp, xp2, whhP, whrT, peep, has_proj, has_peep, n, h, c, y, y_off):
     """B=1, forward, one direction: the recurrence over steps 0..n-1, each chunk of the input
     projection either computed here (when the helper has not claimed it: CAS 0 -> 2) or waited
     for (claimed by the helper). Before returning, every chunk the helper could still touch is
@@ -179,9 +150,10 @@ def _layer_one_pipelined(x2, wih, wihT, bias, use_axpy, chunk, sync, spin_limit,
     or team.ABORTED."""
     N = x2.shape[0]
     nch = (N + chunk - 1) // chunk
-    P, G = whhT.shape
-    H = G // 4
-    z = np.empty(G, dtype=xp.dtype)
+    P = h.shape[1]
+    H = c.shape[1]
+    G = 4 * H
+    z = np.empty((1, whhP.shape[0] // P), dtype=xp.dtype)
     hf = np.empty(H, dtype=xp.dtype)
     a = np.empty(G, dtype=xp.dtype)
     s = np.empty(G, dtype=xp.dtype)
@@ -191,15 +163,15 @@ def _layer_one_pipelined(x2, wih, wihT, bias, use_axpy, chunk, sync, spin_limit,
         if t % chunk == 0:
             ci = t // chunk
             if cas(sync, _PIPE_BASE + 16 * ci, 0, 2) == 0:
-                _proj_rows(x2, wih, wihT, bias, xp2, ci * chunk, min(N, (ci + 1) * chunk), use_axpy)
+                _proj_rows(x2, wp, bp, xp2, ci * chunk, min(N, (ci + 1) * chunk))
             else:
                 r = team._wait_at_least(sync, _PIPE_BASE + 16 * ci + 8, 1, spin_limit, max_yields)
                 if r < 0:
                     return team.ABORTED
                 waits += r
-        z[:] = xp[t, 0]
-        _axpy_rows(z, whhT, h[0])
-        _epilogue(z, c[0], peep, has_peep, a, s, ib, hf)
+        z[0, :G] = xp[t, 0]
+        _gemm_panel_acc(h, 1, whhP, z)
+        _epilogue(z[0], c[0], peep, has_peep, a, s, ib, hf)
         _finish_row(hf, whrT, has_proj, h[0], y[t, 0, y_off:y_off + P])
     for ci in range((n + chunk - 1) // chunk, nch):     # chunks past the sequence's end
         if cas(sync, _PIPE_BASE + 16 * ci, 0, 2) != 0:
@@ -217,7 +189,6 @@ def _layer_pipelined(x2, pk, xp, lens, hd, cd, y, spec):
     thread (see _layer_one_pipelined). Falls back to the plain order from saved state if the
     wait ever aborts; backs off to the plain order for a while after any wait had to yield."""
     n = int(lens[0])
-    use_axpy = _use_axpy(pk.wihT, min(x2.shape[0], config.pipeline_chunk_steps))
     chunk = config.pipeline_chunk_steps
     sync = np.zeros(_PIPE_BASE + 16 * (-(-x2.shape[0] // chunk)), np.int64)
     cfg = config
@@ -226,13 +197,13 @@ def _layer_pipelined(x2, pk, xp, lens, hd, cd, y, spec):
 
     def helper():
         try:
-            _proj_chunks_helper(x2, pk.wih, pk.wihT, pk.bias, xp2, chunk, sync, use_axpy)
+            _proj_chunks_helper(x2, pk.wihP, pk.biasP, xp2, chunk, sync)
         finally:
             helper_done.set()
     h_saved, c_saved = hd.copy(), cd.copy()
     posted = guard.post_to_helper(helper)
-    r = _layer_one_pipelined(x2, pk.wih, pk.wihT, pk.bias, use_axpy, chunk, sync, cfg.team_spin_limit,
-                             cfg.team_max_yields, xp, xp2, pk.whhT[0], pk.whrT[0], pk.peep[0], spec.proj_size > 0,
+    r = _layer_one_pipelined(x2, pk.wihP, pk.biasP, chunk, sync, cfg.team_spin_limit,
+                             cfg.team_max_yields, xp, xp2, pk.whhP[0], pk.whrT[0], pk.peep[0], spec.proj_size > 0,
                              spec.peephole, n, hd, cd, y, 0)
     _pipe_state["runs"] += 1
     if r < 0:
@@ -242,8 +213,8 @@ def _layer_pipelined(x2, pk, xp, lens, hd, cd, y, spec):
         _pipe_state["serial_until"] = time.monotonic() + cfg.team_backoff_s
         hd[:], cd[:] = h_saved, c_saved
         _projection_serial(x2, pk, xp2)
-        _layer_rows_serial(xp, 0, pk.whhT[0], pk.whrT[0], pk.peep[0], spec.proj_size > 0, spec.peephole,
-                           lens, False, pk.whh[0], 1, hd, cd, y, 0)
+        _layer_rows_serial(xp, 0, pk.whhP[0], pk.whrT[0], pk.peep[0], spec.proj_size > 0, spec.peephole,
+                           lens, False, 1, hd, cd, y, 0)
     elif r > 0:
         _pipe_state["serial_until"] = time.monotonic() + cfg.team_backoff_s
 
@@ -293,12 +264,13 @@ def _layer_gemm(xp, g_off, whhT, whrT, peep, has_proj, has_peep, lengths, revers
 def _gemm_step_part(hcur, wpart, zero_bias, xp_t, g_off, H, k0, k1, peep_part, has_peep, lengths, t,
                     c, hnext, y_t, y_off, zb, a, s, ib, hf, row_block):
     """One thread's half of a large-batch step, hidden units k0:k1 of every row: their gate
-    pre-activations h W_part^T (W_part (4*hk, P): the 4 gates' rows of those units), the input
+    pre-activations h W_part^T (W_part (4*hk, P), the 4 gates' rows of those units, packed by
+    gemm.pack_panels; zero_bias: pad_panels of zeros), the input
     gates from xp_t, the fused epilogue, then hnext, c and y_t for those units. Rows past their
     end carry their state over (h is double-buffered)."""
     B = hcur.shape[0]
     hk = k1 - k0
-    _gemm_rowblocks(hcur, wpart, zero_bias, zb, row_block)
+    _gemm_panel(hcur, wpart, zero_bias, zb, row_block)
     for b in range(B):
         if t < lengths[b]:
             zr = zb[b]
@@ -317,7 +289,7 @@ def _gemm_step_part(hcur, wpart, zero_bias, xp_t, g_off, H, k0, k1, peep_part, h
 
 
 def _gemm_parts(weights):
-    """Per layer and direction: the two threads' (k0, k1), W_part (4*hk, P) and peepholes."""
+    """Per layer and direction: the two threads' (k0, k1), W_part (4*hk, P) in panels and peepholes."""
     def build(w):
         out = []
         for pk in packed_layers(w):
@@ -327,11 +299,11 @@ def _gemm_parts(weights):
                 parts = []
                 for k0, k1 in team.split_units(H):
                     wT, pp = team.pack_part(pk.whhT[d], pk.peep[d], H, k0, k1, w.spec.peephole)
-                    parts.append((k0, k1, np.ascontiguousarray(wT.T), pp))
+                    parts.append((k0, k1, pack_panels(np.ascontiguousarray(wT.T)), pp))
                 dirs.append(tuple(parts))
             out.append(tuple(dirs))
         return tuple(out)
-    return weights.packed("cpu-gemm-parts-v1", build)
+    return weights.packed("cpu-gemm-parts-v2", build)
 
 
 def _layer_gemm_split(parts, xp, g_off, has_peep, lengths, reverse, h, c, y, y_off):
@@ -346,7 +318,7 @@ def _layer_gemm_split(parts, xp, g_off, has_peep, lengths, reverse, h, c, y, y_o
     scratch = []
     for k0, k1, wpart, pp in parts:
         G = 4 * (k1 - k0)
-        scratch.append((np.zeros(G, dt), np.empty((B, G), dt), np.empty(G, dt), np.empty(G, dt),
+        scratch.append((pad_panels(np.zeros(G, dt)), np.empty((B, G), dt), np.empty(G, dt), np.empty(G, dt),
                         np.empty(G, dt), np.empty(k1 - k0, dt)))
     rb = config.gemm_row_block
     for step in range(T):
@@ -364,11 +336,12 @@ def _layer_gemm_split(parts, xp, g_off, has_peep, lengths, reverse, h, c, y, y_o
 # ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PackedLayer:
-    wih: np.ndarray     # (D*4H, E_l): both directions' input weights stacked, one GEMM
-    wihT: np.ndarray    # (E_l, D*4H): the same transposed, for the axpy-form projection
+    wih: np.ndarray     # (D*4H, E_l): both directions' input weights stacked (BLAS projection)
+    wihP: np.ndarray    # the same packed in panels (gemm.pack_panels): the own projection GEMMs
     bias: np.ndarray    # (D*4H,): b_ih + b_hh per direction
-    whhT: tuple         # D x (P, 4H): axpy form for one to three rows
-    whh: tuple          # D x (4H, P): dot form for the rows kernel's blocks of four rows
+    biasP: np.ndarray   # the same padded to whole panels (gemm.pad_panels)
+    whhT: tuple         # D x (P, 4H): the BLAS step, the stream step and the split paths' packing
+    whhP: tuple         # D x W_hh (4H, P) packed in panels: the rows kernel's recurrent product
     whrT: tuple         # D x (H, P), or (1, 1) placeholders without projection
     peep: tuple         # D x (3, H), or (3, 1) placeholders without peepholes
 
@@ -378,14 +351,17 @@ def _pack(weights) -> tuple:
     dt = weights.dtype
     out = []
     for dirs in weights.layers:
+        wih = np.ascontiguousarray(np.concatenate([lw.w_ih for lw in dirs], axis=0))
+        bias = np.concatenate([lw.bias_sum() for lw in dirs]).astype(dt)
         out.append(PackedLayer(
-            wih=np.ascontiguousarray(np.concatenate([lw.w_ih for lw in dirs], axis=0)),
-            wihT=np.ascontiguousarray(np.concatenate([lw.w_ih for lw in dirs], axis=0).T),
-            bias=np.concatenate([lw.bias_sum() for lw in dirs]).astype(dt),
+            wih=wih,
+            wihP=pack_panels(wih),
+            bias=bias,
+            biasP=pad_panels(bias),
             whhT=tuple(np.ascontiguousarray(lw.w_hh.T) for lw in dirs),
+            whhP=tuple(pack_panels(np.asarray(lw.w_hh)) for lw in dirs),
             # writable copies of the frozen weights: a read-only array is another Numba type,
             # and every kernel would be compiled a second time for it
-            whh=tuple(np.array(lw.w_hh) for lw in dirs),
             whrT=tuple(np.ascontiguousarray(lw.w_hr.T) if spec.proj_size else np.zeros((1, 1), dt)
                        for lw in dirs),
             peep=tuple(np.array(lw.peep) if spec.peephole else np.zeros((3, 1), dt) for lw in dirs),
@@ -395,51 +371,46 @@ def _pack(weights) -> tuple:
 
 def packed_layers(weights) -> tuple:
     """The kernels' layout, built once and cached on the weights object."""
-    return weights.packed("cpu-v3", _pack)
+    return weights.packed("cpu-v4", _pack)
 
 
-def _use_axpy(wT, n_rows: int) -> bool:
-    """Whether a projection of n_rows rows by W^T (K, G) takes the axpy form
-    (plan.projection_axpy), else the 4x4 dot form."""
-    return projection_axpy(n_rows, wT.shape[0], wT.shape[1], wT.itemsize, config)
+def project_serial(x2, wp, bp, xp2):
+    """xp2 = x2 W_ih^T + bias on one thread: the panel GEMM (W_ih packed by gemm.pack_panels,
+    the bias by pad_panels), rows in blocks that stay in L2. The host model's "own" table
+    times this."""
+    _gemm_panel(x2, wp, bp, xp2, panel_row_block(x2.shape[1], x2.itemsize))
 
 
-def project_serial(x2, wih, wihT, bias, xp2, large=False):
-    """xp2 = x2 W_ih^T + bias on one thread: the row-blocked GEMM for a large batch (W streamed
-    once per row block), else the axpy form (one row, or while 4 output rows fit L1 and the
-    input is narrow), else the 4x4 dot form. The host model's "own" table times this."""
-    if large:
-        _gemm_rowblocks(x2, wih, bias, xp2, config.gemm_row_block)
-    elif _use_axpy(wihT, x2.shape[0]):
-        _gemm_bias_axpy(x2, wihT, bias, xp2)
-    else:
-        _gemm_bias(x2, wih, bias, xp2)
+def parallel_row_block(N: int, K: int, itemsize: int) -> int:
+    """Rows per block of the prange projection: at least four blocks per thread (so a slow
+    thread's share can be taken by the others), at most panel_row_block's L2 budget."""
+    return max(4, min(panel_row_block(K, itemsize), -(-N // (16 * numba.get_num_threads())) * 4))
 
 
-def _projection_serial(x2, pk, xp2, large=False):
+def _projection_serial(x2, pk, xp2):
     """project_serial with a layer's packed weights."""
-    project_serial(x2, pk.wih, pk.wihT, pk.bias, xp2, large)
+    project_serial(x2, pk.wihP, pk.biasP, xp2)
 
 
-def _projection(x2, pk, xp2, kind, large=False):
+def _projection(x2, pk, xp2, kind):
     """The hoisted input projection xp2 = x2 W_ih^T + bias: one GEMM over all T*B rows and
     both directions, in the form plan_layer chose (`kind`): "own_halves" splits the rows in two
-    halves over guard.run_two (the large-batch row-blocked GEMM, or the small forms), "blas" is
-    np.dot, "own_parallel" the prange GEMM, "own_serial" one thread. No Numba team for the
-    first two: a join that a busy core can stall."""
+    halves over guard.run_two, "blas" is np.dot, "own_parallel" the prange GEMM (over blocks of
+    rows, parallel_row_block), "own_serial" one thread. No Numba team for the first two:
+    a join that a busy core can stall."""
     N = x2.shape[0]
     if kind == "own_halves":
         half = (N // 2 + 3) // 4 * 4
-        guard.run_two(lambda: _projection_serial(x2[:half], pk, xp2[:half], large),
-                      lambda: _projection_serial(x2[half:], pk, xp2[half:], large))
+        guard.run_two(lambda: _projection_serial(x2[:half], pk, xp2[:half]),
+                      lambda: _projection_serial(x2[half:], pk, xp2[half:]))
     elif kind == "blas":
         np.dot(x2, pk.wih.T, out=xp2)
         xp2 += pk.bias
     elif kind == "own_parallel":
         with guard.parallel_lock():
-            _gemm_bias_parallel(x2, pk.wih, pk.bias, xp2)
+            _gemm_panel_parallel(x2, pk.wihP, pk.biasP, xp2, parallel_row_block(N, x2.shape[1], x2.itemsize))
     else:
-        _projection_serial(x2, pk, xp2, large)
+        _projection_serial(x2, pk, xp2)
 
 
 # The team backs off (runs the serial plan) for config.team_backoff_s after a call that aborted,
@@ -471,8 +442,8 @@ def _serial_step_s(key):
 
 
 def _team_parts(weights):
-    """Per layer: (k0, k1) twice and each thread's (W_hh^T panel, peepholes, W_ih rows, their
-    transpose, bias) for its units, cached."""
+    """Per layer: (k0, k1) twice and each thread's (W_hh rows, peepholes, W_ih rows, bias) for its
+    units, the weights packed in panels and the bias padded (gemm.pack_panels, pad_panels), cached."""
     def build(w):
         out = []
         for pk in packed_layers(w):
@@ -482,11 +453,11 @@ def _team_parts(weights):
             for k0, k1 in splits:
                 wpart, pp = team.pack_part(pk.whhT[0], pk.peep[0], H, k0, k1, w.spec.peephole)
                 cols = team.unit_columns(H, k0, k1)
-                wih_p = np.ascontiguousarray(pk.wih[cols])
-                parts.append((wpart, pp, wih_p, np.ascontiguousarray(wih_p.T), np.ascontiguousarray(pk.bias[cols])))
+                parts.append((pack_panels(np.ascontiguousarray(wpart.T)), pp, pack_panels(pk.wih[cols]),
+                              pad_panels(np.ascontiguousarray(pk.bias[cols]))))
             out.append((splits, tuple(parts)))
         return tuple(out)
-    return weights.packed("cpu-team-v2", build)
+    return weights.packed("cpu-team-v3", build)
 
 
 def _layer_team_or_serial(weights, l, x2, pk, xp, lens, hd, cd, y, spec):
@@ -503,11 +474,10 @@ def _layer_team_or_serial(weights, l, x2, pk, xp, lens, hd, cd, y, spec):
     sync = team.new_sync()
     cfg = config
     helper_done = threading.Event()
-    axpy = [_use_axpy(p[3], x2.shape[0]) for p in parts]
 
     def run(tid, k_lo, k_hi):
-        wpart, pp, wih_p, wihT_p, bias_p = parts[tid]
-        return team.team_layer(x2, wih_p, wihT_p, bias_p, axpy[tid], xp, 0, wpart, pp, spec.peephole, k_lo, k_hi,
+        wpart, pp, wih_p, bias_p = parts[tid]
+        return team.team_layer(x2, wih_p, bias_p, xp, 0, wpart, pp, spec.peephole, k_lo, k_hi,
                                n, False, hbuf, c, y, 0, sync, tid, cfg.team_claim_spins, cfg.team_spin_limit,
                                cfg.team_max_yields)
 
@@ -537,8 +507,8 @@ def _layer_team_or_serial(weights, l, x2, pk, xp, lens, hd, cd, y, spec):
         c[:] = c_saved
         if r != team.ABORTED:
             _projection_serial(x2, pk, xp.reshape(xp.shape[0] * xp.shape[1], xp.shape[2]))
-        _layer_rows_serial(xp, 0, pk.whhT[0], pk.whrT[0], pk.peep[0], False, spec.peephole, lens, False,
-                           pk.whh[0], 1, hd, cd, y, 0)
+        _layer_rows_serial(xp, 0, pk.whhP[0], pk.whrT[0], pk.peep[0], False, spec.peephole, lens, False,
+                           1, hd, cd, y, 0)
         return
     key = (x2.shape[1], H, xp.itemsize)
     ref = _serial_step_s(key)
@@ -605,10 +575,10 @@ def lstm_cpu(x, weights, h0, c0, lengths):
             layer_in = y
             continue
         kind = "own_serial" if plan.projection == "own_pipelined" else plan.projection
-        _projection(x2, pk, xp2, kind, large=plan.path == "gemm")
+        _projection(x2, pk, xp2, kind)
         rpb = plan.rows_per_block
         for d in range(D):
-            args = (xp, d * 4 * H, pk.whhT[d], pk.whrT[d], pk.peep[d], spec.proj_size > 0,
+            args = (xp, d * 4 * H, pk.whhP[d], pk.whrT[d], pk.peep[d], spec.proj_size > 0,
                     spec.peephole, lens, d == 1)
             hd, cd = h_n[l * D + d], c_n[l * D + d]
             rec = plan.recurrence
@@ -616,7 +586,7 @@ def lstm_cpu(x, weights, h0, c0, lengths):
                 _layer_gemm_split(_gemm_parts(weights)[l][d], xp, d * 4 * H, spec.peephole, lens, d == 1,
                                   hd, cd, y, d * P)
             elif rec == "blas":
-                _layer_gemm(*args, hd, cd, y, d * P, plan.epilogue_parallel)
+                _layer_gemm(xp, d * 4 * H, pk.whhT[d], *args[3:], hd, cd, y, d * P, plan.epilogue_parallel)
             elif rec == "two_blocks":
                 # the blocks in two groups, one per core through guard.run_two, not a Numba region
                 # whose join a busy core stalls (the groups are views: an 'A'-layout
@@ -625,20 +595,20 @@ def lstm_cpu(x, weights, h0, c0, lengths):
                 a0 = (xp[:, :sp], *args[1:7], lens[:sp], args[8])
                 a1 = (xp[:, sp:], *args[1:7], lens[sp:], args[8])
                 guard.run_two(
-                    lambda: _layer_rows_serial(*a0, pk.whh[d], rpb, hd[:sp], cd[:sp], y[:, :sp], d * P),
-                    lambda: _layer_rows_serial(*a1, pk.whh[d], rpb, hd[sp:], cd[sp:], y[:, sp:], d * P))
+                    lambda: _layer_rows_serial(*a0, rpb, hd[:sp], cd[:sp], y[:, :sp], d * P),
+                    lambda: _layer_rows_serial(*a1, rpb, hd[sp:], cd[sp:], y[:, sp:], d * P))
             elif rec == "prange":
                 with guard.parallel_lock():
-                    _layer_rows(*args, pk.whh[d], rpb, hd, cd, y, d * P)
+                    _layer_rows(*args, rpb, hd, cd, y, d * P)
             elif rec == "two_directions":
                 if d == 0:
-                    args1 = (xp, 4 * H, pk.whhT[1], pk.whrT[1], pk.peep[1], spec.proj_size > 0,
+                    args1 = (xp, 4 * H, pk.whhP[1], pk.whrT[1], pk.peep[1], spec.proj_size > 0,
                              spec.peephole, lens, True)
                     h1, c1 = h_n[l * D + 1], c_n[l * D + 1]
-                    guard.run_two(lambda: _layer_rows_serial(*args, pk.whh[0], B, hd, cd, y, 0),
-                                  lambda: _layer_rows_serial(*args1, pk.whh[1], B, h1, c1, y, P))
+                    guard.run_two(lambda: _layer_rows_serial(*args, B, hd, cd, y, 0),
+                                  lambda: _layer_rows_serial(*args1, B, h1, c1, y, P))
             else:
-                _layer_rows_serial(*args, pk.whh[d], rpb, hd, cd, y, d * P)
+                _layer_rows_serial(*args, rpb, hd, cd, y, d * P)
         _record_serial_step(E_l, H, dt.itemsize, t_serial, lens[0])
         layer_in = y
     return layer_in, (h_n, c_n)

@@ -36,20 +36,6 @@ class CPUConfig:
     # 8.0 ms against 0.2 ms serially for B=1 H=64 T=100 on the shared 2-core machine. With the
     # float32 epilogue the serial variant is as fast as the parallel one when idle. Off by default.
     parallel_single_block_min_steps: int = 1 << 62
-    # The hoisted projection takes the axpy form (rows of W_ih^T, 4 output rows sharing each
-    # load) while 4 output rows of D*4H fit in this many bytes (L1-resident) and the input has
-    # at most projection_axpy_max_k features; the dot form otherwise. The axpy form re-reads all
-    # of W^T for every 4 rows. Measured (T=100, axpy / dot): float32 0.46x at E=40 G=256, 0.53x
-    # E=64 G=768, 0.98x E=128 G=512, 1.09x E=128 G=256, 1.35x E=128 G=1024, 1.62x E=256 G=512,
-    # 2.09x E=512 G=1024; float64 0.51x E=40 G=256, 1.19x E=128 G=256, 1.81x E=128 G=512. (The
-    # bytes rule alone had sent E=512 G=1024 float32, the team's half at H=512, to the axpy
-    # form: 2.4 ms against 1.2.)
-    projection_axpy_max_bytes: int = 16384
-    projection_axpy_max_k: int = 64
-    # ... and only for elements of at most this many bytes: in float64 the axpy form lost to
-    # the dot form almost everywhere (axpy / dot at N=800 rows, G=128-512: 1.14-2.8x for
-    # K=32-96, 0.73-1.41x at K=24; at N=100 1.0-2.2x), where float32 wins 0.23-0.85x up to K=64.
-    projection_axpy_max_itemsize: int = 4
     # Two independent tasks of one block (the two directions of a layer; the two halves of the
     # hoisted projection) run on two cores (guard.run_two) from this many MACs per task: below
     # it the helper thread's wake-up (tens of µs) costs more than the half it saves.
@@ -105,7 +91,7 @@ class CPUConfig:
     # of 13M and 26M MACs); H=64 E=40 0.204 vs 0.169 ms (1M MACs: the helper's wake-up and the
     # chunk hand-offs cost more than they save).
     pipeline_min_macs: int = 1 << 22
-    # Large batch without projection: both GEMMs are edgelstm's own (_gemm_rowblocks), split in
+    # Large batch without projection: both GEMMs are edgelstm's own (_gemm_panel), split in
     # two halves over guard.run_two; with a projection, BLAS (np.dot) and the row epilogue.
     gemm_row_block: int = 64          # rows of X per pass over W (64 x 1024 float32 = 256 KB, L2)
     # (B=64, H=1024 measured no faster threaded: the per-step GEMM dominates, and every
@@ -146,17 +132,6 @@ def l2_bytes(cfg: "CPUConfig" = None) -> int:
     if cfg.l2_bytes:
         return cfg.l2_bytes
     return next((size for name, size, _ in sysfs_caches() if name == "L2"), 0)
-
-
-def projection_axpy(n_rows: int, K: int, G: int, itemsize: int, cfg: "CPUConfig" = None) -> bool:
-    """Whether the hoisted projection of n_rows rows by W^T (K, G) takes the axpy form
-    (kernels/gemm.py: _gemm_bias_axpy) rather than the 4x4 dot form (_gemm_bias): for a single
-    row, where the axpy form reads W^T once and the dot form computes four copies of the row
-    (one row measured 1.3-2.2x faster in axpy form, float32 and float64, K = 64..1024: a T=1,
-    B=1 call); else for float32 while four output rows fit L1 and K <= cfg.projection_axpy_max_k."""
-    cfg = cfg or config
-    return n_rows == 1 or (itemsize <= cfg.projection_axpy_max_itemsize and K <= cfg.projection_axpy_max_k
-                           and 4 * G * itemsize <= cfg.projection_axpy_max_bytes)
 
 
 @dataclass(frozen=True)
@@ -262,14 +237,14 @@ class CPUFacts:
     layer_views: int = 1
     dir_views: int = 2
     # JIT entry points called from Python, and their arguments (dispatch unboxes each).
-    projection_entry: str = "_gemm_bias_impl"           # once per layer (own GEMM)
+    projection_entry: str = "_gemm_panel_impl"          # once per layer (own GEMM)
     rows_entry: str = "_layer_rows_impl"                # once per layer and direction (rows path)
     gemm_step_entry: str = "_epilogue_gemm_step_impl"   # once per step (gemm path)
-    projection_args: int = 4
-    rows_args: int = 15
+    projection_args: int = 5
+    rows_args: int = 14
     gemm_step_args: int = 17
     # Rows path, inside JIT code: scratch arrays per block (`_layer_rows_impl`); per block and
-    # step, one product call (`_gemm_acc` or `_axpy_multi`, 4 or 5 arguments: 4 counted);
+    # step, one product call (`_gemm_panel_acc`, 4 arguments);
     # per row and step, calls to `_epilogue` (8 arguments), `_vexp_neg` twice (3 each) and
     # `_finish_row` (5): 4 calls, 19 arguments.
     rows_block_allocs: int = 7
@@ -283,7 +258,7 @@ class CPUFacts:
     # B=1 team (`team.team_layer`): one call per thread and layer, its arguments; per step one
     # barrier crossing.
     team_entry: str = "team_layer"
-    team_args: int = 23
+    team_args: int = 21
 
 
 FACTS = CPUFacts()

@@ -3,9 +3,8 @@ matvec, shared by the rows recurrence (cpu.py), the two-thread team (team.py) an
 
 fastmath: only {"contract"} (fused multiply-add). "nnan"/"ninf" would let LLVM drop the NaN
 propagation users rely on and the inf/0 behaviour of saturated gates; "reassoc" is not needed
-because the matvec is written as axpys over contiguous 4H rows, which vectorize without it.
-FASTMATH_DOT (with "reassoc") is for dot products only: reassociating a K-term sum moves each
-result by O(K eps), far inside the 1e-12 tolerance, and keeps NaN semantics.
+because every product is written as axpys over contiguous rows (here) or as register tiles of
+explicit vectors (kernels/gemm.py), which vectorize without it.
 error_model="numpy" everywhere: Python's model checks every float division for zero and
 raises, and that branch stops LLVM from vectorizing the epilogue.
 """
@@ -18,7 +17,6 @@ from .activations import vexp_neg
 from .guard import njit_cached
 
 FASTMATH = {"contract"}
-FASTMATH_DOT = {"contract", "reassoc"}   # dot products only: lets LLVM vectorize the sums
 
 
 @njit_cached(fastmath=FASTMATH, error_model="numpy", nogil=True)

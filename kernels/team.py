@@ -30,8 +30,8 @@ import numpy as np
 
 from .atomics import cas, cpu_relax, load_acquire, sched_yield, store_release
 from .guard import njit_cached
-from .gemm import _gemm_bias, _gemm_bias_axpy
-from .rowops import FASTMATH, _axpy_rows, _epilogue
+from .gemm import _gemm_panel, _gemm_panel_acc
+from .rowops import FASTMATH, _epilogue
 CLAIM, FLAG0, FLAG1, ABORT = 0, 8, 16, 24        # int64 slots, 64 bytes apart
 SYNC_LEN = 32
 CANCELLED = -2
@@ -101,11 +101,12 @@ def claim_wait(sync, claim_spins):
 
 
 @njit_cached(fastmath=FASTMATH, error_model="numpy", nogil=True)
-def team_layer(x2, wih_p, wihT_p, bias_p, use_axpy, xp, g_off, wpart, peep_part, has_peep, k0, k1,
+def team_layer(x2, wih_p, bias_p, xp, g_off, wpart, peep_part, has_peep, k0, k1,
                n_steps, reverse, hbuf, c, y, y_off, sync, tid, claim_spins, spin_limit, max_yields):
     """Thread `tid`'s half of one layer and direction at B=1: first its own units' share of the
     input projection (x2 (T, E) W_ih_p^T + bias_p, W_ih_p (4*hk, E): the 4 gates' rows of units
-    k0:k1), also scattered into xp's columns for a serial fallback; then steps 0..n_steps-1
+    k0:k1, packed by gemm.pack_panels, bias_p padded by pad_panels), also scattered into xp's
+    columns for a serial fallback; then steps 0..n_steps-1
     (t reversed for the reverse direction). hbuf (2, H): hbuf[0] holds h0; the final h is in
     hbuf[n_steps % 2]. c (H,): this thread updates c[k0:k1].
 
@@ -121,10 +122,7 @@ def team_layer(x2, wih_p, wihT_p, bias_p, use_axpy, xp, g_off, wpart, peep_part,
     if tid == 1 and not claim_as_helper(sync):
         return CANCELLED
     xl = np.empty((N, G), dtype=xp.dtype)
-    if use_axpy:
-        _gemm_bias_axpy(x2, wihT_p, bias_p, xl)
-    else:
-        _gemm_bias(x2, wih_p, bias_p, xl)
+    _gemm_panel(x2, wih_p, bias_p, xl, N)
     for t in range(N):
         xr = xp[t, 0]
         for q in range(4):
@@ -133,7 +131,7 @@ def team_layer(x2, wih_p, wihT_p, bias_p, use_axpy, xp, g_off, wpart, peep_part,
                 xr[dst + j] = xl[t, q * hk + j]
     if tid == 0 and not claim_wait(sync, claim_spins):
         return CANCELLED
-    z = np.empty(G, dtype=xp.dtype)
+    z = np.empty((1, wpart.shape[0] // H), dtype=xp.dtype)     # 4*hk rounded up to whole panels
     a = np.empty(G, dtype=xp.dtype)
     s = np.empty(G, dtype=xp.dtype)
     ib = np.empty(G, dtype=xp.dtype)
@@ -149,11 +147,10 @@ def team_layer(x2, wih_p, wihT_p, bias_p, use_axpy, xp, g_off, wpart, peep_part,
     yields = 0
     for step in range(n_steps):
         t = n_steps - 1 - step if reverse else step
-        hcur = hbuf[step & 1]
         hnext = hbuf[(step + 1) & 1]
-        z[:] = xl[t]
-        _axpy_rows(z, wpart, hcur)
-        _epilogue(z, cpart, peep_part, has_peep, a, s, ib, hf)
+        z[0, :G] = xl[t]
+        _gemm_panel_acc(hbuf[step & 1:(step & 1) + 1], 1, wpart, z)    # (1, H): this step's h
+        _epilogue(z[0], cpart, peep_part, has_peep, a, s, ib, hf)
         yrow = y[t, 0]
         for j in range(hk):
             hnext[k0 + j] = hf[j]

@@ -106,7 +106,7 @@ def test_wrapper_path_is_measured_and_the_kernel_entry_points_are_restored(host)
     t, _, _ = host
     p = t.profile
     assert p.wrapper_s > 0 and p.wrapper_layer_s >= 0 and p.wrapper_dir_s >= 0
-    for name in ("_gemm_bias", "_gemm_bias_parallel", "_layer_rows", "_layer_rows_serial"):
+    for name in ("_gemm_panel", "_gemm_panel_parallel", "_layer_rows", "_layer_rows_serial"):
         assert hasattr(getattr(cpu, name), "py_func"), name      # a Numba dispatcher again
     w = LSTMWeights.random(LSTMSpec(8, 8, 2), seed=3, dtype="float64")
     x = np.random.default_rng(0).standard_normal((4, 2, 8))

@@ -21,11 +21,7 @@ PATHS = {
     "rows-two-blocks-run_two": dict(gemm_min_batch=BIG, max_rows_per_block=3, two_block_min_macs=1),
     # the same batch with too little work per block for a second core: one core, blocks of 3
     "rows-two-blocks-one-core": dict(gemm_min_batch=BIG, max_rows_per_block=3, two_block_min_macs=BIG),
-    "rows-serial-blocks+dot-projection": dict(gemm_min_batch=BIG, parallel_projection_min_macs=BIG,
-                                              projection_axpy_max_bytes=0),
-    "rows-axpy-projection": dict(gemm_min_batch=BIG, parallel_projection_min_macs=BIG,
-                                 projection_axpy_max_bytes=BIG, projection_axpy_max_k=BIG,
-                                 projection_axpy_max_itemsize=BIG),
+    "rows-serial-blocks+serial-projection": dict(gemm_min_batch=BIG, parallel_projection_min_macs=BIG),
     # gemm path: without a projection the split GEMM + epilogue halves (_layer_gemm_split over
     # guard.run_two, small row blocks so several run); with one, BLAS and the row epilogue
     "gemm-split": dict(gemm_min_batch=1, gemm_min_l2_multiple=0, gemm_row_block=4),
@@ -165,8 +161,8 @@ def test_team_abort_and_cancel_fall_back_to_serial(monkeypatch):
     real = team.team_layer
 
     def lazy_partner(*args):
-        if args[19] == 1:                                 # args[19]: tid, args[18]: sync
-            team.claim_as_helper(args[18])                # claims, then never takes a step
+        if args[17] == 1:                                 # args[17]: tid, args[16]: sync
+            team.claim_as_helper(args[16])                # claims, then never takes a step
             return 0
         return real(*args)
     monkeypatch.setattr(team, "team_layer", lazy_partner)
@@ -236,7 +232,7 @@ def test_pipelined_abort_recomputes_serially(monkeypatch):
     monkeypatch.setattr(cpu.config, "team_spin_limit", 10)
     monkeypatch.setattr(cpu.config, "team_max_yields", 50)
 
-    def helper_claims_everything_and_stops(x2, wih, wihT, bias, xp2, chunk, sync, use_axpy):
+    def helper_claims_everything_and_stops(x2, wp, bp, xp2, chunk, sync):
         sync[cpu._PIPE_BASE::16] = 1              # every chunk claimed, none ever done
         return 0
     monkeypatch.setattr(cpu, "_proj_chunks_helper", helper_claims_everything_and_stops)

@@ -44,8 +44,9 @@ def test_entry_point_arguments():
     assert _n_params(getattr(cpu, FACTS.rows_entry)) == FACTS.rows_args
     assert _n_params(getattr(team, FACTS.team_entry)) == FACTS.team_args
     assert _n_params(getattr(cpu, FACTS.gemm_step_entry)) == FACTS.gemm_step_args
-    # the per-block product: _gemm_acc (4 arguments) or _axpy_multi (5); 4 counted
-    assert min(_n_params(cpu._gemm_acc), _n_params(cpu._axpy_multi)) == FACTS.product_args
+    # the per-block product: _gemm_panel_acc, called once per block and step
+    assert _n_params(cpu._gemm_panel_acc) == FACTS.product_args
+    assert _calls(cpu._layer_rows_impl, "_gemm_panel_acc") == 1
 
 
 def test_allocations_counted_from_the_code():
@@ -72,7 +73,7 @@ def test_lstm_cpu_takes_the_planned_path(monkeypatch, T, B, H, threads, bidirect
     import numba
     from edgelstm import LSTMSpec, LSTMWeights
     seen = []
-    entries = ("_gemm_bias", "_gemm_bias_axpy", "_gemm_rowblocks", "_gemm_bias_parallel", "_layer_rows",
+    entries = ("_gemm_panel", "_gemm_panel_parallel", "_layer_rows",
                "_layer_rows_serial", "_layer_gemm", "_layer_gemm_split", "_layer_pipelined", "_layer_team_or_serial")
     for name in entries:
         monkeypatch.setattr(cpu, name, lambda *a, _n=name, **k: seen.append(_n))
@@ -88,10 +89,8 @@ def test_lstm_cpu_takes_the_planned_path(monkeypatch, T, B, H, threads, bidirect
     finally:
         numba.set_num_threads(old)
     p = plan_layer(T, B, H, H, spec.num_directions, nth, itemsize=4)
-    small = plan.projection_axpy(T * B, H, spec.num_directions * 4 * H, 4)   # the first layer's input is H wide
-    proj = {"own_serial": {"_gemm_bias_axpy" if small else "_gemm_bias"},
-            "own_halves": {"_gemm_rowblocks"} if p.path == "gemm" else {"_gemm_bias_axpy" if small else "_gemm_bias"},
-            "own_parallel": {"_gemm_bias_parallel"}, "blas": set(),
+    proj = {"own_serial": {"_gemm_panel"}, "own_halves": {"_gemm_panel"},
+            "own_parallel": {"_gemm_panel_parallel"}, "blas": set(),
             "own_pipelined": {"_layer_pipelined"}, "team": set()}[p.projection]
     rec = {"split": {"_layer_gemm_split"}, "blas": {"_layer_gemm"}, "prange": {"_layer_rows"},
            "team": {"_layer_team_or_serial"}}.get(p.recurrence, {"_layer_rows_serial"})

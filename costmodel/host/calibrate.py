@@ -37,15 +37,13 @@ METHOD = ("square BLAS GEMM via np.dot in @njit for peak; @njit streaming sum pe
           "routine and elementwise tables the median of 3 passes (1 with --quick)")
 
 # The CPU kernel's routines, timed at shapes whose operand W (k x 4k) sits in L1, L2, L3 and
-# beyond (float32: 16 KB, 64 KB, 256 KB, 1 MB, 4 MB, 16 MB; float64 twice that). k=64 is also
-# where the projection changes form (kernels/plan.py: projection_axpy_max_k): without it the
-# table interpolated between the axpy form at k=32 and the dot form at k=128 (E=H=64 T=100:
-# 56 µs charged for a 41 µs float32 projection, 90 for a 105 µs float64 one).
+# beyond (float32: 16 KB, 64 KB, 256 KB, 1 MB, 4 MB, 16 MB; float64 twice that). (k=64 was
+# added where the projection used to change form; it also splits L1 from L2 for the matvec.)
 ROUTINE_K = (32, 64, 128, 256, 512, 1024)
 ROUTINE_K_QUICK = (32, 128, 512)       # L1, L2, L3 (float32): larger W takes the L3 point
 DOT_M = (1, 16, 64, 256, 1024)     # np.dot from Python: rows of a step's product or of a projection
 DOT_M_QUICK = (1, 64, 256)
-OWN_M = (1, 4, 32, 256)            # the register-blocked projection GEMM, serial and prange
+OWN_M = (1, 4, 32, 256)            # the projection's panel GEMM, serial and prange
 # ... and the prange variant also at this many rows: the projection of T*B rows (6400 at B=64,
 # T=100) runs its blocks of rows on both cores at a rate m=256 does not show (measured at
 # B=64 H=256: at least 67 GMAC/s over the call against 51 from the m=256 point).
@@ -55,7 +53,7 @@ BLAS_SETTLE_S = 0.3                # after BLAS calls, before timing anything on
 OWN_M_QUICK = (1, 32, 256)
 EPI_H = (16, 64, 256, 1024)        # hidden sizes of the elementwise (epilogue) tables
 EPI_B = 64                         # rows of the gemm path's per-step epilogue call
-BLOCK_M = (4, 8)                   # the small GEMM on a block of rows
+BLOCK_M = (1, 2, 4, 8)             # the rows kernel's product on a block of rows (register tiles of 1, 2, 4)
 SIGMOID_N = (96, 3072)             # elements per vectorized sigmoid pass
 DTYPES = ("float32", "float64")
 

@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from edgelstm.kernels.plan import FACTS, CPUConfig, config as kernel_config, plan_layer, projection_axpy
+from edgelstm.kernels.plan import FACTS, CPUConfig, config as kernel_config, plan_layer
 
 from ..counts import ACT_BYTES, count
 from ..predict import (Context, Prediction, RowCost, _flags, check_args, context, count_for_prediction, finish,
@@ -74,16 +74,14 @@ def gemm_flops_per_s(host: HostTarget, dtype: str, threads: int, m: int, kn: int
 
 
 def projection_rate(host: HostTarget, dt: str, threads: int, m: int, K: int, N: int, routine: str) -> float:
-    """FLOP/s of the own GEMM (routine "own" or "rowblocks") on (m x K) @ (K x N). The tables
-    were measured on W of 4k x k, where k is both the reduction length and the size; a
-    projection with a short reduction (a narrow input, 4K < N) pays its 4x4 dot blocks' fixed
-    work (16 reductions and stores per block) over fewer FMAs than the point of its size: in
-    the dot form its rate is at most the point's with the same reduction length (k = K).
-    Measured: float64 E=40 -> 2560 over 360 rows took 2.30 ms, charged 1.64 by size alone."""
+    """FLOP/s of the own GEMM (routine "own" or "rowblocks", both the panel GEMM) on
+    (m x K) @ (K x N). The tables were measured on W of 4k x k, where k is both the reduction
+    length and the size; a projection with a short reduction (a narrow input, 4K < N) pays
+    each register tile's fixed work (loading and storing its accumulators) over fewer FMAs
+    than the point of its size: its rate is at most the point's with the same reduction
+    length (k = K)."""
     r = gemm_flops_per_s(host, dt, threads, m, K * N, routine)
-    nb = ACT_BYTES[dt]
-    dot = routine == "rowblocks" or not projection_axpy(m, K, N, nb)
-    if dot and 4 * K < N and (routine == "rowblocks" or not projection_axpy(m, K, 4 * K, nb)):
+    if 4 * K < N:
         r = min(r, gemm_flops_per_s(host, dt, threads, m, 4 * K * K, routine))
     return r
 
@@ -192,7 +190,7 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
     if plan.projection == "blas":
         rate = gemm_flops_per_s(host, dt, host.cores, rows_in, E * G * D, "dot")
     elif rowblocks:
-        # the large-batch projection: `_gemm_rowblocks`, in halves on two cores when planned
+        # the large-batch projection: `_gemm_panel` in the gemm path's row blocks, in halves on two cores when planned
         rate = projection_rate(host, dt, t_all if two else 1, rows_in, E, G * D, "rowblocks")
     else:
         # own_pipelined (B=1: chunks computed beside the recurrence) is charged like the halves:
@@ -253,7 +251,7 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
         half = G // 2
         out["projection"] = 2 * rows_in * E * half / projection_rate(host, dt, 1, rows_in, E, half, "own")
         measured = _has_table(p, "team")
-        out["product"] = 2 * P * half / gemm_flops_per_s(host, dt, t_all, 1, P * half, "team" if measured else "matvec")
+        out["product"] = 2 * P * half / gemm_flops_per_s(host, dt, t_all, 1, P * half, "team" if measured else "block")
         table = elementwise_row_s(host, "rows", dt, max(H // 2, 1), t_all)
         out["epilogue"] = (composed / 2 if table is None else table + extra / 2)
         out["step_overhead"] = 0.0 if measured else p.team_barrier_s
@@ -266,14 +264,12 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
     blocks_busy = -(-nblk // active)
     rows_busy = min(B, blocks_busy * rpb)
     def step_product(kn):
+        # one `_gemm_panel_acc` call per block and step: its "block" table at the block's rows
         s_, left = 0.0, rows_busy
         while left > 0:
             nr = min(rpb, left)
             s_ += inner_calls_s(p, 1, F.product_args)
-            if nr >= 4:
-                s_ += 2 * nr * P * G / gemm_flops_per_s(host, dt, active, nr, kn, "block")
-            else:
-                s_ += nr * 2 * P * G / gemm_flops_per_s(host, dt, active, 1, kn, "matvec")
+            s_ += 2 * nr * P * G / gemm_flops_per_s(host, dt, active, nr, kn, "block")
             left -= nr
         return s_
     product = step_product(P * G)

@@ -14,7 +14,8 @@ from typing import Dict, Optional, Tuple
 from ..target import (Key, Table, Target, TargetError, _Reader, parse_target, read_document, read_rows,
                       read_table, write_table, write_target_file)
 
-FORMAT = 2            # [host] format: 2 since the host profile has its own table
+FORMAT = 3            # [host] format: 2 since the host profile has its own table, 3 since the
+                      # kernel's products are panel GEMMs (its tables time other routines)
 KERNEL_DTYPES = ("float32", "float64")
 ROUTINES = ("dot", "own", "block", "matvec", "team", "rowblocks")
 EW_ROUTINES = ("rows", "gemm_step", "finish_proj")
@@ -23,14 +24,15 @@ EW_ROUTINES = ("rows", "gemm_step", "finish_proj")
 @dataclass(frozen=True)
 class GemmPoint:
     """A matrix product (M x K) @ (K x N) by one of the CPU kernel's routines, timed on random
-    matrices: "dot" (np.dot called from Python, per call), "own" (the register-blocked
-    projection GEMM, one call; threads > 1: a prange region), "block" (the small GEMM on a
-    block of m rows, per thread with `threads` running), "matvec" (z += W v, per thread
-    with `threads` running), "team" (the B=1 team's step without its epilogue: each of two
-    threads streams its own half of W_hh^T, k x n = H x 2H, publishes its units' h and
-    crosses the step barrier; per thread), "rowblocks" (the large-batch path's row-blocked
-    GEMM, `_gemm_rowblocks`; threads = 2: the output columns in two halves on two threads at
-    once, FLOP/s of the whole)."""
+    matrices: "dot" (np.dot called from Python, per call), "own" (the projection's panel GEMM,
+    one call; threads > 1: a prange region), "block" (the rows kernel's product on a block of
+    m rows, `_gemm_panel_acc`, per thread with `threads` running), "matvec" (z += W v in axpy
+    form, `_axpy_rows`: a row's h = W_hr hf; per thread with `threads` running), "team" (the
+    B=1 team's step without its epilogue: each of two threads streams its own half of W_hh,
+    k x n = H x 2H, publishes its units' h and crosses the step barrier; per thread),
+    "rowblocks" (the large-batch path's GEMM, `_gemm_panel` in the gemm path's row blocks;
+    threads = 2: the output columns in two halves on two threads at once, FLOP/s of the
+    whole)."""
     routine: str
     dtype: str
     threads: int

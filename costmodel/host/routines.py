@@ -9,10 +9,10 @@ from numba import prange
 
 from edgelstm.kernels.guard import njit_cached   # the disk cache where writable, recompiling a bad entry
 
-from edgelstm.kernels.gemm import _gemm_rowblocks
+from edgelstm.kernels.gemm import _gemm_panel, _gemm_panel_acc, _gemm_panel_parallel, pack_panels, pad_panels
 from edgelstm.kernels.plan import config as _kernel_config
-from edgelstm.kernels.cpu import (_axpy_multi, _epilogue, _epilogue_gemm_step_serial, _finish_row, _gemm_acc,
-                                  _gemm_bias, _gemm_bias_parallel, _vexp_neg, project_serial)
+from edgelstm.kernels.cpu import (_epilogue, _epilogue_gemm_step_serial, _finish_row, _vexp_neg, parallel_row_block,
+                                  project_serial)
 
 from edgelstm.kernels import team as _team
 from edgelstm.kernels.atomics import store_release
@@ -22,51 +22,51 @@ from .harness import Harness
 
 
 @njit_cached()
-def _block_gemm(X, W, out, m, reps):       # out[:m] += X[:m] W^T, reps times
+def _block_gemm(X, wp, out, m, reps):      # out[:m] += X[:m] W^T (W in panels), reps times
     for _ in range(reps):
-        _gemm_acc(X, W, out, m)
+        _gemm_panel_acc(X, m, wp, out)
     return out[0, 0]
 
 
 @njit_cached(parallel=True)
-def _block_gemm_par(X, W, outs, m, reps):  # each thread its own output, the same W
+def _block_gemm_par(X, wp, outs, m, reps):  # each thread its own output, the same W
     for t in prange(outs.shape[0]):
         for _ in range(reps):
-            _gemm_acc(X, W, outs[t], m)
+            _gemm_panel_acc(X, m, wp, outs[t])
     return outs[0, 0, 0]
 
 
 @njit_cached()
-def _matvec(z, wT, h, act, reps):          # z += W v with W^T packed (K, N)
+def _matvec(z, wT, h, reps):               # z += W v with W^T packed (K, N): _axpy_rows, as h = W_hr hf
     for _ in range(reps):
-        _axpy_multi(z, wT, h, act, 1)
-    return z[0, 0]
+        _axpy_rows(z, wT, h)
+    return z[0]
 
 
 @njit_cached(parallel=True)
-def _matvec_par(zs, wT, h, act, reps):
+def _matvec_par(zs, wT, h, reps):
     for t in prange(zs.shape[0]):
         for _ in range(reps):
-            _axpy_multi(zs[t], wT, h, act, 1)
-    return zs[0, 0, 0]
+            _axpy_rows(zs[t], wT, h)
+    return zs[0, 0]
 
 
 @njit_cached(nogil=True, fastmath={"contract"}, error_model="numpy")
 def _team_steps(sync, tid, wpart, hbuf, z, k0, s0, n):
     """Steps s0..s0+n-1 of the team's recurrent product for thread tid (kernels/team.py
-    without the epilogue): z = W_part h over its half of W_hh^T, its units' new h (a bounded
-    stand-in for the epilogue, 1/(1+|z|): no denormals) into the other buffer, the barrier."""
+    without the epilogue): z = W_part h over its half of W_hh (2H x H, in panels: z is (1, 2H
+    rounded up to whole panels)), its units' new h (a bounded stand-in for the epilogue,
+    1/(1+|z|): no denormals) into the other buffer, the barrier."""
     me = _team.FLAG0 if tid == 0 else _team.FLAG1
     other = _team.FLAG1 if tid == 0 else _team.FLAG0
-    hk = wpart.shape[1] // 4
+    hk = hbuf.shape[1] // 2
     one = z.dtype.type(1.0)
     for s in range(s0, s0 + n):
-        hcur = hbuf[s & 1]
         hnext = hbuf[(s + 1) & 1]
-        z[:] = 0
-        _axpy_rows(z, wpart, hcur)
+        z[0, :] = 0
+        _gemm_panel_acc(hbuf[s & 1:(s & 1) + 1], 1, wpart, z)
         for j in range(hk):
-            hnext[k0 + j] = one / (one + abs(z[j]))
+            hnext[k0 + j] = one / (one + abs(z[0, j]))
         store_release(sync, me, s + 1)
         if _team._wait_at_least(sync, other, s + 1, 2000, 1 << 40) < 0:
             return -1
@@ -141,12 +141,12 @@ def compile_all(dtypes, threads) -> None:
     for dt in dtypes:
         k, G = 8, 32
         X, W = np.ones((8, k), dt), np.ones((G, k), dt)
-        _gemm_bias(X, W, np.zeros(G, dt), np.empty((8, G), dt))
-        project_serial(X[:1], W, np.ascontiguousarray(W.T), np.zeros(G, dt), np.empty((1, G), dt))   # axpy form
-        _gemm_rowblocks(X, W, np.zeros(G, dt), np.empty((8, G), dt), 4)
-        wT, h, act = np.ones((k, G), dt), np.ones((1, k), dt), np.zeros(1, np.int64)
-        _block_gemm(X, W, np.zeros((8, G), dt), 4, 1)
-        _matvec(np.zeros((1, G), dt), wT, h, act, 1)
+        wp, bp = pack_panels(W), pad_panels(np.zeros(G, dt))
+        project_serial(X, wp, bp, np.empty((8, G), dt))
+        _gemm_panel(X, wp, bp, np.empty((8, G), dt), 4)
+        wT, h = np.ones((k, G), dt), np.ones(k, dt)
+        _block_gemm(X, wp, np.zeros((8, bp.shape[0]), dt), 4, 1)
+        _matvec(np.zeros(G, dt), wT, h, 1)
         x = np.ones(16, dt)
         _sigmoid_pass(x, x.copy(), np.empty(16, dt), np.empty(16, dt), 16, 1)
         H = 8
@@ -158,10 +158,11 @@ def compile_all(dtypes, threads) -> None:
         if max(threads) > 1:
             sync = _team.new_sync()
             sync[_team.FLAG1] = 1 << 40                       # a partner that is always ahead
-            _team_steps(sync, 0, np.ones((H, 2 * H), dt), np.ones((2, H), dt), np.zeros(2 * H, dt), 0, 0, 1)
-            _gemm_bias_parallel(X, W, np.zeros(G, dt), np.empty((8, G), dt))
-            _block_gemm_par(X, W, np.zeros((2, 8, G), dt), 4, 1)
-            _matvec_par(np.zeros((2, 1, G), dt), wT, h, act, 1)
+            wt = pack_panels(np.ones((2 * H, H), dt))
+            _team_steps(sync, 0, wt, np.ones((2, H), dt), np.zeros((1, wt.shape[0] // H), dt), 0, 0, 1)
+            _gemm_panel_parallel(X, wp, bp, np.empty((8, G), dt), 4)
+            _block_gemm_par(X, wp, np.zeros((2, 8, bp.shape[0]), dt), 4, 1)
+            _matvec_par(np.zeros((2, G), dt), wT, h, 1)
             _epi_rows_par(xp, c, peep, whrT, hh, y, 1)
 
 
@@ -180,60 +181,62 @@ class Routines:
         return 2.0 * m * k * n / self.h.per_call_s(lambda: np.dot(a, b, out=c))
 
     def own_gemm(self, dtype, m, k, n, parallel) -> float:
-        """FLOP/s of one call of the kernel's own projection GEMM (out = X W^T + bias): serial,
-        the form the kernel's project_serial picks for this shape (axpy or 4x4 dot), or the
-        prange region (dot form); per call, from Python."""
+        """FLOP/s of one call of the kernel's own projection GEMM (out = X W^T + bias, the panel
+        GEMM): serial (the kernel's project_serial) or the prange region with the kernel's row
+        blocks; per call, from Python."""
         rng = np.random.default_rng(0)
         X, W = rng.random((m, k)).astype(dtype), rng.random((n, k)).astype(dtype)
-        WT = np.ascontiguousarray(W.T)
-        bias, out = np.zeros(n, dtype), np.empty((m, n), dtype)
+        wp, bp, out = pack_panels(W), pad_panels(np.zeros(n, dtype)), np.empty((m, n), dtype)
         if parallel:
-            f = lambda: _gemm_bias_parallel(X, W, bias, out)
+            rb = parallel_row_block(m, k, np.dtype(dtype).itemsize)
+            f = lambda: _gemm_panel_parallel(X, wp, bp, out, rb)
         else:
-            f = lambda: project_serial(X, W, WT, bias, out)
+            f = lambda: project_serial(X, wp, bp, out)
         f()
         return 2.0 * m * k * n / self.h.per_call_s(f, min_reps=1)
 
     def block_gemm(self, dtype, m, k, n, threads) -> float:
-        """FLOP/s per thread of out[:m] += X[:m] W^T (W (n, k)) repeated on the same W, so W
-        sits in the level that holds it; `threads` threads at once, each its own output."""
+        """FLOP/s per thread of out[:m] += X[:m] W^T (W (n, k) in panels: the rows kernel's
+        `_gemm_panel_acc`) repeated on the same W, so W sits in the level that holds it;
+        `threads` threads at once, each its own output."""
         rng = np.random.default_rng(0)
-        X, W = rng.random((8, k)).astype(dtype), rng.random((n, k)).astype(dtype)
+        X, wp = rng.random((8, k)).astype(dtype), pack_panels(rng.random((n, k)).astype(dtype))
+        npad = wp.shape[0] // k
         if threads == 1:
-            out = np.zeros((8, n), dtype)
-            f = lambda reps: _block_gemm(X, W, out, m, reps)
+            out = np.zeros((8, npad), dtype)
+            f = lambda reps: _block_gemm(X, wp, out, m, reps)
         else:
-            outs = np.zeros((threads, 8, n), dtype)
-            f = lambda reps: _block_gemm_par(X, W, outs, m, reps)
+            outs = np.zeros((threads, 8, npad), dtype)
+            f = lambda reps: _block_gemm_par(X, wp, outs, m, reps)
         f(1)
         return 2.0 * m * k * n / self.h.per_rep_s(f)
 
     def matvec(self, dtype, k, n, threads) -> float:
-        """FLOP/s per thread of z += W v, W^T packed (k, n) and re-read every call."""
+        """FLOP/s per thread of z += W v, W^T packed (k, n) and re-read every call (`_axpy_rows`:
+        the projection h = W_hr hf of a row, and the stream step's products)."""
         rng = np.random.default_rng(0)
-        wT, h = rng.random((k, n)).astype(dtype), rng.random((1, k)).astype(dtype)
-        act = np.zeros(1, np.int64)
+        wT, h = rng.random((k, n)).astype(dtype), rng.random(k).astype(dtype)
         if threads == 1:
-            z = np.zeros((1, n), dtype)
-            f = lambda reps: _matvec(z, wT, h, act, reps)
+            z = np.zeros(n, dtype)
+            f = lambda reps: _matvec(z, wT, h, reps)
         else:
-            zs = np.zeros((threads, 1, n), dtype)
-            f = lambda reps: _matvec_par(zs, wT, h, act, reps)
+            zs = np.zeros((threads, n), dtype)
+            f = lambda reps: _matvec_par(zs, wT, h, reps)
         f(1)
         return 2.0 * k * n / self.h.per_rep_s(f)
 
     def team_step(self, dtype, H) -> float:
         """FLOP/s per thread of the two-thread team's recurrent step at hidden size H
-        (`_team_steps`: each thread its own half of W_hh^T, (H, 2H), the h exchange and the
+        (`_team_steps`: each thread its own half of W_hh, (2H, H) in panels, the h exchange and the
         barrier, measured together because they overlap): this thread and one Python thread,
         both past a first crossing before the clock starts; median of 3 runs of about 2 ms."""
         import statistics
         import threading
         import time
         rng = np.random.default_rng(0)
-        parts = [np.ascontiguousarray(rng.random((H, 2 * H)).astype(dtype) / H) for _ in range(2)]
+        parts = [pack_panels(rng.random((2 * H, H)).astype(dtype) / H) for _ in range(2)]
         hbuf = np.full((2, H), 0.5, dtype)
-        zs = [np.zeros(2 * H, dtype) for _ in range(2)]
+        zs = [np.zeros((1, parts[0].shape[0] // H), dtype) for _ in range(2)]
         k0s = (0, H // 2)
         n = int(min(2000, max(20, 2e-3 / (4.0 * H * H * np.dtype(dtype).itemsize / 50e9))))
 
@@ -253,7 +256,7 @@ class Routines:
         return 2.0 * H * 2 * H / statistics.median(steps)
 
     def rowblocks(self, dtype, m, k, n, threads) -> float:
-        """FLOP/s of the large-batch path's GEMM (`_gemm_rowblocks`, out = X W^T + bias, the
+        """FLOP/s of the large-batch path's GEMM (`_gemm_panel`, out = X W^T + bias, the
         kernel's row block) on (m x k) @ (k x n); threads = 2: the two halves of the output
         columns at once on this thread and one other (as the gemm path's step splits the
         hidden units), per call, median of 3 calls after a first."""
@@ -264,12 +267,12 @@ class Routines:
         X = rng.random((m, k)).astype(dtype)
         rb = _kernel_config.gemm_row_block
         halves = [(0, n)] if threads == 1 else [(0, n // 2), (n // 2, n)]
-        Ws = [np.ascontiguousarray(rng.random((j1 - j0, k)).astype(dtype)) for j0, j1 in halves]
-        bs = [np.zeros(j1 - j0, dtype) for j0, j1 in halves]
+        Ws = [pack_panels(rng.random((j1 - j0, k)).astype(dtype)) for j0, j1 in halves]
+        bs = [pad_panels(np.zeros(j1 - j0, dtype)) for j0, j1 in halves]
         outs = [np.empty((m, j1 - j0), dtype) for j0, j1 in halves]
 
         def one(i):
-            _gemm_rowblocks(X, Ws[i], bs[i], outs[i], rb)
+            _gemm_panel(X, Ws[i], bs[i], outs[i], rb)
         times = []
         for rep in range(4):
             t0 = time.perf_counter()
@@ -356,14 +359,15 @@ class Routines:
         from edgelstm.kernels import cpu
         from edgelstm.spec import LSTMSpec
         from edgelstm.weights import LSTMWeights
-        entries = ("_gemm_bias", "_gemm_bias_axpy", "_gemm_bias_parallel", "_layer_rows", "_layer_rows_serial")
+        entries = ("_gemm_panel", "_gemm_panel_parallel", "_layer_rows", "_layer_rows_serial")
 
         def stand_in(*args):
             return None
         x = np.zeros((1, 1, 16), np.float32)
         per = self.h.per_python_call_s
-        a4, a15 = [x] * 4, [x] * 15
-        stub4, stub15 = per(lambda: stand_in(*a4)), per(lambda: stand_in(*a15))
+        from edgelstm.kernels.plan import FACTS
+        a_proj, a_rows = [x] * FACTS.projection_args, [x] * FACTS.rows_args
+        stub_proj, stub_rows = per(lambda: stand_in(*a_proj)), per(lambda: stand_in(*a_rows))
         specs = {"one": LSTMSpec(16, 16), "two": LSTMSpec(16, 16, num_layers=2),
                  "bi": LSTMSpec(16, 16, bidirectional=True)}
         ws = {k: LSTMWeights.random(s, seed=0, dtype="float32") for k, s in specs.items()}
@@ -377,9 +381,9 @@ class Routines:
         finally:
             for e, f in saved.items():
                 setattr(cpu, e, f)
-        # one: fixed + layer + dir + a projection (4 args) and a recurrence (15 args) call;
+        # one: fixed + layer + dir + a projection (FACTS.projection_args) and a recurrence (FACTS.rows_args) call;
         # two: fixed + 2 (layer + dir) + 2 of each call; bi: fixed + layer + 2 dir + 1 + 2 calls.
-        layer_dir = max(t["two"] - t["one"] - stub4 - stub15, 0.0)
-        per_dir = min(max(t["bi"] - t["one"] - stub15, 0.0), layer_dir)
-        fixed = max(t["one"] - layer_dir - stub4 - stub15, 0.0)
+        layer_dir = max(t["two"] - t["one"] - stub_proj - stub_rows, 0.0)
+        per_dir = min(max(t["bi"] - t["one"] - stub_rows, 0.0), layer_dir)
+        fixed = max(t["one"] - layer_dir - stub_proj - stub_rows, 0.0)
         return {"wrapper_s": fixed, "wrapper_layer_s": layer_dir - per_dir, "wrapper_dir_s": per_dir}

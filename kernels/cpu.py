@@ -73,20 +73,22 @@ def _finish_row(hf, whrT, has_proj, h, yrow):
 # recurrences
 # ---------------------------------------------------------------------------------------
 def _layer_rows_impl(xp, g_off, whhP, whrT, peep, has_proj, has_peep, lengths, reverse,
-                     rows_per_block, h, c, y, y_off):
-    """One layer and direction, rows path. xp (T,B,D*4H) holds W_ih x + bias; this direction's
-    gates are columns g_off:g_off+4H. whhP: W_hh (4H, P) packed by gemm.pack_panels. h (B,P),
-    c (B,H) hold h0/c0 and receive the final state. y (T,B,D*P): this direction writes
-    columns y_off:y_off+P (rows past their end untouched)."""
-    T, B = xp.shape[0], xp.shape[1]
+                     rows_per_block, b0, b1, h, c, y, y_off):
+    """One layer and direction, rows path, batch rows b0:b1. xp (T,B,D*4H) holds W_ih x + bias;
+    this direction's gates are columns g_off:g_off+4H. whhP: W_hh (4H, P) packed by
+    gemm.pack_panels. h (B,P), c (B,H) hold h0/c0 and receive the final state. y (T,B,D*P):
+    this direction writes columns y_off:y_off+P (rows past their end untouched). (A row range,
+    not views of the rows: views of a batch's rows are 'A'-layout arrays, whose row copies
+    Numba does not vectorize: two groups of 32 rows at H=32 ran 1.57x slower as views.)"""
+    T = xp.shape[0]
     P = h.shape[1]
     H = c.shape[1]
     G = 4 * H
     Gp = whhP.shape[0] // P        # 4H rounded up to whole panels
-    nblk = (B + rows_per_block - 1) // rows_per_block
+    nblk = (b1 - b0 + rows_per_block - 1) // rows_per_block
     for blk in prange(nblk):
-        r0 = blk * rows_per_block
-        nr = min(B, r0 + rows_per_block) - r0
+        r0 = b0 + blk * rows_per_block
+        nr = min(b1, r0 + rows_per_block) - r0
         z = np.empty((nr, Gp), dtype=xp.dtype)
         hf = np.empty(H, dtype=xp.dtype)
         a = np.empty(G, dtype=xp.dtype)     # activations in the model's precision
@@ -214,7 +216,7 @@ def _layer_pipelined(x2, pk, xp, lens, hd, cd, y, spec):
         hd[:], cd[:] = h_saved, c_saved
         _projection_serial(x2, pk, xp2)
         _layer_rows_serial(xp, 0, pk.whhP[0], pk.whrT[0], pk.peep[0], spec.proj_size > 0, spec.peephole,
-                           lens, False, 1, hd, cd, y, 0)
+                           lens, False, 1, 0, 1, hd, cd, y, 0)
     elif r > 0:
         _pipe_state["serial_until"] = time.monotonic() + cfg.team_backoff_s
 
@@ -508,7 +510,7 @@ def _layer_team_or_serial(weights, l, x2, pk, xp, lens, hd, cd, y, spec):
         if r != team.ABORTED:
             _projection_serial(x2, pk, xp.reshape(xp.shape[0] * xp.shape[1], xp.shape[2]))
         _layer_rows_serial(xp, 0, pk.whhP[0], pk.whrT[0], pk.peep[0], False, spec.peephole, lens, False,
-                           1, hd, cd, y, 0)
+                           1, 0, 1, hd, cd, y, 0)
         return
     key = (x2.shape[1], H, xp.itemsize)
     ref = _serial_step_s(key)
@@ -588,27 +590,23 @@ def lstm_cpu(x, weights, h0, c0, lengths):
             elif rec == "blas":
                 _layer_gemm(xp, d * 4 * H, pk.whhT[d], *args[3:], hd, cd, y, d * P, plan.epilogue_parallel)
             elif rec == "two_blocks":
-                # the blocks in two groups, one per core through guard.run_two, not a Numba region
-                # whose join a busy core stalls (the groups are views: an 'A'-layout
-                # specialization, once)
+                # the blocks in two groups of rows, one per core through guard.run_two, not a
+                # Numba region whose join a busy core stalls
                 sp = -(-plan.blocks // 2) * rpb
-                a0 = (xp[:, :sp], *args[1:7], lens[:sp], args[8])
-                a1 = (xp[:, sp:], *args[1:7], lens[sp:], args[8])
-                guard.run_two(
-                    lambda: _layer_rows_serial(*a0, rpb, hd[:sp], cd[:sp], y[:, :sp], d * P),
-                    lambda: _layer_rows_serial(*a1, rpb, hd[sp:], cd[sp:], y[:, sp:], d * P))
+                guard.run_two(lambda: _layer_rows_serial(*args, rpb, 0, sp, hd, cd, y, d * P),
+                              lambda: _layer_rows_serial(*args, rpb, sp, B, hd, cd, y, d * P))
             elif rec == "prange":
                 with guard.parallel_lock():
-                    _layer_rows(*args, rpb, hd, cd, y, d * P)
+                    _layer_rows(*args, rpb, 0, B, hd, cd, y, d * P)
             elif rec == "two_directions":
                 if d == 0:
                     args1 = (xp, 4 * H, pk.whhP[1], pk.whrT[1], pk.peep[1], spec.proj_size > 0,
                              spec.peephole, lens, True)
                     h1, c1 = h_n[l * D + 1], c_n[l * D + 1]
-                    guard.run_two(lambda: _layer_rows_serial(*args, B, hd, cd, y, 0),
-                                  lambda: _layer_rows_serial(*args1, B, h1, c1, y, P))
+                    guard.run_two(lambda: _layer_rows_serial(*args, B, 0, B, hd, cd, y, 0),
+                                  lambda: _layer_rows_serial(*args1, B, 0, B, h1, c1, y, P))
             else:
-                _layer_rows_serial(*args, rpb, hd, cd, y, d * P)
+                _layer_rows_serial(*args, rpb, 0, B, hd, cd, y, d * P)
         _record_serial_step(E_l, H, dt.itemsize, t_serial, lens[0])
         layer_in = y
     return layer_in, (h_n, c_n)

@@ -241,7 +241,7 @@ class CPUFacts:
     rows_entry: str = "_layer_rows_impl"                # once per layer and direction (rows path)
     gemm_step_entry: str = "_epilogue_gemm_step_impl"   # once per step (gemm path)
     projection_args: int = 5
-    rows_args: int = 14
+    rows_args: int = 16
     gemm_step_args: int = 17
     # Rows path, inside JIT code: scratch arrays per block (`_layer_rows_impl`); per block and
     # step, one product call (`_gemm_panel_acc`, 4 arguments);

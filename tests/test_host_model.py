@@ -114,8 +114,8 @@ def test_host_kernel_uses_the_elementwise_tables_and_counts_the_wrapper(tmp_path
     call = 1.5e-6 + 5e-7 + 5 * 2e-7 + 2 * 1e-7
     proj = 2 * T * B * 32 * 4 * H / 20e9
     product = 2 * 4 * H * 4 * H / 10e9
-    # two blocks through guard.run_two: the serial kernel (one-thread table), no region cost
-    epi_row = math.sqrt(300.0 * 600.0) * 1e-9
+    # two blocks through guard.run_two, both cores busy: the two-thread table, no region cost
+    epi_row = math.sqrt(200.0 * 400.0) * 1e-9
     layer = 1e-7 + 15 * 1e-8 + 7 * 1e-8 + 3 * 1e-7    # the rows kernel's call (16 arguments), 7 scratch arrays; views: reshape, h_n[i], c_n[i]
     assert p.breakdown["call_overhead"] == pytest.approx(call)
     assert p.latency_s == pytest.approx(call + proj + layer + T * (product + 4 * epi_row), rel=1e-9)

@@ -278,10 +278,14 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
     # The parallel variant's loop body is parfor-lowered even for one block, so it takes the
     # "rows" table measured as a prange loop (threads = t_all); the serial one the serial table.
     region = plan.rows_parallel and t_all > 1
-    # (two blocks or two directions over run_two run the serial variant's code on each core:
-    # the serial table, although both cores are busy; the prange table times parfor-lowered
-    # code, which ran 15-25% faster per row than the serial code at H=64-256 on the test VM)
-    table = elementwise_row_s(host, "rows", dt, H, t_all if region else 1)
+    # Two blocks or two directions over run_two run the serial variant's code on each core, both
+    # cores busy: the table measured with all threads running. (Until the fifth session they
+    # took the serial table, because the prange table times parfor-lowered code, which had run
+    # 15-25% faster per row; with the panel GEMMs the rows path's product shrank and the two-core
+    # slowdown of the per-row work showed: B=8 H=64 T=100, 4 rows per core, 0.27 ms for one group
+    # alone and 0.39 for both over run_two, of which the helper's start is about 0.06.)
+    paired = two and plan.recurrence in ("two_blocks", "two_directions")
+    table = elementwise_row_s(host, "rows", dt, H, t_all if region or paired else 1)
     epi_row = composed if table is None else table + extra
     # Two directions side by side (one per core): this direction's share of the wall time.
     share = 0.5 if plan.recurrence == "two_directions" and two and D == 2 else 1.0

@@ -36,12 +36,12 @@ def load_target(name_or_path, generic: bool = False) -> Target:
     path = host_target_path()
     if not path.exists():
         from edgelstm._files import check_writable
-        from .host.calibrate import calibrate
+        from .host.calibrate import calibrate_apart
         from .target import HOST_ENV, TargetError
         check_writable(path, f"host target file (${HOST_ENV} or the default)", error=TargetError)
         print(f"edgelstm: no host calibration at {path}; calibrating this machine now "
               f"(quick mode, about 15 s; `edgelstm calibrate` for the full run)", file=sys.stderr)
-        calibrate(quick=True, out=path, progress=sys.stderr.isatty())
+        calibrate_apart(quick=True, out=path, progress=sys.stderr.isatty())     # (a child process)
     return load_generic(path) if generic else load_host_file(path)
 
 

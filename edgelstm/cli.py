@@ -334,7 +334,7 @@ def cmd_bench(args) -> int:
     numba.set_num_threads(threads)
     if args.calibrate:
         from pathlib import Path
-        from .costmodel.host.calibrate import calibrate
+        from .costmodel.host.calibrate import calibrate_apart
         out = Path(args.out) / "host.toml"
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -342,7 +342,8 @@ def cmd_bench(args) -> int:
             raise UsageError(f"bench: --out {args.out}: cannot create it ({e.strerror})") from None
         print(f"calibrating this machine ({args.calibrate}) into {out} first", file=sys.stderr)
         from .costmodel.host.profile import load_host_file
-        target = load_host_file(calibrate(quick=args.calibrate == "quick", out=out, progress=True))
+        # in a child process: the timings below then run in a process without calibration's threads
+        target = load_host_file(calibrate_apart(quick=args.calibrate == "quick", out=out, progress=True))
     else:
         target = load_target("host")
     min_time = args.min_time if args.min_time is not None else (0.1 if args.quick else 0.5)

@@ -103,9 +103,14 @@ def test_wrapper_path_is_measured_and_the_kernel_entry_points_are_restored(host)
     import numpy as np
     from edgelstm import LSTMSpec, LSTMWeights, lstm
     from edgelstm.kernels import cpu, reference
+    from edgelstm.costmodel.host.harness import Harness
+    from edgelstm.costmodel.host.routines import Routines
     t, _, _ = host
     p = t.profile
     assert p.wrapper_s > 0 and p.wrapper_layer_s >= 0 and p.wrapper_dir_s >= 0
+    # (the fixture's calibration ran in a child process: measure here, in this one)
+    w_here = Routines(Harness(True)).wrapper_path()
+    assert w_here["wrapper_s"] > 0
     for name in ("_gemm_panel", "_gemm_panel_parallel", "_layer_rows", "_layer_rows_serial"):
         assert hasattr(getattr(cpu, name), "py_func"), name      # a Numba dispatcher again
     w = LSTMWeights.random(LSTMSpec(8, 8, 2), seed=3, dtype="float64")
@@ -172,3 +177,14 @@ def test_python_side_figures_keep_the_less_disturbed_of_two_measurements():
     assert res["wrapper_s"] == 7e-6                     # the sum is larger: the earlier set stays
     _keep_least_disturbed(res, {"helper_wake_s": 0.0})    # nothing measured (one thread): kept out
     assert res["helper_wake_s"] == 0.0
+
+
+def test_calibrate_apart_runs_in_a_child_process(tmp_path, monkeypatch):
+    """bench --calibrate and the first use of "host" calibrate in a child process, so the
+    timings that follow run in a process without calibration's threads: here measuring in this
+    process would fail, and the file is written all the same."""
+    from edgelstm.costmodel.host import calibrate as cal
+    monkeypatch.setattr(cal, "measure", lambda *a, **k: pytest.fail("calibration measured in this process"))
+    path = cal.calibrate_apart(quick=True, out=tmp_path / "apart.toml")
+    t = load_host_file(path)
+    assert t.calibration["quick"] is True and t.profile.gemm

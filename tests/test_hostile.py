@@ -300,6 +300,7 @@ def test_calibrate_into_unwritable_host_target_fails_before_measuring(tmp_path, 
     from edgelstm.cli import main
     from edgelstm.costmodel.host import calibrate as cal
     monkeypatch.setattr(cal, "calibrate", lambda *a, **k: pytest.fail("calibration ran"))
+    monkeypatch.setattr(cal, "calibrate_apart", lambda *a, **k: pytest.fail("calibration ran"))
     monkeypatch.setenv("EDGELSTM_HOST_TARGET", str(_unwritable(tmp_path)))
     assert main(["calibrate", "--quick"]) == 2
     err = capsys.readouterr().err

@@ -150,12 +150,12 @@ def test_bench_calibrate_first_predicts_with_a_fresh_file_in_out(tmp_path, monke
     from test_host_model import HOSTY
     asked = []
 
-    def fake_calibrate(quick=False, out=None, log=None, progress=False):
+    def fake_calibrate(quick=False, out=None, progress=False):
         asked.append(quick)
         out.write_text(HOSTY.replace('name = "toy"', 'name = "host"') + '[calibration]\ndate = "2026-11-29"\n'
                        'method = "made up"\n')
         return out
-    monkeypatch.setattr(cal, "calibrate", fake_calibrate)
+    monkeypatch.setattr(cal, "calibrate_apart", fake_calibrate)
     monkeypatch.setenv("EDGELSTM_HOST_TARGET", str(tmp_path / "home-host.toml"))
     out = tmp_path / "res"
     rc = main(["bench", "--calibrate", "--spec", "hidden_size=8,batch=1,seq_len=2", "--min-time", "0.01",

@@ -71,7 +71,11 @@ class CPUConfig:
     # margins below 4M MACs were within the noise: 0.99x H=96 T=100, 0.82x H=128 T=30, 1.05x
     # H=128 T=60, 1.01x H=256 T=10 (2.6M), 1.12x H=256 T=20 (5.2M); and a team call's time has
     # a longer tail than the serial one (the helper's wake-up), which a median sees.
-    team_min_macs: int = 1 << 22
+    # With the panel GEMMs (fifth session) the serial step got faster and the break-even moved up:
+    # team over serial at T=100, two runs of 61 interleaved rounds: H=104 0.84x, H=112 0.95x,
+    # H=128 0.97x and 1.04x, H=144 1.07x, H=160 1.11x and 1.16x, H=176 1.26x, H=192 1.18x, H=256
+    # 1.45x. From 8M MACs (H >= 145 at T=100); the margins below it were within the noise.
+    team_min_macs: int = 1 << 23
     # ... and only when this layer's W_hh is larger than this fraction of one core's L2 (read
     # from sysfs; l2_bytes > 0 overrides it). 0 (the default): whatever the L2.
     team_l2_fraction: float = 0.0

@@ -46,7 +46,8 @@ def test_entry_point_arguments():
     assert _n_params(getattr(cpu, FACTS.gemm_step_entry)) == FACTS.gemm_step_args
     # the per-block product: _gemm_panel_acc, called once per block and step
     assert _n_params(cpu._gemm_panel_acc) == FACTS.product_args
-    assert _calls(cpu._layer_rows_impl, "_gemm_panel_acc") == 1
+    # (twice in the source: the one-row branch and the several-rows branch; one call per step)
+    assert _calls(cpu._layer_rows_impl, "_gemm_panel_acc") == 2
 
 
 def test_allocations_counted_from_the_code():
@@ -56,8 +57,9 @@ def test_allocations_counted_from_the_code():
 
 
 def test_per_row_calls_of_the_epilogue():
-    # per row and step: _epilogue (which calls _vexp_neg twice) and _finish_row
-    assert _calls(cpu._layer_rows_impl, "_epilogue") == 1 and _calls(cpu._layer_rows_impl, "_finish_row") == 1
+    # per row and step: _epilogue (which calls _vexp_neg twice) and _finish_row (each written
+    # twice in the source: the one-row branch and the several-rows branch)
+    assert _calls(cpu._layer_rows_impl, "_epilogue") == 2 and _calls(cpu._layer_rows_impl, "_finish_row") == 2
     assert _calls(cpu._epilogue, "_vexp_neg") == 2
     assert FACTS.row_calls == 4
     assert (_n_params(cpu._epilogue) + 2 * _n_params(cpu._vexp_neg) + _n_params(cpu._finish_row)

@@ -310,7 +310,7 @@ def _gemm_parts(weights):
                 parts = []
                 for k0, k1 in team.split_units(H):
                     wT, pp = team.pack_part(pk.whhT[d], pk.peep[d], H, k0, k1, w.spec.peephole)
-                    parts.append((k0, k1, pack_panels(np.ascontiguousarray(wT.T)), pp))
+                    parts.append((k0, k1, pack_panels(wT.T), pp))
                 dirs.append(tuple(parts))
             out.append(tuple(dirs))
         return tuple(out)
@@ -370,7 +370,7 @@ def _pack(weights) -> tuple:
             bias=bias,
             biasP=pad_panels(bias),
             whhT=tuple(np.ascontiguousarray(lw.w_hh.T) for lw in dirs),
-            whhP=tuple(pack_panels(np.asarray(lw.w_hh)) for lw in dirs),
+            whhP=tuple(pack_panels(lw.w_hh) for lw in dirs),
             # writable copies of the frozen weights: a read-only array is another Numba type,
             # and every kernel would be compiled a second time for it
             whrT=tuple(np.ascontiguousarray(lw.w_hr.T) if spec.proj_size else np.zeros((1, 1), dt)
@@ -464,8 +464,7 @@ def _team_parts(weights):
             for k0, k1 in splits:
                 wpart, pp = team.pack_part(pk.whhT[0], pk.peep[0], H, k0, k1, w.spec.peephole)
                 cols = team.unit_columns(H, k0, k1)
-                parts.append((pack_panels(np.ascontiguousarray(wpart.T)), pp, pack_panels(pk.wih[cols]),
-                              pad_panels(np.ascontiguousarray(pk.bias[cols]))))
+                parts.append((pack_panels(wpart.T), pp, pack_panels(pk.wih[cols]), pad_panels(pk.bias[cols])))
             out.append((splits, tuple(parts)))
         return tuple(out)
     return weights.packed("cpu-team-v3", build)

@@ -24,6 +24,8 @@ from numba import types
 from numba.core import cgutils
 from numba.core.extending import intrinsic, models, register_model
 
+from .atomics import _elem_ptr
+
 
 def _target_features() -> set:
     """The CPU features Numba compiles for: NUMBA_CPU_FEATURES when set, the host's when Numba
@@ -69,9 +71,7 @@ def _vec_of(arr):
 
 
 def _vec_ptr(context, builder, aryty, ary_val, idx, vty):
-    ary = context.make_array(aryty)(context, builder, ary_val)
-    ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [idx], wraparound=False)
-    return builder.bitcast(ptr, vty.as_pointer())
+    return builder.bitcast(_elem_ptr(context, builder, aryty, ary_val, idx), vty.as_pointer())
 
 
 @intrinsic

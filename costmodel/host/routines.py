@@ -142,8 +142,7 @@ def compile_all(dtypes, threads) -> None:
         k, G = 8, 32
         X, W = np.ones((8, k), dt), np.ones((G, k), dt)
         wp, bp = pack_panels(W), pad_panels(np.zeros(G, dt))
-        project_serial(X, wp, bp, np.empty((8, G), dt))
-        _gemm_panel(X, wp, bp, np.empty((8, G), dt), 4)
+        project_serial(X, wp, bp, np.empty((8, G), dt))      # compiles _gemm_panel for the "rowblocks" table too
         wT, h = np.ones((k, G), dt), np.ones(k, dt)
         _block_gemm(X, wp, np.zeros((8, bp.shape[0]), dt), 4, 1)
         _matvec(np.zeros(G, dt), wT, h, 1)

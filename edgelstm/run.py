@@ -122,10 +122,7 @@ class LSTMStream:
         self._h = np.zeros((L, self.batch, P), dt)
         self._c = np.zeros((L, self.batch, H), dt)
         self._z = np.empty(4 * H, dt)
-        self._hf = np.empty(H, dt)
-        self._a = np.empty(4 * H, dt)        # epilogue scratch in the model's precision
-        self._s = np.empty(4 * H, dt)
-        self._ibuf = np.empty(4 * H, dt)
+        self._hf = np.empty(H, dt)           # the epilogue's h before the projection
         self._xbuf = np.empty((self.batch, E), dt)
         self._out = np.zeros((self.batch, P), dt)
         self._out_view = self._out[0] if self.batch == 1 else self._out
@@ -133,7 +130,7 @@ class LSTMStream:
         self._xshape1 = (E,) if self.batch == 1 else None
         # Everything the kernel takes after x, bound once: step() adds no per-call work.
         self._args = (*self._packed, spec.proj_size > 0, spec.peephole, self._h, self._c,
-                      self._z, self._hf, self._a, self._s, self._ibuf, self._out)
+                      self._z, self._hf, self._out)
 
     def step(self, x_t, out=None):
         """Advance one step; returns the top layer's h_t, a new array, or `out` filled with it."""

@@ -42,7 +42,7 @@ from numba import njit, prange
 from . import guard, team
 from .atomics import cas, store_release
 from .guard import njit_cached
-from .rowops import FASTMATH, _axpy_rows, _epilogue, _sig, _tanh, _vexp_neg  # noqa: F401
+from .rowops import FASTMATH, _axpy_rows, _epilogue  # noqa: F401
 
 # error_model="numpy" everywhere: Python's model checks every float division for zero and
 # raises, and that branch stops LLVM from vectorizing the epilogue.
@@ -90,10 +90,7 @@ def _layer_rows_impl(xp, g_off, whhP, whrT, peep, has_proj, has_peep, lengths, r
         r0 = b0 + blk * rows_per_block
         nr = min(b1, r0 + rows_per_block) - r0
         z = np.empty((nr, Gp), dtype=xp.dtype)
-        hf = np.empty(H, dtype=xp.dtype)
-        a = np.empty(G, dtype=xp.dtype)     # activations in the model's precision
-        s = np.empty(G, dtype=xp.dtype)
-        ibuf = np.empty(G, dtype=xp.dtype)
+        hf = np.empty(H, dtype=xp.dtype)     # activations in the model's precision
         act = np.empty(nr, dtype=np.int64)
         hact = np.empty((nr, P), dtype=xp.dtype)
         for step in range(T):
@@ -104,7 +101,7 @@ def _layer_rows_impl(xp, g_off, whhP, whrT, peep, has_proj, has_peep, lengths, r
                 if t < lengths[r0]:
                     z[0, :G] = xp[t, r0, g_off:g_off + G]
                     _gemm_panel_acc(h[r0:r0 + 1], 1, whhP, z)
-                    _epilogue(z[0], c[r0], peep, has_peep, a, s, ibuf, hf)
+                    _epilogue(z[0], c[r0], peep, has_peep, hf)
                     _finish_row(hf, whrT, has_proj, h[r0], y[t, r0, y_off:y_off + P])
             else:
                 na = 0
@@ -117,7 +114,7 @@ def _layer_rows_impl(xp, g_off, whhP, whrT, peep, has_proj, has_peep, lengths, r
                 _gemm_panel_acc(hact, na, whhP, z)      # register tiles of rows x one panel of W_hh
                 for q in range(na):
                     b = act[q]
-                    _epilogue(z[q], c[b], peep, has_peep, a, s, ibuf, hf)
+                    _epilogue(z[q], c[b], peep, has_peep, hf)
                     _finish_row(hf, whrT, has_proj, h[b], y[t, b, y_off:y_off + P])
 
 
@@ -166,9 +163,6 @@ def _layer_one_pipelined(x2, wp, bp, chunk, sync, spin_limit, max_yields,
     G = 4 * H
     z = np.empty((1, whhP.shape[0] // P), dtype=xp.dtype)
     hf = np.empty(H, dtype=xp.dtype)
-    a = np.empty(G, dtype=xp.dtype)
-    s = np.empty(G, dtype=xp.dtype)
-    ib = np.empty(G, dtype=xp.dtype)
     waits = 0
     for t in range(n):
         if t % chunk == 0:
@@ -182,7 +176,7 @@ def _layer_one_pipelined(x2, wp, bp, chunk, sync, spin_limit, max_yields,
                 waits += r
         z[0, :G] = xp[t, 0]
         _gemm_panel_acc(h, 1, whhP, z)
-        _epilogue(z[0], c[0], peep, has_peep, a, s, ib, hf)
+        _epilogue(z[0], c[0], peep, has_peep, hf)
         _finish_row(hf, whrT, has_proj, h[0], y[t, 0, y_off:y_off + P])
     for ci in range((n + chunk - 1) // chunk, nch):     # chunks past the sequence's end
         if cas(sync, _PIPE_BASE + 16 * ci, 0, 2) != 0:
@@ -231,7 +225,7 @@ def _layer_pipelined(x2, pk, xp, lens, hd, cd, y, spec):
 
 
 def _epilogue_gemm_step_impl(zb, xp_t, g_off, whrT, peep, has_proj, has_peep, lengths, t,
-                        h, c, y_t, y_off, a, s, ibuf, hf):
+                        h, c, y_t, y_off, hf):
     """The gemm path's fused epilogue for step t: zb (B,4H) = h W_hh^T from BLAS; adds
     xp_t's gates, then updates c, h and y_t for every row still inside its sequence."""
     B, G = zb.shape
@@ -242,7 +236,7 @@ def _epilogue_gemm_step_impl(zb, xp_t, g_off, whrT, peep, has_proj, has_peep, le
             xr = xp_t[b, g_off:g_off + G]
             for j in range(G):
                 zr[j] += xr[j]
-            _epilogue(zr, c[b], peep, has_peep, a[b], s[b], ibuf[b], hf[b])
+            _epilogue(zr, c[b], peep, has_peep, hf[b])
             _finish_row(hf[b], whrT, has_proj, h[b], y_t[b, y_off:y_off + P])
 
 
@@ -257,9 +251,6 @@ def _layer_gemm(xp, g_off, whhT, whrT, peep, has_proj, has_peep, lengths, revers
     G = whhT.shape[1]
     H = G // 4
     zb = np.empty((B, G), dtype=xp.dtype)
-    a = np.empty((B, G), dtype=xp.dtype)
-    s = np.empty((B, G), dtype=xp.dtype)
-    ibuf = np.empty((B, G), dtype=xp.dtype)
     hf = np.empty((B, H), dtype=xp.dtype)
     epilogue = _epilogue_gemm_step if parallel else _epilogue_gemm_step_serial
     with guard.parallel_lock() if parallel else guard.NULL_LOCK:
@@ -267,13 +258,13 @@ def _layer_gemm(xp, g_off, whhT, whrT, peep, has_proj, has_peep, lengths, revers
             t = T - 1 - step if reverse else step
             np.dot(h, whhT, out=zb)
             epilogue(zb, xp[t], g_off, whrT, peep, has_proj, has_peep, lengths, t,
-                     h, c, y[t], y_off, a, s, ibuf, hf)
+                     h, c, y[t], y_off, hf)
 
 
 
 @njit_cached(fastmath=FASTMATH, error_model="numpy", nogil=True)
 def _gemm_step_part(hcur, wpart, zero_bias, xp_t, g_off, H, k0, k1, peep_part, has_peep, lengths, t,
-                    c, hnext, y_t, y_off, zb, a, s, ib, hf, row_block):
+                    c, hnext, y_t, y_off, zb, hf, row_block):
     """One thread's half of a large-batch step, hidden units k0:k1 of every row: their gate
     pre-activations h W_part^T (W_part (4*hk, P), the 4 gates' rows of those units, packed by
     gemm.pack_panels; zero_bias: pad_panels of zeros), the input
@@ -290,7 +281,7 @@ def _gemm_step_part(hcur, wpart, zero_bias, xp_t, g_off, H, k0, k1, peep_part, h
                 src = g_off + q * H + k0
                 for j in range(hk):
                     zr[q * hk + j] += xr[src + j]
-            _epilogue(zr, c[b, k0:k1], peep_part, has_peep, a, s, ib, hf)
+            _epilogue(zr, c[b, k0:k1], peep_part, has_peep, hf)
             for j in range(hk):
                 hnext[b, k0 + j] = hf[j]
                 y_t[b, y_off + k0 + j] = hf[j]
@@ -329,15 +320,14 @@ def _layer_gemm_split(parts, xp, g_off, has_peep, lengths, reverse, h, c, y, y_o
     scratch = []
     for k0, k1, wpart, pp in parts:
         G = 4 * (k1 - k0)
-        scratch.append((pad_panels(np.zeros(G, dt)), np.empty((B, G), dt), np.empty(G, dt), np.empty(G, dt),
-                        np.empty(G, dt), np.empty(k1 - k0, dt)))
+        scratch.append((pad_panels(np.zeros(G, dt)), np.empty((B, G), dt), np.empty(k1 - k0, dt)))
     rb = config.gemm_row_block
     for step in range(T):
         t = T - 1 - step if reverse else step
         hcur, hnext = hbuf[step & 1], hbuf[(step + 1) & 1]
         calls = [functools.partial(_gemm_step_part, hcur, wpart, zb0, xp[t], g_off, H, k0, k1, pp, has_peep,
-                                   lengths, t, c, hnext, y[t], y_off, zb, a, s, ib, hf, rb)
-                 for (k0, k1, wpart, pp), (zb0, zb, a, s, ib, hf) in zip(parts, scratch)]
+                                   lengths, t, c, hnext, y[t], y_off, zb, hf, rb)
+                 for (k0, k1, wpart, pp), (zb0, zb, hf) in zip(parts, scratch)]
         guard.run_two(calls[0], calls[1])
     h[:] = hbuf[T & 1]
 
@@ -625,12 +615,12 @@ def lstm_cpu(x, weights, h0, c0, lengths):
 # ---------------------------------------------------------------------------------------
 @njit_cached(fastmath=FASTMATH, error_model="numpy", nogil=True)
 def stream_step(x, wih0T, wihT_up, whhT, bias, whrT, peep, has_proj, has_peep,
-                h, c, z, hf, a, s, ibuf, out):
+                h, c, z, hf, out):
     """One time step of every layer (unidirectional), in place.
 
     x (B,E); wih0T (E,4H) layer 0; wihT_up (max(L-1,1),P,4H) layers above; whhT (L,P,4H);
     bias (L,4H); whrT (L,H,P) or (L,1,1); peep (L,3,H) or (L,3,1); h (L,B,P), c (L,B,H)
-    updated in place; scratch z (4H), hf (H), a, s (4H float64), ibuf (4H int64);
+    updated in place; scratch z (4H), hf (H) in the model's precision;
     out (B,P) receives the top layer's h.
     """
     L, B = h.shape[0], h.shape[1]
@@ -642,7 +632,7 @@ def stream_step(x, wih0T, wihT_up, whhT, bias, whrT, peep, has_proj, has_peep,
             else:
                 _axpy_rows(z, wihT_up[l - 1], h[l - 1, b])
             _axpy_rows(z, whhT[l], h[l, b])
-            _epilogue(z, c[l, b], peep[l], has_peep, a, s, ibuf, hf)
+            _epilogue(z, c[l, b], peep[l], has_peep, hf)
             if has_proj:
                 h[l, b, :] = 0.0
                 _axpy_rows(h[l, b], whrT[l], hf)

@@ -246,18 +246,18 @@ class CPUFacts:
     gemm_step_entry: str = "_epilogue_gemm_step_impl"   # once per step (gemm path)
     projection_args: int = 5
     rows_args: int = 16
-    gemm_step_args: int = 17
+    gemm_step_args: int = 14
     # Rows path, inside JIT code: scratch arrays per block (`_layer_rows_impl`); per block and
     # step, one product call (`_gemm_panel_acc`, 4 arguments);
-    # per row and step, calls to `_epilogue` (8 arguments), `_vexp_neg` twice (3 each) and
-    # `_finish_row` (5): 4 calls, 19 arguments.
-    rows_block_allocs: int = 7
+    # per row and step, calls to `_epilogue` (5 arguments) and `_finish_row` (5): 2 calls,
+    # 10 arguments.
+    rows_block_allocs: int = 4
     product_args: int = 4
-    row_calls: int = 4
-    row_call_args: int = 19
+    row_calls: int = 2
+    row_call_args: int = 10
     # Gemm path, Python side (`_layer_gemm`): scratch arrays per layer and direction, one
     # numba.get_num_threads() per layer; per step, the views xp[t] and y[t].
-    gemm_layer_allocs: int = 5
+    gemm_layer_allocs: int = 2
     gemm_step_views: int = 2
     # B=1 team (`team.team_layer`): one call per thread and layer, its arguments; per step one
     # barrier crossing.

@@ -13,74 +13,35 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .activations import vexp_neg
+from .activations import sigmoid, tanh
 from .guard import njit_cached
 
 FASTMATH = {"contract"}
 
 
 @njit_cached(fastmath=FASTMATH, error_model="numpy", nogil=True)
-def _vexp_neg(a, ibuf, n):
-    """a[:n] = exp(a[:n]) in place, for a <= 0, in a's precision (kernels/activations.py)."""
-    vexp_neg(a, ibuf, n)
-
-
-@njit(inline="always", error_model="numpy")
-def _sig(e, z, one):
-    """σ(z) given e = exp(-|z|)."""
-    s = one / (one + e)
-    return s if z >= 0 else e * s
-
-
-@njit(inline="always", error_model="numpy")
-def _tanh(e2, z, one):
-    """tanh(z) given e2 = exp(-2|z|)."""
-    t = (one - e2) / (one + e2)
-    return t if z >= 0 else -t
-
-
-@njit_cached(fastmath=FASTMATH, error_model="numpy", nogil=True)
-def _epilogue(z, c, peep, has_peep, a, s, ibuf, hf):
+def _epilogue(z, c, peep, has_peep, hf):
     """Gates from pre-activations z (4H: i,f,g,o) -> c updated in place, hf = o*tanh(c').
 
-    a, s (4H) and ibuf (4H) are scratch; a's dtype is the precision of the activations and the
-    cell update (float32 scratch with int32 ibuf, or float64 with int64: activations.py).
+    One loop over the hidden units, which LLVM vectorizes whole (activations.py: the exp is
+    inlined, nothing goes through scratch). hf's dtype is the precision of the activations
+    and the cell update: the model's.
     """
     H = c.shape[0]
-    ft = a.dtype.type
-    one = ft(1.0)
-    two = ft(2.0)
+    ft = hf.dtype.type
     for k in range(H):
         zi = ft(z[k])
         zf = ft(z[H + k])
-        zg = ft(z[2 * H + k])
+        ck = ft(c[k])
         if has_peep:
-            ck = ft(c[k])
             zi += ft(peep[0, k]) * ck
             zf += ft(peep[1, k]) * ck
-        s[k] = zi
-        s[H + k] = zf
-        s[2 * H + k] = zg
-        a[k] = -abs(zi)
-        a[H + k] = -abs(zf)
-        a[2 * H + k] = -two * abs(zg)
-    _vexp_neg(a, ibuf, 3 * H)
-    for k in range(H):
-        i = _sig(a[k], s[k], one)
-        f = _sig(a[H + k], s[H + k], one)
-        g = _tanh(a[2 * H + k], s[2 * H + k], one)
-        cn = f * ft(c[k]) + i * g
+        cn = sigmoid(zf) * ck + sigmoid(zi) * tanh(ft(z[2 * H + k]))
         c[k] = cn
         zo = ft(z[3 * H + k])
         if has_peep:
             zo += ft(peep[2, k]) * cn
-        s[k] = zo
-        s[H + k] = cn
-        a[k] = -abs(zo)
-        a[H + k] = -two * abs(cn)
-    _vexp_neg(a, ibuf, 2 * H)
-    for k in range(H):
-        hf[k] = _sig(a[k], s[k], one) * _tanh(a[H + k], s[H + k], one)
+        hf[k] = sigmoid(zo) * tanh(cn)
 
 
 @njit_cached(fastmath=FASTMATH, error_model="numpy", nogil=True)

@@ -132,9 +132,6 @@ def team_layer(x2, wih_p, bias_p, xp, g_off, wpart, peep_part, has_peep, k0, k1,
     if tid == 0 and not claim_wait(sync, claim_spins):
         return CANCELLED
     z = np.empty((1, wpart.shape[0] // H), dtype=xp.dtype)     # 4*hk rounded up to whole panels
-    a = np.empty(G, dtype=xp.dtype)
-    s = np.empty(G, dtype=xp.dtype)
-    ib = np.empty(G, dtype=xp.dtype)
     hf = np.empty(hk, dtype=xp.dtype)
     cpart = c[k0:k1]
     me = FLAG0 if tid == 0 else FLAG1
@@ -150,7 +147,7 @@ def team_layer(x2, wih_p, bias_p, xp, g_off, wpart, peep_part, has_peep, k0, k1,
         hnext = hbuf[(step + 1) & 1]
         z[0, :G] = xl[t]
         _gemm_panel_acc(hbuf[step & 1:(step & 1) + 1], 1, wpart, z)    # (1, H): this step's h
-        _epilogue(z[0], cpart, peep_part, has_peep, a, s, ib, hf)
+        _epilogue(z[0], cpart, peep_part, has_peep, hf)
         yrow = y[t, 0]
         for j in range(hk):
             hnext[k0 + j] = hf[j]

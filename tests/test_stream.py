@@ -61,14 +61,14 @@ def test_no_allocation_per_step():
     from edgelstm.kernels.cpu import stream_step
 
     @njit
-    def run_steps(n, x, w0, wup, whh, b, whr, peep, hp, pp, h, c, z, hf, a, s, ib, out):
+    def run_steps(n, x, w0, wup, whh, b, whr, peep, hp, pp, h, c, z, hf, out):
         for _ in range(n):
-            stream_step(x, w0, wup, whh, b, whr, peep, hp, pp, h, c, z, hf, a, s, ib, out)
+            stream_step(x, w0, wup, whh, b, whr, peep, hp, pp, h, c, z, hf, out)
 
     w = el.LSTMWeights.random(el.LSTMSpec(4, 6, num_layers=2, proj_size=3, peephole=True))
     st = LSTMStream(w, batch=2)
     args = (np.ones((2, 4), np.float32), *st._packed, True, True, st._h, st._c, st._z, st._hf,
-            st._a, st._s, st._ibuf, st._out)
+            st._out)
     run_steps(1, *args)
     _nrt.memsys_enable_stats()
     try:

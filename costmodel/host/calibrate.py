@@ -28,6 +28,7 @@ from ..target import HOROWITZ_2014, HOROWITZ_SOURCE, MemoryLevel, Target, host_t
 from .harness import Harness
 from .machine import BlasThreads, blas_thread_setter, caches, cpu_clock_MHz, cpu_model, dram_bytes
 from .profile import ElementwisePoint, GemmPoint, HostProfile, write_host_file
+from edgelstm.kernels.plan import FACTS
 
 METHOD = ("square BLAS GEMM via np.dot in @njit for peak; @njit streaming sum per cache level for "
           "bandwidth; empty @njit call behind a checking wrapper; @njit loop trips and prange regions "
@@ -210,7 +211,7 @@ def measure(quick: bool = False, log=None, progress: bool = False) -> dict:
         res["sigmoid_ns"] = {dt: 1e9 * max(sig[dt, n1] - sig[dt, n0], 1e-12) / (n1 - n0) for dt in kdts}
         res["sigmoid_pass_ns"] = {dt: max(1e9 * sig[dt, n0] - res["sigmoid_ns"][dt] * n0, 0.0) for dt in kdts}
         bar.stage("the kernel's per-row epilogue blocks")
-        nj17 = res["njit_call_s"] + 16 * res["njit_arg_s"]
+        nj_step = res["njit_call_s"] + (FACTS.gemm_step_args - 1) * res["njit_arg_s"]
 
         def elementwise():
             ew = []
@@ -225,7 +226,7 @@ def measure(quick: bool = False, log=None, progress: bool = False) -> dict:
                         ew.append(("rows", dt, th, H, 1, sec))
                         bar.tick()
                     if not quick:   # --quick: the gemm path's epilogue takes the rows table
-                        ew.append(("gemm_step", dt, 1, H, EPI_B, ro.epilogue_gemm_step(dt, H, EPI_B, nj17)))
+                        ew.append(("gemm_step", dt, 1, H, EPI_B, ro.epilogue_gemm_step(dt, H, EPI_B, nj_step)))
                         bar.tick()
                     # a projected layer's extra per row: h = W_hr hf (P = H/2), one thread
                     ew.append(("finish_proj", dt, 1, H, 1, ro.finish_proj(dt, H)))

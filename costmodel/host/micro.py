@@ -13,7 +13,7 @@ import numpy as np
 from numba import prange
 
 from edgelstm.kernels import team as _team
-from edgelstm.kernels.activations import vexp_neg
+from edgelstm.kernels.activations import sigmoid, tanh
 from edgelstm.kernels.atomics import store_release
 from edgelstm.kernels.guard import njit_cached   # the disk cache where writable, recompiling a bad entry
 
@@ -76,26 +76,15 @@ def _parallel_steps(x, T, nthreads):
     return s
 
 
-# Sigmoid and tanh over a vector through the kernel's exp (kernels/activations.py: vexp_neg), in
+# Sigmoid and tanh over a vector through the kernel's activations (kernels/activations.py), in
 # the precision of x, as the kernel computes a float32 model's activations in float32 (a
 # degree-7 polynomial, 16 lanes on AVX-512) and a float64 model's in float64 (degree 12, 8 lanes).
 @njit_cached(fastmath={"contract"}, error_model="numpy")
-def _vexp_sigmoid_tanh(x, y, z, e, ib, reps):
-    n = x.size
-    one = x.dtype.type(1.0)
-    two = x.dtype.type(2.0)
+def _sigmoid_tanh(x, y, z, reps):
     for _ in range(reps):
-        for i in range(n):
-            e[i] = -abs(x[i])
-            e[n + i] = -two * abs(x[i])
-        vexp_neg(e, ib, 2 * n)
-        for i in range(n):
-            ex = e[i]
-            s = one / (one + ex)
-            y[i] = s if x[i] >= 0 else ex * s
-            e2 = e[n + i]
-            t = (one - e2) / (one + e2)
-            z[i] = t if x[i] >= 0 else -t
+        for i in range(x.size):
+            y[i] = sigmoid(x[i])
+            z[i] = tanh(x[i])
     return y[0] + z[0]
 
 
@@ -245,8 +234,7 @@ class Micro:
         """Seconds per sigmoid or tanh (2 per element) over 1024 L1-resident elements."""
         x = np.linspace(-4, 4, 1024).astype(dtype)
         y, z = np.empty_like(x), np.empty_like(x)
-        e, ib = np.empty(2 * x.size, dtype), np.empty(2 * x.size, dtype)   # the kernel's scratch
-        f = lambda reps: _vexp_sigmoid_tanh(x, y, z, e, ib, reps)
+        f = lambda reps: _sigmoid_tanh(x, y, z, reps)
         f(1)
         return self.h.per_rep_s(f) / (2 * x.size)
 
@@ -325,7 +313,7 @@ def compile_all(dtypes, threads, parallel_read: bool = True) -> None:
     _steps(np.ones((4, 4)), 2)
     for dt in (np.float32, np.float64):
         vd = v.astype(dt)
-        _vexp_sigmoid_tanh(vd, vd.copy(), vd.copy(), np.empty(2048, dt), np.empty(2048, dt), 1)
+        _sigmoid_tanh(vd, vd.copy(), vd.copy(), 1)
     x = np.ones((64, 1))
     _inner_calls(x, 2, False), _inner_calls(x, 2, True)
     _allocs(4, 1)

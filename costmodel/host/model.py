@@ -205,7 +205,7 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
         out["projection"] = max(out["projection"], cold_read_s(E * G * D) / D)
     if two and plan.projection == "own_halves" and not rowblocks:
         out["projection"] += min(out["projection"], wake)   # (the rowblocks table's pairs include it)
-    # Per row and step: the epilogue (sigmoid/tanh passes over 3H then 2H elements, the cell
+    # Per row and step: the epilogue (one vectorized loop of 5H sigmoid/tanh and the cell
     # update) and, with a projection, h = W_hr h; composed when there is no measured table.
     elementwise = (r.flops_per_step - 2 * r.macs_per_step) / B
     # the projection h = W_hr hf per row: the "finish_proj" table (measured at P = H/2; the
@@ -213,7 +213,7 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
     fp = elementwise_row_s(host, "finish_proj", dt, H, 1) if proj else None
     proj_s = (0.0 if not proj else fp * P / max(H // 2, 1) if fp is not None
               else 2 * H * P / gemm_flops_per_s(host, dt, 1, 1, H * P, "matvec"))
-    composed = (activation_s(p, dt, r.transcendentals_per_step // B, 2) + elementwise / peak_1
+    composed = (activation_s(p, dt, r.transcendentals_per_step // B, 1) + elementwise / peak_1
                 + inner_calls_s(p, F.row_calls, F.row_call_args) + proj_s)
     # The tables are measured without projection and peepholes: add the peephole FMAs (3H)
     # and the projection matvec when the spec has them.

@@ -11,12 +11,13 @@ from edgelstm.kernels.guard import njit_cached   # the disk cache where writable
 
 from edgelstm.kernels.gemm import _gemm_panel, _gemm_panel_acc, _gemm_panel_parallel, pack_panels, pad_panels
 from edgelstm.kernels.plan import config as _kernel_config
-from edgelstm.kernels.cpu import (_epilogue, _epilogue_gemm_step_serial, _finish_row, _vexp_neg, parallel_row_block,
+from edgelstm.kernels.cpu import (_epilogue, _epilogue_gemm_step_serial, _finish_row, parallel_row_block,
                                   project_serial)
 
 from edgelstm.kernels import team as _team
 from edgelstm.kernels.atomics import store_release
 from edgelstm.kernels.rowops import _axpy_rows
+from edgelstm.kernels.activations import sigmoid
 
 from .harness import Harness
 
@@ -74,15 +75,10 @@ def _team_steps(sync, tid, wpart, hbuf, z, k0, s0, n):
 
 
 @njit_cached(fastmath={"contract"}, error_model="numpy")
-def _sigmoid_pass(x, y, a, ib, n, reps):   # y = sigmoid(x): one pass to -|x|, exp, one back
-    one = a.dtype.type(1.0)                # in a's precision, as the kernel's epilogue
+def _sigmoid_pass(x, y, n, reps):   # y = sigmoid(x): one vectorized loop, the kernel's sigmoid
     for _ in range(reps):
         for j in range(n):
-            a[j] = -abs(a.dtype.type(x[j]))
-        _vexp_neg(a, ib, n)
-        for j in range(n):
-            s = one / (one + a[j])
-            y[j] = s if x[j] >= 0.0 else a[j] * s
+            y[j] = sigmoid(x[j])
     return y[0]
 
 
@@ -95,12 +91,11 @@ def _epi_rows(xp, c, peep, whrT, h, y, reps):
     # _epi_rows_par)
     n, G = xp.shape
     zt = np.empty((1, G), dtype=xp.dtype)
-    at, st, ibt = np.empty(G, dtype=xp.dtype), np.empty(G, dtype=xp.dtype), np.empty(G, dtype=xp.dtype)
     hft = np.empty(c.shape[1], dtype=xp.dtype)
     for r in range(reps):
         q = r % n
         zt[0, :] = xp[q]
-        _epilogue(zt[0], c[q], peep, False, at, st, ibt, hft)
+        _epilogue(zt[0], c[q], peep, False, hft)
         _finish_row(hft, whrT, False, h[q], y[q])
     return y[0, 0]
 
@@ -125,12 +120,11 @@ def _epi_rows_par(xp, c, peep, whrT, h, y, reps):  # each thread (c.shape[0] of 
     H = c.shape[2]
     for t in prange(c.shape[0]):
         zt = np.empty((1, G), dtype=xp.dtype)
-        at, st, ibt = np.empty(G, dtype=xp.dtype), np.empty(G, dtype=xp.dtype), np.empty(G, dtype=xp.dtype)
         hft = np.empty(H, dtype=xp.dtype)
         for r in range(reps):
             q = r % n
             zt[0, :] = xp[q]
-            _epilogue(zt[0], c[t, q], peep, False, at, st, ibt, hft)
+            _epilogue(zt[0], c[t, q], peep, False, hft)
             _finish_row(hft, whrT, False, h[t, q], y[t, q])
     return y[0, 0, 0]
 
@@ -147,7 +141,7 @@ def compile_all(dtypes, threads) -> None:
         _block_gemm(X, wp, np.zeros((8, bp.shape[0]), dt), 4, 1)
         _matvec(np.zeros(G, dt), wT, h, 1)
         x = np.ones(16, dt)
-        _sigmoid_pass(x, x.copy(), np.empty(16, dt), np.empty(16, dt), 16, 1)
+        _sigmoid_pass(x, x.copy(), 16, 1)
         H = 8
         xp, c = np.ones((2, 4 * H), dt), np.ones((2, 2, H), dt)
         peep, whrT, hh, y = np.zeros((3, 1), dt), np.zeros((1, 1), dt), np.zeros((2, 2, H), dt), np.zeros((2, 2, H), dt)
@@ -291,8 +285,8 @@ class Routines:
     def sigmoid_pass(self, dtype, n) -> float:
         """Seconds of one vectorized sigmoid pass over n elements (the kernel's exp)."""
         x = np.linspace(-4, 4, n).astype(dtype)
-        y, a, ib = np.empty_like(x), np.empty(n, dtype), np.empty(n, dtype)   # the kernel's scratch
-        f = lambda reps: _sigmoid_pass(x, y, a, ib, n, reps)
+        y = np.empty_like(x)
+        f = lambda reps: _sigmoid_pass(x, y, n, reps)
         f(1)
         return self.h.per_rep_s(f)
 
@@ -325,20 +319,20 @@ class Routines:
         f(1)
         return self.h.per_rep_s(f)
 
-    def epilogue_gemm_step(self, dtype, H, B, njit17_s) -> float:
+    def epilogue_gemm_step(self, dtype, H, B, njit_s) -> float:
         """Seconds per row of the gemm path's per-step epilogue (`_epilogue_gemm_step`, serial,
         as the kernel runs it below parallel_epilogue_min_elements) over B random rows, one
-        Python call; the call's dispatch (njit_call with its 17 arguments) is taken out."""
+        Python call; the call's dispatch (njit_s: a call with its arguments) is taken out."""
         rng = np.random.default_rng(0)
         G = 4 * H
         zb, xp_t = rng.standard_normal((B, G)).astype(dtype), np.zeros((B, G), dtype)
         c, h, y_t = rng.standard_normal((B, H)).astype(dtype), np.zeros((B, H), dtype), np.zeros((B, H), dtype)
         whrT, peep, lens = np.zeros((1, 1), dtype), np.zeros((3, 1), dtype), np.ones(B, np.int64)
-        a, s, ib, hf = np.empty((B, G), dtype), np.empty((B, G), dtype), np.empty((B, G), dtype), np.empty((B, H), dtype)
-        args = (zb, xp_t, 0, whrT, peep, False, False, lens, 0, h, c, y_t, 0, a, s, ib, hf)
+        hf = np.empty((B, H), dtype)
+        args = (zb, xp_t, 0, whrT, peep, False, False, lens, 0, h, c, y_t, 0, hf)
         f = _epilogue_gemm_step_serial
         f(*args)
-        return max(self.h.per_call_s(lambda: f(*args)) - njit17_s, 0.0) / B
+        return max(self.h.per_call_s(lambda: f(*args)) - njit_s, 0.0) / B
 
     def check(self) -> float:
         """One call of lstm()'s input validation (edgelstm._checks) on random input."""

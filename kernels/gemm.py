@@ -17,7 +17,7 @@ from numba import njit, prange
 
 from .guard import njit_cached
 from .rowops import FASTMATH
-from .simd import REGISTERS, VECTOR_BYTES, vfma, vlanes, vload, vstore
+from .simd import REGISTERS, VECTOR_BYTES, data_ptr, vfma, vlanes, vload, vstore
 
 
 def _jit_variant(impl, suffix, **options):
@@ -69,94 +69,92 @@ def pad_panels(v: np.ndarray) -> np.ndarray:
     return out
 
 
+# The tiles work on pointers (simd.data_ptr) and flat offsets, not on arrays: Numba reference-
+# counts every array passed to an inlined function and every view of a row (calls to
+# NRT_incref/NRT_decref), and those calls had cost 30-45 ns per panel, more than the
+# multiply-adds of a one-row product at H=32.
 @njit(inline="always", fastmath=FASTMATH, error_model="numpy")
-def _tile4(x0, x1, x2, x3, wp, o, K, i0, i1, i2, i3, si, d0, d1, d2, d3, sd):
-    """d_r[sd:sd+NB] = i_r[si:si+NB] + x_r . panel (the panel at flat offset o of wp), r < 4."""
-    L = vlanes(wp)
-    a00 = vload(i0, si); a01 = vload(i0, si + L); a02 = vload(i0, si + 2 * L); a03 = vload(i0, si + 3 * L)
-    a10 = vload(i1, si); a11 = vload(i1, si + L); a12 = vload(i1, si + 2 * L); a13 = vload(i1, si + 3 * L)
-    a20 = vload(i2, si); a21 = vload(i2, si + L); a22 = vload(i2, si + 2 * L); a23 = vload(i2, si + 3 * L)
-    a30 = vload(i3, si); a31 = vload(i3, si + L); a32 = vload(i3, si + 2 * L); a33 = vload(i3, si + 3 * L)
+def _tile4(Xp, x0, x1, x2, x3, Wp, o, K, Ip, i0, i1, i2, i3, Dp, d0, d1, d2, d3):
+    """Dp[d_r:d_r+NB] = Ip[i_r:i_r+NB] + Xp[x_r:x_r+K] . panel (the panel at flat offset o of Wp),
+    r < 4; every argument after the pointers is a flat element offset."""
+    L = vlanes(Wp)
+    a00 = vload(Ip, i0); a01 = vload(Ip, i0 + L); a02 = vload(Ip, i0 + 2 * L); a03 = vload(Ip, i0 + 3 * L)
+    a10 = vload(Ip, i1); a11 = vload(Ip, i1 + L); a12 = vload(Ip, i1 + 2 * L); a13 = vload(Ip, i1 + 3 * L)
+    a20 = vload(Ip, i2); a21 = vload(Ip, i2 + L); a22 = vload(Ip, i2 + 2 * L); a23 = vload(Ip, i2 + 3 * L)
+    a30 = vload(Ip, i3); a31 = vload(Ip, i3 + L); a32 = vload(Ip, i3 + 2 * L); a33 = vload(Ip, i3 + 3 * L)
     for k in range(K):
-        w0 = vload(wp, o); w1 = vload(wp, o + L); w2 = vload(wp, o + 2 * L); w3 = vload(wp, o + 3 * L)
-        s = x0[k]
+        w0 = vload(Wp, o); w1 = vload(Wp, o + L); w2 = vload(Wp, o + 2 * L); w3 = vload(Wp, o + 3 * L)
+        s = Xp[x0 + k]
         a00 = vfma(a00, w0, s); a01 = vfma(a01, w1, s); a02 = vfma(a02, w2, s); a03 = vfma(a03, w3, s)
-        s = x1[k]
+        s = Xp[x1 + k]
         a10 = vfma(a10, w0, s); a11 = vfma(a11, w1, s); a12 = vfma(a12, w2, s); a13 = vfma(a13, w3, s)
-        s = x2[k]
+        s = Xp[x2 + k]
         a20 = vfma(a20, w0, s); a21 = vfma(a21, w1, s); a22 = vfma(a22, w2, s); a23 = vfma(a23, w3, s)
-        s = x3[k]
+        s = Xp[x3 + k]
         a30 = vfma(a30, w0, s); a31 = vfma(a31, w1, s); a32 = vfma(a32, w2, s); a33 = vfma(a33, w3, s)
         o += 4 * L
-    vstore(d0, sd, a00); vstore(d0, sd + L, a01); vstore(d0, sd + 2 * L, a02); vstore(d0, sd + 3 * L, a03)
-    vstore(d1, sd, a10); vstore(d1, sd + L, a11); vstore(d1, sd + 2 * L, a12); vstore(d1, sd + 3 * L, a13)
-    vstore(d2, sd, a20); vstore(d2, sd + L, a21); vstore(d2, sd + 2 * L, a22); vstore(d2, sd + 3 * L, a23)
-    vstore(d3, sd, a30); vstore(d3, sd + L, a31); vstore(d3, sd + 2 * L, a32); vstore(d3, sd + 3 * L, a33)
+    vstore(Dp, d0, a00); vstore(Dp, d0 + L, a01); vstore(Dp, d0 + 2 * L, a02); vstore(Dp, d0 + 3 * L, a03)
+    vstore(Dp, d1, a10); vstore(Dp, d1 + L, a11); vstore(Dp, d1 + 2 * L, a12); vstore(Dp, d1 + 3 * L, a13)
+    vstore(Dp, d2, a20); vstore(Dp, d2 + L, a21); vstore(Dp, d2 + 2 * L, a22); vstore(Dp, d2 + 3 * L, a23)
+    vstore(Dp, d3, a30); vstore(Dp, d3 + L, a31); vstore(Dp, d3 + 2 * L, a32); vstore(Dp, d3 + 3 * L, a33)
 
 
 @njit(inline="always", fastmath=FASTMATH, error_model="numpy")
-def _tile2(x0, x1, wp, o, K, i0, i1, si, d0, d1, sd):
+def _tile2(Xp, x0, x1, Wp, o, K, Ip, i0, i1, Dp, d0, d1):
     """_tile4 for two rows."""
-    L = vlanes(wp)
-    a00 = vload(i0, si); a01 = vload(i0, si + L); a02 = vload(i0, si + 2 * L); a03 = vload(i0, si + 3 * L)
-    a10 = vload(i1, si); a11 = vload(i1, si + L); a12 = vload(i1, si + 2 * L); a13 = vload(i1, si + 3 * L)
+    L = vlanes(Wp)
+    a00 = vload(Ip, i0); a01 = vload(Ip, i0 + L); a02 = vload(Ip, i0 + 2 * L); a03 = vload(Ip, i0 + 3 * L)
+    a10 = vload(Ip, i1); a11 = vload(Ip, i1 + L); a12 = vload(Ip, i1 + 2 * L); a13 = vload(Ip, i1 + 3 * L)
     for k in range(K):
-        w0 = vload(wp, o); w1 = vload(wp, o + L); w2 = vload(wp, o + 2 * L); w3 = vload(wp, o + 3 * L)
-        s = x0[k]
+        w0 = vload(Wp, o); w1 = vload(Wp, o + L); w2 = vload(Wp, o + 2 * L); w3 = vload(Wp, o + 3 * L)
+        s = Xp[x0 + k]
         a00 = vfma(a00, w0, s); a01 = vfma(a01, w1, s); a02 = vfma(a02, w2, s); a03 = vfma(a03, w3, s)
-        s = x1[k]
+        s = Xp[x1 + k]
         a10 = vfma(a10, w0, s); a11 = vfma(a11, w1, s); a12 = vfma(a12, w2, s); a13 = vfma(a13, w3, s)
         o += 4 * L
-    vstore(d0, sd, a00); vstore(d0, sd + L, a01); vstore(d0, sd + 2 * L, a02); vstore(d0, sd + 3 * L, a03)
-    vstore(d1, sd, a10); vstore(d1, sd + L, a11); vstore(d1, sd + 2 * L, a12); vstore(d1, sd + 3 * L, a13)
+    vstore(Dp, d0, a00); vstore(Dp, d0 + L, a01); vstore(Dp, d0 + 2 * L, a02); vstore(Dp, d0 + 3 * L, a03)
+    vstore(Dp, d1, a10); vstore(Dp, d1 + L, a11); vstore(Dp, d1 + 2 * L, a12); vstore(Dp, d1 + 3 * L, a13)
 
 
 @njit(inline="always", fastmath=FASTMATH, error_model="numpy")
-def _tile1(x0, wp, o, K, i0, si, d0, sd):
-    """_tile4 for one row: four accumulator chains, the panel read once."""
-    L = vlanes(wp)
-    a00 = vload(i0, si); a01 = vload(i0, si + L); a02 = vload(i0, si + 2 * L); a03 = vload(i0, si + 3 * L)
+def _tile1(Xp, x0, Wp, o, K, Ip, i0, Dp, d0):
+    """_tile4 for one row: four accumulator chains, the panel read once. (Eight chains, even
+    and odd k apart, measured the same from 16 to 128 KB of W: the one-row product waits on
+    loads, not on the FMAs' latency.)"""
+    L = vlanes(Wp)
+    a00 = vload(Ip, i0); a01 = vload(Ip, i0 + L); a02 = vload(Ip, i0 + 2 * L); a03 = vload(Ip, i0 + 3 * L)
     for k in range(K):
-        s = x0[k]
-        a00 = vfma(a00, vload(wp, o), s); a01 = vfma(a01, vload(wp, o + L), s)
-        a02 = vfma(a02, vload(wp, o + 2 * L), s); a03 = vfma(a03, vload(wp, o + 3 * L), s)
+        s = Xp[x0 + k]
+        a00 = vfma(a00, vload(Wp, o), s); a01 = vfma(a01, vload(Wp, o + L), s)
+        a02 = vfma(a02, vload(Wp, o + 2 * L), s); a03 = vfma(a03, vload(Wp, o + 3 * L), s)
         o += 4 * L
-    vstore(d0, sd, a00); vstore(d0, sd + L, a01); vstore(d0, sd + 2 * L, a02); vstore(d0, sd + 3 * L, a03)
+    vstore(Dp, d0, a00); vstore(Dp, d0 + L, a01); vstore(Dp, d0 + 2 * L, a02); vstore(Dp, d0 + 3 * L, a03)
 
 
 @njit(inline="always", fastmath=FASTMATH, error_model="numpy")
-def _panel_rows(X, r0, r1, wp, o, K, init, si, dst, sd, from_r0, bias_init):
-    """Rows r0:r1 of X against the panel at offset o: dst[r][sd:sd+NB] = init + X[r] . panel, with
-    init the vector `init` at si for every row (bias_init) or init[r] at si (accumulate). dst is
-    2-d, its rows indexed from r0 when from_r0 (the scratch of a partial panel, sd = 0)."""
+def _panel_rows(Xp, ldx, r0, r1, Wp, o, K, Ip, gi, si, Dp, gd, sd):
+    """Rows r0:r1 of X (Xp, ldx elements between rows) against the panel at offset o of Wp:
+    D's row r at column sd (flat offset r * gd + sd) = I's at r * gi + si (gi = 0: one vector,
+    the bias, for every row) + X[r] . panel."""
     n = r0
     if TILE_ROWS >= 4:
         while n + 4 <= r1:
-            if bias_init:
-                i0 = i1 = i2 = i3 = init[0]
-            else:
-                i0, i1, i2, i3 = init[n], init[n + 1], init[n + 2], init[n + 3]
-            if from_r0:
-                d0, d1, d2, d3 = dst[n - r0], dst[n - r0 + 1], dst[n - r0 + 2], dst[n - r0 + 3]
-            else:
-                d0, d1, d2, d3 = dst[n], dst[n + 1], dst[n + 2], dst[n + 3]
-            _tile4(X[n], X[n + 1], X[n + 2], X[n + 3], wp, o, K, i0, i1, i2, i3, si, d0, d1, d2, d3, sd)
+            x0, i0, d0 = n * ldx, n * gi + si, n * gd + sd
+            _tile4(Xp, x0, x0 + ldx, x0 + 2 * ldx, x0 + 3 * ldx, Wp, o, K, Ip, i0, i0 + gi, i0 + 2 * gi, i0 + 3 * gi,
+                   Dp, d0, d0 + gd, d0 + 2 * gd, d0 + 3 * gd)
             n += 4
     while n + 2 <= r1:
-        if bias_init:
-            i0 = i1 = init[0]
-        else:
-            i0, i1 = init[n], init[n + 1]
-        if from_r0:
-            d0, d1 = dst[n - r0], dst[n - r0 + 1]
-        else:
-            d0, d1 = dst[n], dst[n + 1]
-        _tile2(X[n], X[n + 1], wp, o, K, i0, i1, si, d0, d1, sd)
+        x0, i0, d0 = n * ldx, n * gi + si, n * gd + sd
+        _tile2(Xp, x0, x0 + ldx, Wp, o, K, Ip, i0, i0 + gi, Dp, d0, d0 + gd)
         n += 2
     if n < r1:
-        i0 = init[0] if bias_init else init[n]
-        d0 = dst[n - r0] if from_r0 else dst[n]
-        _tile1(X[n], wp, o, K, i0, si, d0, sd)
+        _tile1(Xp, n * ldx, Wp, o, K, Ip, n * gi + si, Dp, n * gd + sd)
+
+
+@njit(inline="always")
+def _row_stride(A):
+    """Elements between A's rows (its columns are contiguous: every caller's matrices are)."""
+    return A.strides[0] // A.itemsize
 
 
 def panel_row_block(K: int, itemsize: int, budget: int = 1 << 17) -> int:
@@ -176,20 +174,23 @@ def _gemm_panel_impl(X, wp, bp, out, row_block):
     L = vlanes(bp)
     nb = 4 * L
     npan = bp.shape[0] // nb
-    b2 = bp.reshape(1, bp.shape[0])
+    Xp, Wp, Bp, Op = data_ptr(X), data_ptr(wp), data_ptr(bp), data_ptr(out)
+    ldx, ldo = _row_stride(X), _row_stride(out)
     for blk in prange((N + row_block - 1) // row_block):
         r0 = blk * row_block
         r1 = min(N, r0 + row_block)
         tmp = np.empty((4, nb), out.dtype)
+        Tp = data_ptr(tmp)
         for q in range(npan):
             c0 = q * nb
             o = q * K * nb
             if c0 + nb <= G:
-                _panel_rows(X, r0, r1, wp, o, K, b2, c0, out, c0, False, True)
+                _panel_rows(Xp, ldx, r0, r1, Wp, o, K, Bp, 0, c0, Op, ldo, c0)
             else:
                 for n0 in range(r0, r1, 4):
                     n1 = min(r1, n0 + 4)
-                    _panel_rows(X, n0, n1, wp, o, K, b2, c0, tmp, 0, True, True)
+                    # (the scratch's row r - n0 receives row r: its offsets start at -n0 rows)
+                    _panel_rows(Xp, ldx, n0, n1, Wp, o, K, Bp, 0, c0, Tp, nb, -n0 * nb)
                     for r in range(n0, n1):
                         for j in range(G - c0):
                             out[r, c0 + j] = tmp[r - n0, j]
@@ -205,8 +206,10 @@ def _gemm_panel_acc(X, n, wp, z):
     z (>= n, Gp) with Gp = npan * NB (scratch wide enough for whole panels): the rows kernel's
     recurrent product of its active rows."""
     K = X.shape[1]
-    L = vlanes(z[0])
+    L = vlanes(wp)
     nb = 4 * L
     npan = z.shape[1] // nb
+    Xp, Wp, Zp = data_ptr(X), data_ptr(wp), data_ptr(z)
+    ldx, ldz = _row_stride(X), _row_stride(z)
     for q in range(npan):
-        _panel_rows(X, 0, n, wp, q * K * nb, K, z, q * nb, z, q * nb, False, False)
+        _panel_rows(Xp, ldx, 0, n, Wp, q * K * nb, K, Zp, ldz, q * nb, Zp, ldz, q * nb)

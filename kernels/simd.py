@@ -7,7 +7,12 @@ measured 1.5-1.8x faster than the scalar-loop forms on the same products).
 
 - `vlanes(arr)`: lanes of one vector of arr's dtype (a compile-time constant);
 - `vload(arr, i)` / `vstore(arr, i, v)`: the vector at flat element offset i of a C-contiguous
-  1-d array (unaligned; no bounds check: callers validate shapes before any kernel runs);
+  1-d array, or of a pointer from `data_ptr` (unaligned; no bounds check: callers validate
+  shapes before any kernel runs);
+- `data_ptr(arr)`: the pointer to arr's first element (a types.CPointer, which @njit code
+  indexes as p[i]). Microkernels work on pointers: every array a Numba function passes to an
+  inlined function, or every view it makes, is reference-counted (NRT_incref/NRT_decref
+  calls), and in a GEMM with one row those calls cost more than the multiply-adds (kernels/gemm.py);
 - `vfma(acc, w, s)`: acc + w * s for a scalar s (llvm.fmuladd: one FMA where the ISA has it,
   the same contraction that fastmath={"contract"} allows in the scalar kernels).
 
@@ -62,8 +67,10 @@ class _VecModel(models.PrimitiveModel):
 
 
 def _check(arr, what):
+    if isinstance(arr, types.CPointer) and arr.dtype in (types.float32, types.float64):
+        return
     if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.dtype in (types.float32, types.float64)):
-        raise TypeError(f"simd.{what}: expected a 1-d float32 or float64 array, got {arr}")
+        raise TypeError(f"simd.{what}: expected a 1-d float32 or float64 array or a pointer to one, got {arr}")
 
 
 def _vec_of(arr):
@@ -71,7 +78,19 @@ def _vec_of(arr):
 
 
 def _vec_ptr(context, builder, aryty, ary_val, idx, vty):
+    if isinstance(aryty, types.CPointer):
+        return builder.bitcast(builder.gep(ary_val, [idx], inbounds=True), vty.as_pointer())
     return builder.bitcast(_elem_ptr(context, builder, aryty, ary_val, idx), vty.as_pointer())
+
+
+@intrinsic
+def data_ptr(typingctx, arr):
+    if not (isinstance(arr, types.Array) and arr.dtype in (types.float32, types.float64)):
+        raise TypeError(f"simd.data_ptr: expected a float32 or float64 array, got {arr}")
+
+    def codegen(context, builder, sig, args):
+        return context.make_array(sig.args[0])(context, builder, args[0]).data
+    return types.CPointer(arr.dtype)(arr), codegen
 
 
 @intrinsic
@@ -127,3 +146,4 @@ def vfma(typingctx, acc, w, s):
                                             f"llvm.fmuladd.v{vt.count}{suffix}")
         return builder.call(fn, [x, splat, a])
     return acc(acc, w, s), codegen
+

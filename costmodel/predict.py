@@ -252,10 +252,23 @@ def roofline_row(ctx: Context, r) -> RowCost:
         cost.add_once("overhead", t.layer_overhead_s)    # the operator's invoke, once per call
     in_macs = input_macs(r, B) if r.kind == "lstm" else 0
     if r.kind == "lstm" and ctx.hoisted and in_macs:
-        in_level = place_weights(t, r.input_weight_bytes, th)
-        g_compute = 2 * in_macs * T / (2 * t.peak_macs_per_s(dt, th))
-        g_memory = r.input_weight_bytes / in_level.bandwidth_for(th)
+        def gemm_terms(n_th):
+            level = place_weights(t, r.input_weight_bytes, n_th)
+            return (2 * in_macs * T / (2 * t.peak_macs_per_s(dt, n_th)),
+                    r.input_weight_bytes / level.bandwidth_for(n_th), level)
+        g_compute, g_memory, in_level = gemm_terms(th)
+        fork = 0.0
+        # On CPU cores the GEMM is spread over them only when that is faster, and spreading
+        # it costs one fork/join (parallel_step_overhead_s), as a step's does.
+        if t.kind in CPU_KINDS and min(th, t.cores) > 1:
+            one = gemm_terms(1)
+            if max(one[0], one[1]) <= max(g_compute, g_memory) + t.parallel_step_overhead_s:
+                g_compute, g_memory, in_level = one
+            else:
+                fork = t.parallel_step_overhead_s
         cost.add_once("compute" if g_compute >= g_memory else f"memory:{in_level.name}", max(g_compute, g_memory))
+        if fork:
+            cost.add_once("overhead", fork)
         cost.once_energy_j += r.input_weight_bytes * in_level.energy_pJ_per_byte * 1e-12
     if persistent:  # recurrent weights loaded on chip once
         home = place_weights(t, ws, th)

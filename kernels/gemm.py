@@ -100,6 +100,28 @@ def _tile4(Xp, x0, x1, x2, x3, Wp, o, K, Ip, i0, i1, i2, i3, Dp, d0, d1, d2, d3)
 
 
 @njit(inline="always", fastmath=FASTMATH, error_model="numpy")
+def _tile3(Xp, x0, x1, x2, Wp, o, K, Ip, i0, i1, i2, Dp, d0, d1, d2):
+    """_tile4 for three rows (12 accumulators: only where TILE_ROWS is 4), so that 3 rows, or
+    the last 3 of 7, read the panel once rather than as a 2-row and a 1-row tile."""
+    L = vlanes(Wp)
+    a00 = vload(Ip, i0); a01 = vload(Ip, i0 + L); a02 = vload(Ip, i0 + 2 * L); a03 = vload(Ip, i0 + 3 * L)
+    a10 = vload(Ip, i1); a11 = vload(Ip, i1 + L); a12 = vload(Ip, i1 + 2 * L); a13 = vload(Ip, i1 + 3 * L)
+    a20 = vload(Ip, i2); a21 = vload(Ip, i2 + L); a22 = vload(Ip, i2 + 2 * L); a23 = vload(Ip, i2 + 3 * L)
+    for k in range(K):
+        w0 = vload(Wp, o); w1 = vload(Wp, o + L); w2 = vload(Wp, o + 2 * L); w3 = vload(Wp, o + 3 * L)
+        s = Xp[x0 + k]
+        a00 = vfma(a00, w0, s); a01 = vfma(a01, w1, s); a02 = vfma(a02, w2, s); a03 = vfma(a03, w3, s)
+        s = Xp[x1 + k]
+        a10 = vfma(a10, w0, s); a11 = vfma(a11, w1, s); a12 = vfma(a12, w2, s); a13 = vfma(a13, w3, s)
+        s = Xp[x2 + k]
+        a20 = vfma(a20, w0, s); a21 = vfma(a21, w1, s); a22 = vfma(a22, w2, s); a23 = vfma(a23, w3, s)
+        o += 4 * L
+    vstore(Dp, d0, a00); vstore(Dp, d0 + L, a01); vstore(Dp, d0 + 2 * L, a02); vstore(Dp, d0 + 3 * L, a03)
+    vstore(Dp, d1, a10); vstore(Dp, d1 + L, a11); vstore(Dp, d1 + 2 * L, a12); vstore(Dp, d1 + 3 * L, a13)
+    vstore(Dp, d2, a20); vstore(Dp, d2 + L, a21); vstore(Dp, d2 + 2 * L, a22); vstore(Dp, d2 + 3 * L, a23)
+
+
+@njit(inline="always", fastmath=FASTMATH, error_model="numpy")
 def _tile2(Xp, x0, x1, Wp, o, K, Ip, i0, i1, Dp, d0, d1):
     """_tile4 for two rows."""
     L = vlanes(Wp)
@@ -143,6 +165,10 @@ def _panel_rows(Xp, ldx, r0, r1, Wp, o, K, Ip, gi, si, Dp, gd, sd):
             _tile4(Xp, x0, x0 + ldx, x0 + 2 * ldx, x0 + 3 * ldx, Wp, o, K, Ip, i0, i0 + gi, i0 + 2 * gi, i0 + 3 * gi,
                    Dp, d0, d0 + gd, d0 + 2 * gd, d0 + 3 * gd)
             n += 4
+        if n + 3 == r1:
+            x0, i0, d0 = n * ldx, n * gi + si, n * gd + sd
+            _tile3(Xp, x0, x0 + ldx, x0 + 2 * ldx, Wp, o, K, Ip, i0, i0 + gi, i0 + 2 * gi, Dp, d0, d0 + gd, d0 + 2 * gd)
+            n += 3
     while n + 2 <= r1:
         x0, i0, d0 = n * ldx, n * gi + si, n * gd + sd
         _tile2(Xp, x0, x0 + ldx, Wp, o, K, Ip, i0, i0 + gi, Dp, d0, d0 + gd)

@@ -1,5 +1,5 @@
 """The panel GEMMs (kernels/gemm.py) against numpy's float64 matmul, at every tile shape
-(4, 2 and 1 rows), panels that reach past G (the scratch path), row blocks that split the
+(4, 3, 2 and 1 rows), panels that reach past G (the scratch path), row blocks that split the
 rows unevenly, and both dtypes; and the whole kernel compiled for an AVX2 target (32-byte
 vectors, 2-row tiles), in a child process, against the float64 reference."""
 import os
@@ -18,7 +18,7 @@ TOL = {"float32": dict(rtol=2e-5, atol=2e-5), "float64": dict(rtol=1e-12, atol=1
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("N,K,G,row_block", [(1, 1, 4, 16), (3, 7, 20, 16), (4, 40, 256, 16), (5, 33, 100, 4),
                                              (9, 64, 260, 8), (17, 5, 8, 16), (100, 40, 200, 32),
-                                             (2, 128, 1024, 16)])
+                                             (2, 128, 1024, 16), (7, 12, 70, 16), (11, 20, 130, 8)])
 def test_gemm_panel_matches_numpy(dtype, N, K, G, row_block):
     rng = np.random.default_rng(N * 1000 + K)
     X = rng.standard_normal((N, K)).astype(dtype)
@@ -36,7 +36,7 @@ def test_gemm_panel_matches_numpy(dtype, N, K, G, row_block):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("n,K,G", [(1, 64, 256), (2, 9, 36), (3, 16, 64), (5, 24, 100), (8, 32, 128)])
+@pytest.mark.parametrize("n,K,G", [(1, 64, 256), (2, 9, 36), (3, 16, 64), (5, 24, 100), (7, 10, 90), (8, 32, 128)])
 def test_gemm_panel_acc_adds_to_the_first_rows_only(dtype, n, K, G):
     rng = np.random.default_rng(n + K)
     X = rng.standard_normal((8, K)).astype(dtype)

@@ -7,7 +7,8 @@ kernels/team.py for its per-step flags.
 - `cas(a, i, expected, new)`: a[i] = new if a[i] == expected; returns the old value (seq_cst);
 - `cpu_relax()`: the spin-wait hint (x86 `pause`; nothing elsewhere);
 - `sched_yield()`: libc's (0 on success), so a waiting thread gives its core
-  away when it has spun long enough.
+  away when it has spun long enough;
+- `usleep(us)`: libc's, so a thread can doze in JIT code without the GIL (kernels/resident.py).
 """
 from __future__ import annotations
 
@@ -93,4 +94,18 @@ def sched_yield(typingctx):
         fnty = ir.FunctionType(ir.IntType(32), [])
         fn = cgutils.get_or_insert_function(builder.module, fnty, "sched_yield")
         return builder.call(fn, [])
+    return sig, codegen
+
+
+
+@intrinsic
+def usleep(typingctx, us):
+    """libc's usleep (declared as sched_yield is): the calling thread sleeps `us` microseconds,
+    or longer (the kernel's timer slack); no GIL is involved."""
+    sig = types.int32(types.int64)
+
+    def codegen(context, builder, sig, args):
+        fnty = ir.FunctionType(ir.IntType(32), [ir.IntType(32)])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "usleep")
+        return builder.call(fn, [builder.trunc(args[0], ir.IntType(32))])
     return sig, codegen

@@ -39,7 +39,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from . import guard, team
+from . import guard, resident, team
 from .atomics import cas, store_release
 from .guard import njit_cached
 from .rowops import FASTMATH, _axpy_rows, _epilogue  # noqa: F401
@@ -422,7 +422,8 @@ def _projection(x2, pk, xp2, kind):
 # another process makes the team slower than one core alone. Two calls, not one: a single slow
 # call (a page fault, a preempted vCPU) sent the team to the serial plan for 0.2 s, which in a
 # benchmark loop was the whole run.
-_team_state = {"serial_until": 0.0, "runs": 0, "fallbacks": 0, "slower": 0, "cancels": 0, "cancel_streak": 0,
+_team_state = {"serial_until": 0.0, "runs": 0, "resident_runs": 0, "fallbacks": 0, "slower": 0, "busy": 0, "cancels": 0,
+               "cancel_streak": 0,
                "serial_hist": {}, "team_hist": {}}
 
 
@@ -487,9 +488,25 @@ def _layer_team_or_serial(weights, l, x2, pk, xp, lens, hd, cd, y, spec):
         finally:
             helper_done.set()
     t0 = time.perf_counter()
-    r = run(0, k0, k1) if guard.post_to_helper(helper) else team.CANCELLED
+    helper_res = resident.get(cfg) if resident.awake() else None
+    if helper_res is not None and guard.claim_helper():
+        # the resident helper (kernels/resident.py) takes thread 1's half from a mailbox; when
+        # team_lead returns, the helper is done with this call's arrays (or never took them)
+        try:
+            (w0, pp0, wih0, b0), (w1, pp1, wih1, b1) = parts
+            r = resident.team_lead(helper_res.mail, x2, xp, spec.peephole, n, False, hbuf, c, y, 0, sync,
+                                   cfg.resident_claim_spins, cfg.team_spin_limit, cfg.team_max_yields,
+                                   wih0, b0, w0, pp0, k0, k1, wih1, b1, w1, pp1, k2, k3)
+        finally:
+            guard.release_helper()
+        helper_done.set()
+        _team_state["resident_runs"] += 1
+    else:
+        r = run(0, k0, k1) if guard.post_to_helper(helper) else team.CANCELLED
     per_step = (time.perf_counter() - t0) / max(n, 1)
     _team_state["runs"] += 1
+    # a resident team that failed costs little to try again: its back-off is short
+    backoff = cfg.resident_backoff_s if helper_res is not None else cfg.team_backoff_s
     if r < 0:
         # cancelled (the helper never started, or will return at once) or aborted: the layer
         # serially, from the saved state; after an early abort or a cancel xp is recomputed
@@ -502,7 +519,7 @@ def _layer_team_or_serial(weights, l, x2, pk, xp, lens, hd, cd, y, spec):
         # did not claim in time, on the second call in a row (one late claim is a preempted
         # vCPU: at H=512 single cancels had sent 12% of the calls to the serial plan)
         if r != team.CANCELLED or _team_state["cancel_streak"] >= 2:
-            _team_state["serial_until"] = time.monotonic() + cfg.team_backoff_s
+            _team_state["serial_until"] = time.monotonic() + backoff
             _team_state["cancel_streak"] = 0
         c[:] = c_saved
         if r != team.ABORTED:
@@ -522,7 +539,8 @@ def _layer_team_or_serial(weights, l, x2, pk, xp, lens, hd, cd, y, spec):
     # which sent most calls to the serial plan: 36 ms against 19.5 ms.
     if (len(recent) == 2 and min(recent) > ref) if ref is not None else (r > n // 2):
         _team_state["slower"] += ref is not None
-        _team_state["serial_until"] = time.monotonic() + cfg.team_backoff_s
+        _team_state["busy"] += ref is None
+        _team_state["serial_until"] = time.monotonic() + backoff
         recent.clear()
     hd[0] = hbuf[n & 1]
 
@@ -544,6 +562,7 @@ def lstm_cpu(x, weights, h0, c0, lengths):
         lens = lengths
     nthreads = numba.get_num_threads()
     forked = not guard.parallel_allowed() and nthreads > 1     # a forked child: no Numba region
+    awake = resident.awake()
     layer_in = x
     # One gate buffer and one output buffer for the whole stack: every layer's xp and y have
     # the same shape, and layer l's projection has read y (its input) before its recurrence
@@ -558,7 +577,19 @@ def lstm_cpu(x, weights, h0, c0, lengths):
         E_l = layer_in.shape[2]
         x2 = layer_in.reshape(T * B, E_l)
         plan = plan_layer(T, B, E_l, H, D, nthreads, proj=spec.proj_size > 0, forked=forked,
-                          itemsize=dt.itemsize)
+                          itemsize=dt.itemsize, resident=awake)
+        # A layer the team takes when the resident helper spins (kernels/resident.py): no
+        # pipelined projection for it (guard.py's helper, whose post sends the resident one to
+        # sleep; the two had taken turns on the second core), and a sleeping resident helper is
+        # woken for the next calls while this one runs serially.
+        resident_layer = (B == 1 and config.resident_spin > 0 and not forked
+                          and (plan.recurrence == "team" if awake else
+                               plan_layer(T, B, E_l, H, D, nthreads, proj=spec.proj_size > 0, forked=forked,
+                                          itemsize=dt.itemsize, resident=True).recurrence == "team"))
+        if resident_layer and not awake:
+            helper = resident.get(config)
+            if helper is not None:
+                helper.nudge()
         t_serial = None
         if plan.recurrence == "team":
             if time.monotonic() >= _team_state["serial_until"]:
@@ -569,7 +600,8 @@ def lstm_cpu(x, weights, h0, c0, lengths):
             plan = plan_layer(T, B, E_l, H, D, nthreads, proj=spec.proj_size > 0, forked=forked, team=False,
                               itemsize=dt.itemsize)
             t_serial = time.perf_counter()
-        if plan.projection == "own_pipelined" and time.monotonic() >= _pipe_state["serial_until"]:
+        if (plan.projection == "own_pipelined" and not resident_layer
+                and time.monotonic() >= _pipe_state["serial_until"]):
             _layer_pipelined(x2, pk, xp, lens, h_n[l], c_n[l], y, spec)
             _record_serial_step(E_l, H, dt.itemsize, t_serial, lens[0])
             layer_in = y

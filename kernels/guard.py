@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 import warnings
 
 import numba
@@ -36,11 +37,31 @@ from numba import njit
 _warned_dirs: set = set()
 
 
+def _kernel_sources_digest() -> str:
+    """A digest of every source file of kernels/: part of each cached function's key."""
+    import hashlib
+    h = hashlib.sha256()
+    for f in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+_SOURCES = _kernel_sources_digest()
+
+
 def _safe_cache(disp):
-    """Wrap the dispatcher's cache so that an unreadable entry means 'not cached'."""
+    """Wrap the dispatcher's cache so that an unreadable entry means 'not cached', and so that an
+    entry is found only for the kernels' sources it was compiled from. Numba keys a cached
+    function by its own file and bytecode: a kernel compiled against another module's older
+    routine (an inlined tile of gemm.py, the epilogue of rowops.py) would otherwise be loaded
+    after that routine changed, and run the old code."""
     cache = getattr(disp, "_cache", None)
     if cache is None or not hasattr(cache, "load_overload"):
         return disp
+    if hasattr(cache, "_index_key"):
+        key = cache._index_key
+        cache._index_key = lambda sig, codegen: (key(sig, codegen), _SOURCES)
     load = cache.load_overload
 
     def load_overload(sig, target_context):
@@ -205,12 +226,15 @@ class _Helper:
                 job.run_if_unclaimed()
 
     def post(self, job):
+        for hook in before_helper_post:     # the resident helper (resident.py) stops spinning
+            hook()
         self.place()
         self.job = job
         self.wake.set()
 
 
 _helper = None
+before_helper_post = []               # called before the helper is woken for a job
 _helper_lock = threading.Lock()       # one caller at a time uses the helper; others run serially
 
 
@@ -222,6 +246,16 @@ def _reset_locks():
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def claim_helper() -> bool:
+    """Take the second core for one call (the resident helper's mailbox, kernels/resident.py),
+    if no other caller has it; release_helper() after. One caller at a time, as for run_two."""
+    return numba.get_num_threads() >= 2 and _helper_lock.acquire(blocking=False)
+
+
+def release_helper() -> None:
+    _helper_lock.release()
 
 
 def post_to_helper(fn) -> bool:

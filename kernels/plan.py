@@ -76,6 +76,23 @@ class CPUConfig:
     # H=128 0.97x and 1.04x, H=144 1.07x, H=160 1.11x and 1.16x, H=176 1.26x, H=192 1.18x, H=256
     # 1.45x. From 8M MACs (H >= 145 at T=100); the margins below it were within the noise.
     team_min_macs: int = 1 << 23
+    # ... or from this many when the resident helper (kernels/resident.py) is spinning: its
+    # start costs no wake-up, only the post. (Measured: see docs/kernels.md, sixth session.)
+    team_resident_min_macs: int = 1 << 20
+    # Pauses the resident helper spins after its last job before it sleeps (0: no resident
+    # helper; the team then goes through guard.py's helper as before).
+    resident_spin: int = 20000
+    # ... then dozes this long, looking for work every resident_doze_us (a caller that finds it
+    # dozing asks it to spin and runs serially), then sleeps in Python.
+    resident_doze_us: int = 50
+    resident_doze_s: float = 0.2
+    # Pauses the caller waits for the resident helper to claim a team (a spinning helper takes
+    # the mailbox's job within a microsecond and claims it before the caller has done its half
+    # of the projection; the guard helper's wake-up needs team_claim_spins).
+    resident_claim_spins: int = 2000
+    # A resident team that was cancelled twice, or slower than the serial plan twice, backs off
+    # for this long (team_backoff_s for the guard helper's team, whose failures cost more).
+    resident_backoff_s: float = 0.02
     # ... and only when this layer's W_hh is larger than this fraction of one core's L2 (read
     # from sysfs; l2_bytes > 0 overrides it). 0 (the default): whatever the L2.
     team_l2_fraction: float = 0.0
@@ -159,10 +176,12 @@ class LayerPlan:
 
 
 def plan_layer(T: int, B: int, E: int, H: int, D: int, nthreads: int, cfg: CPUConfig = None,
-               proj: bool = False, forked: bool = False, team: bool = True, itemsize: int = 4) -> LayerPlan:
+               proj: bool = False, forked: bool = False, team: bool = True, itemsize: int = 4,
+               resident: bool = False) -> LayerPlan:
     """The path a layer with input size E takes for T steps of B rows on `nthreads` threads
     (`proj`: the spec has a projection; `forked`: a forked child, where no Numba region runs;
-    `team`: the two-thread team may be used, False while it backs off after a busy core)."""
+    `team`: the two-thread team may be used, False while it backs off after a busy core;
+    `resident`: the resident helper is spinning, so a team starts without a wake-up)."""
     cfg = cfg or config
     multi = nthreads > 1
     region_ok = multi and not forked
@@ -200,7 +219,9 @@ def plan_layer(T: int, B: int, E: int, H: int, D: int, nthreads: int, cfg: CPUCo
             rows_parallel = region_ok
         elif D == 2:
             recurrence = "two_directions" if multi and T * B * (4 * H * H) >= cfg.two_core_min_macs else "serial"
-        elif (B == 1 and not proj and multi and team and T * 4 * H * H >= cfg.team_min_macs
+        elif (B == 1 and not proj and multi and team
+              and T * 4 * H * H >= (cfg.team_resident_min_macs if resident and cfg.resident_spin > 0
+                                    else cfg.team_min_macs)
               and (cfg.team_l2_fraction <= 0
                    or (l2_bytes(cfg) > 0 and 4 * H * H * itemsize > cfg.team_l2_fraction * l2_bytes(cfg)))):
             recurrence = "team"
@@ -263,6 +284,10 @@ class CPUFacts:
     # barrier crossing.
     team_entry: str = "team_layer"
     team_args: int = 21
+    # ... or, with the resident helper (`resident.team_lead`), one call on the caller's side that
+    # posts the helper's half and runs its own; no wake-up.
+    team_lead_entry: str = "team_lead"
+    team_lead_args: int = 26
 
 
 FACTS = CPUFacts()

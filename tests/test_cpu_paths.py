@@ -1,6 +1,8 @@
 """Every path of kernels/cpu.py, forced by lowering its threshold, against the float64
 reference (kernels/reference.py) and torch.nn.LSTM. The default thresholds send small test
 shapes down the serial paths only; each case below names the routines it makes run."""
+import types
+
 import numpy as np
 import pytest
 
@@ -118,8 +120,31 @@ def _force_team(monkeypatch, wait_for_helper=True):
         pytest.skip("one Numba thread: no team")
     monkeypatch.setattr(cpu.config, "team_min_macs", 1)
     monkeypatch.setattr(cpu.config, "team_l2_fraction", 0.0)
+    monkeypatch.setattr(cpu.config, "resident_spin", 0)      # guard.py's helper: no resident one
     if wait_for_helper:
         monkeypatch.setattr(cpu.config, "team_claim_spins", 1 << 40)
+
+
+def _force_resident_team(monkeypatch):
+    """The team through the resident helper (kernels/resident.py) for every unidirectional B=1
+    layer, and only through it; returns the helper once it spins."""
+    import time
+    import numba
+    from edgelstm.kernels import resident
+    if numba.get_num_threads() < 2:
+        pytest.skip("one Numba thread: no team")
+    monkeypatch.setattr(cpu.config, "team_min_macs", 1 << 62)
+    monkeypatch.setattr(cpu.config, "team_resident_min_macs", 1)
+    monkeypatch.setattr(cpu.config, "team_l2_fraction", 0.0)
+    monkeypatch.setattr(cpu.config, "resident_claim_spins", 1 << 40)
+    monkeypatch.setattr(cpu.config, "team_spin_limit", 1 << 24)   # waits spin: no yields, no back-off
+    helper = resident.get(cpu.config)
+    deadline = time.monotonic() + 120          # (its first start compiles the loop)
+    while not resident.awake():
+        assert time.monotonic() < deadline, "the resident helper never started spinning"
+        helper.nudge()
+        time.sleep(0.001)
+    return helper
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -136,6 +161,53 @@ def test_team_matches_reference(spec, dtype, monkeypatch):
         cpu._team_state["serial_until"] = 0.0
         _close(lstm(x, w, h0, c0, lengths=L), lstm_reference(x, w, h0, c0, lengths=L), dtype)
     assert (cpu._team_state["runs"] > runs) == (not spec.bidirectional)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("spec", [el.LSTMSpec(5, 33, num_layers=2, peephole=True), el.LSTMSpec(7, 64)], ids=str)
+def test_resident_team_matches_reference(spec, dtype, monkeypatch):
+    """The B=1 team with the resident helper as thread 1 (its arguments rebuilt from the
+    mailbox's addresses and shapes), with and without lengths, against the float64 reference."""
+    from edgelstm.kernels import resident
+    w = el.LSTMWeights.random(spec, seed=4, dtype=dtype)
+    x, h0, c0 = _inputs(spec, 13, 1, dtype, seed=5)
+    _force_resident_team(monkeypatch)
+    lstm(x, w, h0, c0)                  # compiles team_lead (the helper may doze meanwhile)
+    runs = cpu._team_state["resident_runs"]
+    for L in (None, np.array([6]), None):
+        _force_resident_team(monkeypatch)
+        cpu._team_state["serial_until"] = 0.0
+        cpu._team_state["team_hist"].clear()
+        _close(lstm(x, w, h0, c0, lengths=L), lstm_reference(x, w, h0, c0, lengths=L), dtype)
+    # (one layer per call or more when nothing else runs; a helper that another thread of this
+    # process kept from spinning sends a layer to the serial plan: correct either way)
+    assert cpu._team_state["resident_runs"] > runs
+    assert resident._resident.mail[resident.STATE] == resident.EMPTY      # every job given back
+
+
+def test_resident_team_not_taken_falls_back_to_serial(monkeypatch):
+    """A mailbox that says the helper spins, with no thread serving it: the caller's claim wait
+    runs out, it retracts the job (nothing may read this call's arrays later) and runs the layer
+    serially from its saved state."""
+    from edgelstm.kernels import resident
+    _force_resident_team(monkeypatch)
+    monkeypatch.setattr(cpu.config, "resident_claim_spins", 1000)
+    spec = el.LSTMSpec(4, 40, num_layers=2)
+    w = el.LSTMWeights.random(spec, seed=6, dtype="float64")
+    x, h0, c0 = _inputs(spec, 9, 1, "float64", seed=6)
+    ref = lstm_reference(x, w, h0, c0)
+    lstm(x, w, h0, c0)                                  # compiled while the real helper serves
+    real = resident._resident
+    fake = types.SimpleNamespace(mail=np.zeros(resident.MAILBOX_LEN, np.int64), pid=real.pid,
+                                 awake=lambda: True, nudge=lambda: None, nap=lambda: None)
+    fake.mail[resident.AWAKE] = resident.SPINNING
+    monkeypatch.setattr(resident, "_resident", fake)
+    cpu._team_state["serial_until"] = 0.0
+    cpu._team_state["cancel_streak"] = 0
+    cancels = cpu._team_state["cancels"]
+    _close(lstm(x, w, h0, c0), ref, "float64")
+    assert cpu._team_state["cancels"] == cancels + 2
+    assert fake.mail[resident.STATE] == resident.EMPTY  # retracted, not left for a helper to take
 
 
 def test_team_abort_and_cancel_fall_back_to_serial(monkeypatch):

@@ -164,3 +164,48 @@ def test_helper_is_kept_off_the_callers_cpu():
     in_mask, nonempty, ran = out.stdout.strip().split(" ", 2)
     assert in_mask == "False" and nonempty == "True"
     assert ran in ("['edgelstm-helper']", "['MainThread']")
+
+
+def test_resident_helper_survives_fork_threads_and_exit():
+    """The resident helper (kernels/resident.py) spinning in JIT code: a fork pool whose children
+    run the team themselves, four Python threads sharing the one helper, and an interpreter
+    exit while it spins; every result equal to the reference's, no hang."""
+    proc = _run("""
+import threading, time, multiprocessing as mp
+import numpy as np, edgelstm as el
+from edgelstm.kernels import cpu, resident
+from edgelstm.kernels.reference import lstm_reference
+cpu.config.team_min_macs = 1 << 62
+cpu.config.team_resident_min_macs = 1
+spec = el.LSTMSpec(5, 40, num_layers=2)
+w = el.LSTMWeights.random(spec, seed=0, dtype="float64")
+xs = [np.random.default_rng(i).standard_normal((9, 1, 5)) for i in range(4)]
+refs = [lstm_reference(x, w)[0] for x in xs]
+def check(i):
+    return bool(np.allclose(el.lstm(xs[i], w)[0], refs[i], rtol=1e-12, atol=1e-12))
+helper = resident.get(cpu.config)
+deadline = time.monotonic() + 120
+while cpu._team_state["resident_runs"] == 0:
+    assert time.monotonic() < deadline
+    helper.nudge()
+    assert check(0)
+with mp.get_context("fork").Pool(2) as pool:
+    res = pool.map(check, [0, 1, 2, 3] * 3)
+assert all(res), res
+bad = []
+def work(i):
+    for _ in range(30):
+        if not check(i):
+            bad.append(i)
+ts = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+for t in ts: t.start()
+for t in ts: t.join()
+assert not bad, bad
+assert check(1)
+while not resident.awake():        # exit while it spins
+    helper.nudge()
+    time.sleep(0.001)
+print("ok", cpu._team_state["resident_runs"])
+""", {})
+    assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr[-3000:])
+    assert proc.stdout.startswith("ok")

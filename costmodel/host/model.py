@@ -165,7 +165,10 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
     proj, peep = _flags(r)
     t_all = max(1, min(threads, host.cores))
     peak_1 = 2 * host.peak_macs_per_s(dt, 1)
-    plan = plan_layer(T, B, E, H, D, t_all, cfg, proj=bool(proj), itemsize=np.dtype(dt).itemsize)
+    # (repeated calls, as bench times them: the resident helper spins between them, and B=1
+    # layers from team_resident_min_macs take the team through it)
+    plan = plan_layer(T, B, E, H, D, t_all, cfg, proj=bool(proj), itemsize=np.dtype(dt).itemsize,
+                      resident=cfg.resident_spin > 0)
     # Work the plan puts on two cores through guard.run_two (no Numba region): halves of the
     # projection, of a large batch, or the two directions side by side. Charged at the
     # t_all-thread rate of the same routine, plus the hand-off: the helper starts its half
@@ -255,7 +258,10 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
         table = elementwise_row_s(host, "rows", dt, max(H // 2, 1), t_all)
         out["epilogue"] = (composed / 2 if table is None else table + extra / 2)
         out["step_overhead"] = 0.0 if measured else p.team_barrier_s
-        out["layer"] = py + 2 * njit_call_s(p, F.team_args) + p.helper_wake_s
+        if cfg.resident_spin > 0:     # the resident helper: one team_lead call, no wake-up
+            out["layer"] = py + njit_call_s(p, F.team_lead_args)
+        else:
+            out["layer"] = py + 2 * njit_call_s(p, F.team_args) + p.helper_wake_s
         out["w_share"] = 0.5          # each core streams half of W_hh
         return out
     # Rows path: blocks of rows per thread over the whole sequence, one region per layer.

@@ -422,7 +422,7 @@ def _projection(x2, pk, xp2, kind):
 # another process makes the team slower than one core alone. Two calls, not one: a single slow
 # call (a page fault, a preempted vCPU) sent the team to the serial plan for 0.2 s, which in a
 # benchmark loop was the whole run.
-_team_state = {"serial_until": 0.0, "runs": 0, "resident_runs": 0, "fallbacks": 0, "slower": 0, "busy": 0, "cancels": 0,
+_team_state = {"serial_until": 0.0, "runs": 0, "resident_runs": 0, "resident_failures": 0, "fallbacks": 0, "slower": 0, "busy": 0, "cancels": 0,
                "cancel_streak": 0,
                "serial_hist": {}, "team_hist": {}}
 
@@ -506,7 +506,12 @@ def _layer_team_or_serial(weights, l, x2, pk, xp, lens, hd, cd, y, spec):
     per_step = (time.perf_counter() - t0) / max(n, 1)
     _team_state["runs"] += 1
     # a resident team that failed costs little to try again: its back-off is short
-    backoff = cfg.resident_backoff_s if helper_res is not None else cfg.team_backoff_s
+    # A resident team that failed costs little to try again: its back-off starts short and
+    # doubles with every failure in a row (a core kept busy elsewhere), up to team_backoff_s x 8.
+    if helper_res is not None:
+        backoff = min(cfg.resident_backoff_s * 2.0 ** _team_state["resident_failures"], 8 * cfg.team_backoff_s)
+    else:
+        backoff = cfg.team_backoff_s
     if r < 0:
         # cancelled (the helper never started, or will return at once) or aborted: the layer
         # serially, from the saved state; after an early abort or a cancel xp is recomputed
@@ -520,6 +525,7 @@ def _layer_team_or_serial(weights, l, x2, pk, xp, lens, hd, cd, y, spec):
         # vCPU: at H=512 single cancels had sent 12% of the calls to the serial plan)
         if r != team.CANCELLED or _team_state["cancel_streak"] >= 2:
             _team_state["serial_until"] = time.monotonic() + backoff
+            _team_state["resident_failures"] += helper_res is not None
             _team_state["cancel_streak"] = 0
         c[:] = c_saved
         if r != team.ABORTED:
@@ -537,11 +543,18 @@ def _layer_team_or_serial(weights, l, x2, pk, xp, lens, hd, cd, y, spec):
     # noise at long steps: at H=1024 (a 100 µs step streaming W_hh from L3) the two halves run
     # at uneven speeds on the idle VM and a thread waited past the spin limit on many steps,
     # which sent most calls to the serial plan: 36 ms against 19.5 ms.
-    if (len(recent) == 2 and min(recent) > ref) if ref is not None else (r > n // 2):
+    # A resident team call twice as slow per step as the serial plan is a failure on its own:
+    # the helper lost its core to another process, and its back-off doubles (one core busy
+    # elsewhere had made B=1 H=64 calls 3.5x slower when only pairs of slow calls counted).
+    strike = helper_res is not None and ref is not None and per_step > 2 * ref
+    if strike or ((len(recent) == 2 and min(recent) > ref) if ref is not None else (r > n // 2)):
         _team_state["slower"] += ref is not None
         _team_state["busy"] += ref is None
         _team_state["serial_until"] = time.monotonic() + backoff
+        _team_state["resident_failures"] += helper_res is not None
         recent.clear()
+    elif helper_res is not None and r == 0:
+        _team_state["resident_failures"] = 0       # a call without a single yield
     hd[0] = hbuf[n & 1]
 
 
@@ -586,7 +599,8 @@ def lstm_cpu(x, weights, h0, c0, lengths):
                           and (plan.recurrence == "team" if awake else
                                plan_layer(T, B, E_l, H, D, nthreads, proj=spec.proj_size > 0, forked=forked,
                                           itemsize=dt.itemsize, resident=True).recurrence == "team"))
-        if resident_layer and not awake:
+        # (not while the team backs off: a helper spinning beside a busy core slows this call)
+        if resident_layer and not awake and time.monotonic() >= _team_state["serial_until"]:
             helper = resident.get(config)
             if helper is not None:
                 helper.nudge()

@@ -79,9 +79,14 @@ class CPUConfig:
     # ... or from this many when the resident helper (kernels/resident.py) is spinning: its
     # start costs no wake-up, only the post. (Measured: see docs/kernels.md, sixth session.)
     team_resident_min_macs: int = 1 << 20
-    # Pauses the resident helper spins after its last job before it sleeps (0: no resident
-    # helper; the team then goes through guard.py's helper as before).
-    resident_spin: int = 20000
+    # Pauses the resident helper spins after its last job (20000: about 0.5 ms here) before it
+    # dozes. 0, the default: no resident helper; the team goes through guard.py's helper from
+    # team_min_macs. Opt in on a machine whose second core is free: idle, B=1 T=100 calls took
+    # 0.106 against 0.13 ms (H=64), 0.164 against 0.245 (H=96), 0.273 against 0.43 (H=128);
+    # with one core kept busy by another process its spinning took time from the caller's own
+    # serial calls (B=1 H=64 grew 2.4-4.3x under bench_kernels --contention, against 1.13x
+    # without it), which the contention target forbids.
+    resident_spin: int = 0
     # ... then dozes this long, looking for work every resident_doze_us (a caller that finds it
     # dozing asks it to spin and runs serially), then sleeps in Python.
     resident_doze_us: int = 50

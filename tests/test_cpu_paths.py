@@ -133,11 +133,11 @@ def _force_resident_team(monkeypatch):
     from edgelstm.kernels import resident
     if numba.get_num_threads() < 2:
         pytest.skip("one Numba thread: no team")
+    monkeypatch.setattr(cpu.config, "resident_spin", 20000)
     monkeypatch.setattr(cpu.config, "team_min_macs", 1 << 62)
     monkeypatch.setattr(cpu.config, "team_resident_min_macs", 1)
     monkeypatch.setattr(cpu.config, "team_l2_fraction", 0.0)
     monkeypatch.setattr(cpu.config, "resident_claim_spins", 1 << 40)
-    monkeypatch.setattr(cpu.config, "team_spin_limit", 1 << 24)   # waits spin: no yields, no back-off
     helper = resident.get(cpu.config)
     deadline = time.monotonic() + 120          # (its first start compiles the loop)
     while not resident.awake():

@@ -175,6 +175,7 @@ import threading, time, multiprocessing as mp
 import numpy as np, edgelstm as el
 from edgelstm.kernels import cpu, resident
 from edgelstm.kernels.reference import lstm_reference
+cpu.config.resident_spin = 20000
 cpu.config.team_min_macs = 1 << 62
 cpu.config.team_resident_min_macs = 1
 spec = el.LSTMSpec(5, 40, num_layers=2)

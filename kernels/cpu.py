@@ -493,6 +493,7 @@ def _layer_team_or_serial(weights, l, x2, pk, xp, lens, hd, cd, y, spec):
         # the resident helper (kernels/resident.py) takes thread 1's half from a mailbox; when
         # team_lead returns, the helper is done with this call's arrays (or never took them)
         try:
+            helper_res.nudge()      # (spinning: nothing; dozed off since the check: wake it)
             (w0, pp0, wih0, b0), (w1, pp1, wih1, b1) = parts
             r = resident.team_lead(helper_res.mail, x2, xp, spec.peephole, n, False, hbuf, c, y, 0, sync,
                                    cfg.resident_claim_spins, cfg.team_spin_limit, cfg.team_max_yields,

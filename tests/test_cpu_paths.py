@@ -137,7 +137,8 @@ def _force_resident_team(monkeypatch):
     monkeypatch.setattr(cpu.config, "team_min_macs", 1 << 62)
     monkeypatch.setattr(cpu.config, "team_resident_min_macs", 1)
     monkeypatch.setattr(cpu.config, "team_l2_fraction", 0.0)
-    monkeypatch.setattr(cpu.config, "resident_claim_spins", 1 << 40)
+    # (finite: a helper that went to sleep while something compiled must not hang the caller)
+    monkeypatch.setattr(cpu.config, "resident_claim_spins", 1 << 21)
     helper = resident.get(cpu.config)
     deadline = time.monotonic() + 120          # (its first start compiles the loop)
     while not resident.awake():

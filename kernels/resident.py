@@ -62,18 +62,15 @@ def _addr(typingctx, arr):
     return types.int64(arr), codegen
 
 
-def _ptr_intrinsic(dtype):
-    @intrinsic
-    def ptr(typingctx, addr):
-        def codegen(context, builder, sig, args):
-            return builder.inttoptr(args[0], context.get_value_type(types.CPointer(dtype)))
-        return types.CPointer(dtype)(types.int64), codegen
-    return ptr
+@intrinsic
+def _ptr(typingctx, addr, like):
+    """The int64 address `addr` as a pointer to elements of the scalar type of `like`."""
+    if not isinstance(like, (types.Float, types.Integer)):
+        raise TypeError(f"resident._ptr: expected a scalar to take the element type from, got {like}")
 
-
-_ptr_f32 = _ptr_intrinsic(types.float32)
-_ptr_f64 = _ptr_intrinsic(types.float64)
-_ptr_i64 = _ptr_intrinsic(types.int64)
+    def codegen(context, builder, sig, args):
+        return builder.inttoptr(args[0], context.get_value_type(types.CPointer(like)))
+    return types.CPointer(like)(types.int64, like), codegen
 
 
 @njit_cached(nogil=True)
@@ -85,26 +82,17 @@ def _put(m, slot, arr):
 
 
 @njit_cached(nogil=True)
-def _run_f32(m):
-    p = _ptr_f32
+def _run(m, zero):
+    """Thread 1's team_layer on the arrays the mailbox describes, of zero's dtype (compiled once
+    for float32 and once for float64)."""
+    def a(slot, shape):
+        return carray(_ptr(m[slot], zero), shape)
     return team_layer(
-        carray(p(m[X2]), (m[X2 + 1], m[X2 + 2])), carray(p(m[WIH]), m[WIH + 1]), carray(p(m[BIAS]), m[BIAS + 1]),
-        carray(p(m[XP]), (m[XP + 1], m[XP + 2], m[XP + 3])), m[G_OFF], carray(p(m[WPART]), m[WPART + 1]),
-        carray(p(m[PEEP]), (m[PEEP + 1], m[PEEP + 2])), m[HAS_PEEP] != 0, m[K0], m[K1], m[NSTEPS], m[REVERSE] != 0,
-        carray(p(m[HBUF]), (m[HBUF + 1], m[HBUF + 2])), carray(p(m[C]), m[C + 1]),
-        carray(p(m[Y]), (m[Y + 1], m[Y + 2], m[Y + 3])), m[Y_OFF], carray(_ptr_i64(m[SYNC]), m[SYNC + 1]),
-        1, m[CLAIM_SPINS], m[SPIN_LIMIT], m[MAX_YIELDS])
-
-
-@njit_cached(nogil=True)
-def _run_f64(m):
-    p = _ptr_f64
-    return team_layer(
-        carray(p(m[X2]), (m[X2 + 1], m[X2 + 2])), carray(p(m[WIH]), m[WIH + 1]), carray(p(m[BIAS]), m[BIAS + 1]),
-        carray(p(m[XP]), (m[XP + 1], m[XP + 2], m[XP + 3])), m[G_OFF], carray(p(m[WPART]), m[WPART + 1]),
-        carray(p(m[PEEP]), (m[PEEP + 1], m[PEEP + 2])), m[HAS_PEEP] != 0, m[K0], m[K1], m[NSTEPS], m[REVERSE] != 0,
-        carray(p(m[HBUF]), (m[HBUF + 1], m[HBUF + 2])), carray(p(m[C]), m[C + 1]),
-        carray(p(m[Y]), (m[Y + 1], m[Y + 2], m[Y + 3])), m[Y_OFF], carray(_ptr_i64(m[SYNC]), m[SYNC + 1]),
+        a(X2, (m[X2 + 1], m[X2 + 2])), a(WIH, m[WIH + 1]), a(BIAS, m[BIAS + 1]),
+        a(XP, (m[XP + 1], m[XP + 2], m[XP + 3])), m[G_OFF], a(WPART, m[WPART + 1]),
+        a(PEEP, (m[PEEP + 1], m[PEEP + 2])), m[HAS_PEEP] != 0, m[K0], m[K1], m[NSTEPS], m[REVERSE] != 0,
+        a(HBUF, (m[HBUF + 1], m[HBUF + 2])), a(C, m[C + 1]),
+        a(Y, (m[Y + 1], m[Y + 2], m[Y + 3])), m[Y_OFF], carray(_ptr(m[SYNC], m[0]), m[SYNC + 1]),
         1, m[CLAIM_SPINS], m[SPIN_LIMIT], m[MAX_YIELDS])
 
 
@@ -124,7 +112,7 @@ def _serve(m, spin, doze_us, dozes):
             break
         if load_acquire(m, STATE) == POSTED and cas(m, STATE, POSTED, TAKEN) == POSTED:
             store_release(m, AWAKE, SPINNING)
-            r = _run_f32(m) if m[DTYPE] == 4 else _run_f64(m)
+            r = _run(m, np.float32(0.0)) if m[DTYPE] == 4 else _run(m, 0.0)
             store_release(m, RESULT, r)
             store_release(m, STATE, DONE)
             idle = 0

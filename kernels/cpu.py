@@ -427,18 +427,18 @@ _team_state = {"serial_until": 0.0, "runs": 0, "resident_runs": 0, "resident_fai
                "serial_hist": {}, "team_hist": {}}
 
 
-def _record_serial_step(E: int, H: int, itemsize: int, t0, n: int) -> None:
+def _record_serial_step(E: int, H: int, P: int, itemsize: int, t0, n: int) -> None:
     """The serial plan's seconds per step for this layer shape, timed from t0 (None: not timed);
     the last three are kept."""
     if t0 is not None and n > 0:
-        hist = _team_state["serial_hist"].setdefault((E, H, itemsize), [])
+        hist = _team_state["serial_hist"].setdefault((E, H, P, itemsize), [])
         hist.append((time.perf_counter() - t0) / n)
         del hist[:-3]
 
 
 def _serial_step_s(key):
     """The median of the serial plan's last three timed seconds per step for this layer shape
-    (E, H, itemsize), or None before the first."""
+    (E, H, P, itemsize), or None before the first."""
     hist = _team_state["serial_hist"].get(key)
     return sorted(hist)[len(hist) // 2] if hist else None
 
@@ -455,10 +455,13 @@ def _team_parts(weights):
             for k0, k1 in splits:
                 wpart, pp = team.pack_part(pk.whhT[0], pk.peep[0], H, k0, k1, w.spec.peephole)
                 cols = team.unit_columns(H, k0, k1)
-                parts.append((pack_panels(wpart.T), pp, pack_panels(pk.wih[cols]), pad_panels(pk.bias[cols])))
+                # with a projection, this thread's columns of W_hr (P, H) for team_layer_proj
+                whr = (pack_panels(np.ascontiguousarray(pk.whrT[0][k0:k1].T)) if w.spec.proj_size
+                       else pk.whrT[0])
+                parts.append((pack_panels(wpart.T), pp, pack_panels(pk.wih[cols]), pad_panels(pk.bias[cols]), whr))
             out.append((splits, tuple(parts)))
         return tuple(out)
-    return weights.packed("cpu-team-v3", build)
+    return weights.packed("cpu-team-v4", build)
 
 
 def _layer_team_or_serial(weights, l, x2, pk, xp, lens, hd, cd, y, spec):
@@ -467,9 +470,15 @@ def _layer_team_or_serial(weights, l, x2, pk, xp, lens, hd, cd, y, spec):
     (then from saved state)."""
     n = int(lens[0])
     ((k0, k1), (k2, k3)), parts = _team_parts(weights)[l]
-    H = cd.shape[1]
-    hbuf = np.empty((2, H), xp.dtype)
-    hbuf[0] = hd[0]
+    H, P = cd.shape[1], hd.shape[1]
+    proj = spec.proj_size > 0
+    if proj:    # partial projections per thread (team_layer_proj): h0 + 0 is h0
+        hbuf = np.zeros((2, 2, P), xp.dtype)
+        hbuf[0, 0] = hd[0]
+    else:
+        hbuf = np.empty((2, H), xp.dtype)
+        hbuf[0] = hd[0]
+    halves = ((0, P // 2), (P // 2, P))
     c = cd[0]
     c_saved = c.copy()
     sync = team.new_sync()
@@ -477,7 +486,11 @@ def _layer_team_or_serial(weights, l, x2, pk, xp, lens, hd, cd, y, spec):
     helper_done = threading.Event()
 
     def run(tid, k_lo, k_hi):
-        wpart, pp, wih_p, bias_p = parts[tid]
+        wpart, pp, wih_p, bias_p, whr_p = parts[tid]
+        if proj:
+            return team.team_layer_proj(x2, wih_p, bias_p, xp, 0, wpart, pp, spec.peephole, whr_p, k_lo, k_hi,
+                                        *halves[tid], n, False, hbuf, c, y, 0, sync, tid, cfg.team_claim_spins,
+                                        cfg.team_spin_limit, cfg.team_max_yields)
         return team.team_layer(x2, wih_p, bias_p, xp, 0, wpart, pp, spec.peephole, k_lo, k_hi,
                                n, False, hbuf, c, y, 0, sync, tid, cfg.team_claim_spins, cfg.team_spin_limit,
                                cfg.team_max_yields)
@@ -488,13 +501,13 @@ def _layer_team_or_serial(weights, l, x2, pk, xp, lens, hd, cd, y, spec):
         finally:
             helper_done.set()
     t0 = time.perf_counter()
-    helper_res = resident.get(cfg) if resident.awake() else None
+    helper_res = resident.get(cfg) if resident.awake() and not proj else None
     if helper_res is not None and guard.claim_helper():
         # the resident helper (kernels/resident.py) takes thread 1's half from a mailbox; when
         # team_lead returns, the helper is done with this call's arrays (or never took them)
         try:
             helper_res.nudge()      # (spinning: nothing; dozed off since the check: wake it)
-            (w0, pp0, wih0, b0), (w1, pp1, wih1, b1) = parts
+            (w0, pp0, wih0, b0, _), (w1, pp1, wih1, b1, _) = parts
             r = resident.team_lead(helper_res.mail, x2, xp, spec.peephole, n, False, hbuf, c, y, 0, sync,
                                    cfg.resident_claim_spins, cfg.team_spin_limit, cfg.team_max_yields,
                                    wih0, b0, w0, pp0, k0, k1, wih1, b1, w1, pp1, k2, k3)
@@ -531,10 +544,10 @@ def _layer_team_or_serial(weights, l, x2, pk, xp, lens, hd, cd, y, spec):
         c[:] = c_saved
         if r != team.ABORTED:
             _projection_serial(x2, pk, xp.reshape(xp.shape[0] * xp.shape[1], xp.shape[2]))
-        _layer_rows_serial(xp, 0, pk.whhP[0], pk.whrT[0], pk.peep[0], False, spec.peephole, lens, False,
+        _layer_rows_serial(xp, 0, pk.whhP[0], pk.whrT[0], pk.peep[0], proj, spec.peephole, lens, False,
                            1, 0, 1, hd, cd, y, 0)
         return
-    key = (x2.shape[1], H, xp.itemsize)
+    key = (x2.shape[1], H, P, xp.itemsize)
     ref = _serial_step_s(key)
     recent = _team_state["team_hist"].setdefault(key, [])
     recent.append(per_step)
@@ -556,7 +569,7 @@ def _layer_team_or_serial(weights, l, x2, pk, xp, lens, hd, cd, y, spec):
         recent.clear()
     elif helper_res is not None and r == 0:
         _team_state["resident_failures"] = 0       # a call without a single yield
-    hd[0] = hbuf[n & 1]
+    hd[0] = hbuf[n & 1, 0] + hbuf[n & 1, 1] if proj else hbuf[n & 1]
 
 
 def lstm_cpu(x, weights, h0, c0, lengths):
@@ -590,15 +603,15 @@ def lstm_cpu(x, weights, h0, c0, lengths):
     for l, pk in enumerate(packed_layers(weights)):
         E_l = layer_in.shape[2]
         x2 = layer_in.reshape(T * B, E_l)
-        plan = plan_layer(T, B, E_l, H, D, nthreads, proj=spec.proj_size > 0, forked=forked,
+        plan = plan_layer(T, B, E_l, H, D, nthreads, proj=spec.proj_size, forked=forked,
                           itemsize=dt.itemsize, resident=awake)
         # A layer the team takes when the resident helper spins (kernels/resident.py): no
         # pipelined projection for it (guard.py's helper, whose post sends the resident one to
         # sleep; the two had taken turns on the second core), and a sleeping resident helper is
         # woken for the next calls while this one runs serially.
-        resident_layer = (B == 1 and config.resident_spin > 0 and not forked
+        resident_layer = (B == 1 and config.resident_spin > 0 and not forked and not spec.proj_size
                           and (plan.recurrence == "team" if awake else
-                               plan_layer(T, B, E_l, H, D, nthreads, proj=spec.proj_size > 0, forked=forked,
+                               plan_layer(T, B, E_l, H, D, nthreads, proj=spec.proj_size, forked=forked,
                                           itemsize=dt.itemsize, resident=True).recurrence == "team"))
         # (not while the team backs off: a helper spinning beside a busy core slows this call)
         if resident_layer and not awake and time.monotonic() >= _team_state["serial_until"]:
@@ -612,13 +625,13 @@ def lstm_cpu(x, weights, h0, c0, lengths):
                 layer_in = y
                 continue
             # backing off: the serial plan, timed, for the team's next comparison
-            plan = plan_layer(T, B, E_l, H, D, nthreads, proj=spec.proj_size > 0, forked=forked, team=False,
+            plan = plan_layer(T, B, E_l, H, D, nthreads, proj=spec.proj_size, forked=forked, team=False,
                               itemsize=dt.itemsize)
             t_serial = time.perf_counter()
         if (plan.projection == "own_pipelined" and not resident_layer
                 and time.monotonic() >= _pipe_state["serial_until"]):
             _layer_pipelined(x2, pk, xp, lens, h_n[l], c_n[l], y, spec)
-            _record_serial_step(E_l, H, dt.itemsize, t_serial, lens[0])
+            _record_serial_step(E_l, H, P, dt.itemsize, t_serial, lens[0])
             layer_in = y
             continue
         kind = "own_serial" if plan.projection == "own_pipelined" else plan.projection
@@ -652,7 +665,7 @@ def lstm_cpu(x, weights, h0, c0, lengths):
                                   lambda: _layer_rows_serial(*args1, B, 0, B, h1, c1, y, P))
             else:
                 _layer_rows_serial(*args, rpb, 0, B, hd, cd, y, d * P)
-        _record_serial_step(E_l, H, dt.itemsize, t_serial, lens[0])
+        _record_serial_step(E_l, H, P, dt.itemsize, t_serial, lens[0])
         layer_in = y
     return layer_in, (h_n, c_n)
 

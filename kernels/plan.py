@@ -60,8 +60,8 @@ class CPUConfig:
     # Numba parallel regions (prange) for a layer's blocks of rows and its projection only from
     # this many threads; below it the work is paired over guard.run_two (see plan_layer).
     regions_min_threads: int = 3
-    # B=1, one direction, no projection: the two-thread team (team.py) from this many recurrent
-    # MACs per layer (T * 4H * H), which pays for its start (the helper's wake-up and the second
+    # B=1, one direction: the two-thread team (team.py) from this many recurrent MACs per layer
+    # (T * 4H * H; with a projection T * 5H * P, W_hh and W_hr), which pays for its start (the helper's wake-up and the second
     # call, 40-60 µs on the test VM). Measured (idle Zen 4, 1 MiB L2, interleaved medians, the
     # helper kept off the caller's CPU, float32): team over serial at T=100 0.99x H=64 (1.6M
     # MACs), 1.16-1.22x H=96, 1.05-1.12x H=128, 1.25-1.33x H=192, 1.42-1.66x H=256, 1.73x H=512,
@@ -181,10 +181,10 @@ class LayerPlan:
 
 
 def plan_layer(T: int, B: int, E: int, H: int, D: int, nthreads: int, cfg: CPUConfig = None,
-               proj: bool = False, forked: bool = False, team: bool = True, itemsize: int = 4,
+               proj: int = 0, forked: bool = False, team: bool = True, itemsize: int = 4,
                resident: bool = False) -> LayerPlan:
     """The path a layer with input size E takes for T steps of B rows on `nthreads` threads
-    (`proj`: the spec has a projection; `forked`: a forked child, where no Numba region runs;
+    (`proj`: the projection size P, 0 without; `forked`: a forked child, where no Numba region runs;
     `team`: the two-thread team may be used, False while it backs off after a busy core;
     `resident`: the resident helper is spinning, so a team starts without a wake-up)."""
     cfg = cfg or config
@@ -208,6 +208,7 @@ def plan_layer(T: int, B: int, E: int, H: int, D: int, nthreads: int, cfg: CPUCo
         blocks = -(-B // rpb)
     one_block = rpb >= B
     macs = T * B * E * D * 4 * H
+    rec_macs = 5 * H * proj if proj else 4 * H * H     # recurrent MACs per row and step (W_hh, W_hr)
     epilogue_parallel = False
     rows_parallel = False
     if gemm:
@@ -224,11 +225,11 @@ def plan_layer(T: int, B: int, E: int, H: int, D: int, nthreads: int, cfg: CPUCo
             rows_parallel = region_ok
         elif D == 2:
             recurrence = "two_directions" if multi and T * B * (4 * H * H) >= cfg.two_core_min_macs else "serial"
-        elif (B == 1 and not proj and multi and team
-              and T * 4 * H * H >= (cfg.team_resident_min_macs if resident and cfg.resident_spin > 0
-                                    else cfg.team_min_macs)
+        elif (B == 1 and multi and team
+              and T * rec_macs >= (cfg.team_resident_min_macs if resident and cfg.resident_spin > 0 and not proj
+                                   else cfg.team_min_macs)
               and (cfg.team_l2_fraction <= 0
-                   or (l2_bytes(cfg) > 0 and 4 * H * H * itemsize > cfg.team_l2_fraction * l2_bytes(cfg)))):
+                   or (l2_bytes(cfg) > 0 and rec_macs * itemsize > cfg.team_l2_fraction * l2_bytes(cfg)))):
             recurrence = "team"
         else:
             recurrence = "serial"
@@ -289,6 +290,9 @@ class CPUFacts:
     # barrier crossing.
     team_entry: str = "team_layer"
     team_args: int = 21
+    # ... with a projection (`team.team_layer_proj`): per step the same one barrier crossing.
+    team_proj_entry: str = "team_layer_proj"
+    team_proj_args: int = 24
     # ... or, with the resident helper (`resident.team_lead`), one call on the caller's side that
     # posts the helper's half and runs its own; no wake-up.
     team_lead_entry: str = "team_lead"

@@ -11,6 +11,10 @@ hbuf[(s + 1) % 2]; a thread starts step s+1 only once its partner has published 
 (store_release / load_acquire on per-thread counters, each on its own cache line), so no
 thread overwrites a buffer its partner is still reading.
 
+With a projection (h = W_hr m, P < H: `team_layer_proj`) each thread also multiplies its units'
+m by their columns of W_hr, a partial h of size P, and the two partials are added after the
+step's barrier: still one barrier per step, and each core streams half of W_hh and of W_hr.
+
 Never a deadlock, never a collapse:
 - the partner is the guard helper thread; it must claim the work (a CAS on the claim word)
   before it starts. If it has not within `claim_spins` of the caller finishing its share of
@@ -102,6 +106,39 @@ def claim_wait(sync, claim_spins):
 
 
 @njit_cached(fastmath=FASTMATH, error_model="numpy", nogil=True)
+def _team_start(x2, wih_p, bias_p, xp, g_off, H, k0, k1, sync, tid, claim_spins, spin_limit, max_yields):
+    """Both team kernels' start: the claim (tid 1), this thread's units' share of the input
+    projection (xl (T, 4*hk), also scattered into xp's columns for a serial fallback), the
+    caller's wait for the claim (tid 0), and the meeting before the first step.
+    Returns (0 or CANCELLED or EARLY_ABORT, xl)."""
+    hk = k1 - k0
+    G = 4 * hk
+    N = x2.shape[0]
+    xl = np.empty((N, G), dtype=xp.dtype)
+    if tid == 1 and not claim_as_helper(sync):
+        return CANCELLED, xl
+    _gemm_panel(x2, wih_p, bias_p, xl, N)
+    # (through pointers: indexing xp[t, 0] made a view per row, reference-counted, and the
+    # scatter had cost 6 µs per thread at T=100 H=64, more than the projection it copies)
+    Xq, Lq = data_ptr(xp), data_ptr(xl)
+    xrow = xp.shape[1] * xp.shape[2]
+    for t in range(N):
+        for q in range(4):
+            dst = t * xrow + g_off + q * H + k0
+            src = t * G + q * hk
+            for j in range(hk):
+                Xq[dst + j] = Lq[src + j]
+    if tid == 0 and not claim_wait(sync, claim_spins):
+        return CANCELLED, xl
+    store_release(sync, FLAG0 if tid == 0 else FLAG1, 1)
+    # (not counted in the yields returned: this wait covers the helper's wake-up and its share
+    # of the projection, tens of µs on an idle machine, not a partner that lost its core)
+    if _wait_at_least(sync, FLAG1 if tid == 0 else FLAG0, 1, spin_limit, max_yields) < 0:
+        return EARLY_ABORT, xl
+    return 0, xl
+
+
+@njit_cached(fastmath=FASTMATH, error_model="numpy", nogil=True)
 def team_layer(x2, wih_p, bias_p, xp, g_off, wpart, peep_part, has_peep, k0, k1,
                n_steps, reverse, hbuf, c, y, y_off, sync, tid, claim_spins, spin_limit, max_yields):
     """Thread `tid`'s half of one layer and direction at B=1: first its own units' share of the
@@ -119,33 +156,15 @@ def team_layer(x2, wih_p, bias_p, xp, g_off, wpart, peep_part, has_peep, k0, k1,
     H = c.shape[0]
     hk = k1 - k0
     G = 4 * hk
-    N = x2.shape[0]
-    if tid == 1 and not claim_as_helper(sync):
-        return CANCELLED
-    xl = np.empty((N, G), dtype=xp.dtype)
-    _gemm_panel(x2, wih_p, bias_p, xl, N)
-    # (through pointers: indexing xp[t, 0] made a view per row, reference-counted, and the
-    # scatter had cost 6 µs per thread at T=100 H=64, more than the projection it copies)
-    Xq, Lq = data_ptr(xp), data_ptr(xl)
-    xrow = xp.shape[1] * xp.shape[2]
-    for t in range(N):
-        for q in range(4):
-            dst = t * xrow + g_off + q * H + k0
-            src = t * G + q * hk
-            for j in range(hk):
-                Xq[dst + j] = Lq[src + j]
-    if tid == 0 and not claim_wait(sync, claim_spins):
-        return CANCELLED
+    status, xl = _team_start(x2, wih_p, bias_p, xp, g_off, H, k0, k1, sync, tid, claim_spins, spin_limit,
+                             max_yields)
+    if status != 0:
+        return status
     z = np.empty((1, wpart.shape[0] // H), dtype=xp.dtype)     # 4*hk rounded up to whole panels
     hf = np.empty(hk, dtype=xp.dtype)
     cpart = c[k0:k1]
     me = FLAG0 if tid == 0 else FLAG1
     other = FLAG1 if tid == 0 else FLAG0
-    store_release(sync, me, 1)
-    # (not counted in the yields returned: this wait covers the helper's wake-up and its share
-    # of the projection, tens of µs on an idle machine, not a partner that lost its core)
-    if _wait_at_least(sync, other, 1, spin_limit, max_yields) < 0:
-        return EARLY_ABORT
     yields = 0
     for step in range(n_steps):
         t = n_steps - 1 - step if reverse else step
@@ -162,4 +181,55 @@ def team_layer(x2, wih_p, bias_p, xp, g_off, wpart, peep_part, has_peep, k0, k1,
         if r < 0:
             return ABORTED
         yields += r
+    return yields
+
+
+@njit_cached(fastmath=FASTMATH, error_model="numpy", nogil=True)
+def team_layer_proj(x2, wih_p, bias_p, xp, g_off, wpart, peep_part, has_peep, whr_p, k0, k1, p0, p1,
+                    n_steps, reverse, pbuf, c, y, y_off, sync, tid, claim_spins, spin_limit, max_yields):
+    """team_layer for a layer with a projection (h = W_hr m, m = o * tanh(c), h of size P < H).
+    Thread `tid` owns hidden units k0:k1 as there (wpart: their gate columns of W_hh, K = P) and
+    also computes its units' part of the projection, W_hr[:, k0:k1] m[k0:k1] (whr_p: those
+    columns packed by gemm.pack_panels, P rows of K = hk), into pbuf[(step + 1) % 2, tid]
+    (pbuf (2, 2, P)). After the step's one barrier both threads read h = pbuf[., 0] + pbuf[., 1]
+    (the same sum in the same order, so the same h), and each writes its rows p0:p1 of h into
+    y. pbuf[0, 0] holds h0 and pbuf[0, 1] zeros; the final h is pbuf[n % 2, 0] + pbuf[n % 2, 1].
+    The claim, the start and the return values are team_layer's."""
+    H = c.shape[0]
+    P = pbuf.shape[2]
+    hk = k1 - k0
+    G = 4 * hk
+    status, xl = _team_start(x2, wih_p, bias_p, xp, g_off, H, k0, k1, sync, tid, claim_spins, spin_limit,
+                             max_yields)
+    if status != 0:
+        return status
+    z = np.empty((1, wpart.shape[0] // P), dtype=xp.dtype)     # 4*hk rounded up to whole panels
+    zp = np.empty((1, whr_p.shape[0] // hk), dtype=xp.dtype)   # P rounded up to whole panels
+    hloc = np.empty((1, P), dtype=xp.dtype)
+    mf = np.empty((1, hk), dtype=xp.dtype)
+    cpart = c[k0:k1]
+    for p in range(P):
+        hloc[0, p] = pbuf[0, 0, p] + pbuf[0, 1, p]
+    me = FLAG0 if tid == 0 else FLAG1
+    other = FLAG1 if tid == 0 else FLAG0
+    yields = 0
+    for step in range(n_steps):
+        t = n_steps - 1 - step if reverse else step
+        z[0, :G] = xl[t]
+        _gemm_panel_acc(hloc, 1, wpart, z)
+        _epilogue(z[0], cpart, peep_part, has_peep, mf[0])
+        zp[0, :] = 0.0
+        _gemm_panel_acc(mf, 1, whr_p, zp)
+        nxt = (step + 1) & 1
+        pbuf[nxt, tid, :] = zp[0, :P]
+        store_release(sync, me, step + 2)
+        r = _wait_at_least(sync, other, step + 2, spin_limit, max_yields)
+        if r < 0:
+            return ABORTED
+        yields += r
+        yrow = y[t, 0]
+        for p in range(P):
+            hloc[0, p] = pbuf[nxt, 0, p] + pbuf[nxt, 1, p]
+        for p in range(p0, p1):
+            yrow[y_off + p] = hloc[0, p]
     return yields

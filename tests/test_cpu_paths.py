@@ -112,6 +112,22 @@ def test_run_two_uses_the_helper_and_propagates_errors(monkeypatch):
     assert sorted(out) == ["a", "b"]
 
 
+def test_team_with_projection_matches_torch(monkeypatch):
+    """team_layer_proj against torch.nn.LSTM(proj_size=...): two layers, B=1, float32."""
+    torch = pytest.importorskip("torch")
+    _force_team(monkeypatch)
+    torch.manual_seed(2)
+    m = torch.nn.LSTM(6, 40, num_layers=2, proj_size=11)
+    w = el.LSTMWeights.from_torch(m)
+    x, h0, c0 = _inputs(w.spec, 17, 1, "float32", seed=8)
+    runs = cpu._team_state["runs"]
+    y, (h, c) = lstm(x, w, h0, c0)
+    assert cpu._team_state["runs"] == runs + 2
+    with torch.no_grad():
+        yt, (ht, ct) = m(torch.from_numpy(x), (torch.from_numpy(h0), torch.from_numpy(c0)))
+    _close((y, (h, c)), (yt.numpy(), (ht.numpy(), ct.numpy())), "float32")
+
+
 def _force_team(monkeypatch, wait_for_helper=True):
     """The two-thread B=1 team for every unidirectional layer, whatever its size (skips with one
     Numba thread); wait_for_helper: the caller waits for the helper's claim however long."""
@@ -150,10 +166,14 @@ def _force_resident_team(monkeypatch):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("spec", [el.LSTMSpec(5, 33, num_layers=2, peephole=True),
-                                  el.LSTMSpec(3, 70, bidirectional=True, bias="keras")], ids=str)
+                                  el.LSTMSpec(3, 70, bidirectional=True, bias="keras"),
+                                  # team_layer_proj: odd P (uneven halves of y), P below one panel
+                                  el.LSTMSpec(5, 33, num_layers=2, proj_size=13, peephole=True),
+                                  el.LSTMSpec(4, 70, proj_size=1)], ids=str)
 def test_team_matches_reference(spec, dtype, monkeypatch):
-    """The two-thread B=1 team (team.py), forced on for every layer; a bidirectional spec runs
-    its directions through run_two instead, so it checks that the team is not taken there."""
+    """The two-thread B=1 team (team.py; team_layer_proj with a projection), forced on for every
+    layer; a bidirectional spec runs its directions through run_two instead, so it checks that
+    the team is not taken there."""
     _force_team(monkeypatch)
     w = el.LSTMWeights.random(spec, seed=4, dtype=dtype)
     x, h0, c0 = _inputs(spec, 13, 1, dtype, seed=5)
@@ -215,11 +235,12 @@ def test_resident_team_not_taken_falls_back_to_serial(monkeypatch):
     assert fake.mail[resident.STATE] == resident.EMPTY  # retracted, not left for a helper to take
 
 
-def test_team_abort_and_cancel_fall_back_to_serial(monkeypatch):
+@pytest.mark.parametrize("proj", [0, 9])
+def test_team_abort_and_cancel_fall_back_to_serial(proj, monkeypatch):
     """A partner that never answers: the caller gives up (cancelled claim, or an abort after
     max_yields) and the layer is recomputed serially from its saved state."""
     _force_team(monkeypatch, wait_for_helper=False)
-    spec = el.LSTMSpec(4, 40, num_layers=2)
+    spec = el.LSTMSpec(4, 40, num_layers=2, proj_size=proj)
     w = el.LSTMWeights.random(spec, seed=6, dtype="float64")
     x, h0, c0 = _inputs(spec, 9, 1, "float64", seed=6)
     ref = lstm_reference(x, w, h0, c0)
@@ -235,14 +256,16 @@ def test_team_abort_and_cancel_fall_back_to_serial(monkeypatch):
     # 2) the helper claims, then never takes a step: the caller aborts after max_yields
     monkeypatch.undo()
     from edgelstm.kernels import team
-    real = team.team_layer
+    name = "team_layer_proj" if proj else "team_layer"
+    real = getattr(team, name)
+    at = 19 if proj else 16                               # the sync argument; tid follows it
 
     def lazy_partner(*args):
-        if args[17] == 1:                                 # args[17]: tid, args[16]: sync
-            team.claim_as_helper(args[16])                # claims, then never takes a step
+        if args[at + 1] == 1:
+            team.claim_as_helper(args[at])                # claims, then never takes a step
             return 0
         return real(*args)
-    monkeypatch.setattr(team, "team_layer", lazy_partner)
+    monkeypatch.setattr(team, name, lazy_partner)
     _force_team(monkeypatch)
     monkeypatch.setattr(cpu.config, "team_spin_limit", 10)
     monkeypatch.setattr(cpu.config, "team_max_yields", 50)
@@ -262,7 +285,7 @@ def test_team_backs_off_when_slower_than_serial(monkeypatch):
     w = el.LSTMWeights.random(spec, seed=7, dtype="float64")
     x, h0, c0 = _inputs(spec, 11, 1, "float64", seed=7)
     ref = lstm_reference(x, w, h0, c0)
-    key = (6, 40, 8)
+    key = (6, 40, 40, 8)     # (E, H, P, itemsize)
     monkeypatch.setitem(cpu._team_state, "serial_hist", {key: [1e-12]})
     monkeypatch.setitem(cpu._team_state, "team_hist", {})
     monkeypatch.setitem(cpu._team_state, "serial_until", 0.0)

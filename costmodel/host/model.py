@@ -167,7 +167,7 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
     peak_1 = 2 * host.peak_macs_per_s(dt, 1)
     # (repeated calls, as bench times them: the resident helper spins between them, and B=1
     # layers from team_resident_min_macs take the team through it)
-    plan = plan_layer(T, B, E, H, D, t_all, cfg, proj=bool(proj), itemsize=np.dtype(dt).itemsize,
+    plan = plan_layer(T, B, E, H, D, t_all, cfg, proj=P if proj else 0, itemsize=np.dtype(dt).itemsize,
                       resident=cfg.resident_spin > 0)
     # Work the plan puts on two cores through guard.run_two (no Numba region): halves of the
     # projection, of a large batch, or the two directions side by side. Charged at the
@@ -247,7 +247,9 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
         # B=1, two threads, each with its half of the hidden units: its share of the projection
         # (one thread's own GEMM, both halves at once), per step its half of the gate columns
         # (the matvec measured with both threads running) and the epilogue of its units, one
-        # barrier crossing; per layer the helper's wake-up and its call.
+        # barrier crossing; per layer the helper's wake-up and its call. With a projection
+        # (team_layer_proj) each thread also multiplies its units by their columns of W_hr
+        # (`extra / 2`: half the projection matvec), and the product's K is P.
         # With a "team" table (a full calibration on 2+ cores) the product, the h exchange and
         # the barrier come from the measured team step; else the matvec with both threads
         # running plus a bare barrier crossing.
@@ -258,10 +260,10 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
         table = elementwise_row_s(host, "rows", dt, max(H // 2, 1), t_all)
         out["epilogue"] = (composed / 2 if table is None else table + extra / 2)
         out["step_overhead"] = 0.0 if measured else p.team_barrier_s
-        if cfg.resident_spin > 0:     # the resident helper: one team_lead call, no wake-up
+        if cfg.resident_spin > 0 and not proj:     # the resident helper: one team_lead call, no wake-up
             out["layer"] = py + njit_call_s(p, F.team_lead_args)
         else:
-            out["layer"] = py + 2 * njit_call_s(p, F.team_args) + p.helper_wake_s
+            out["layer"] = py + 2 * njit_call_s(p, F.team_proj_args if proj else F.team_args) + p.helper_wake_s
         out["w_share"] = 0.5          # each core streams half of W_hh
         return out
     # Rows path: blocks of rows per thread over the whole sequence, one region per layer.

@@ -427,18 +427,18 @@ _team_state = {"serial_until": 0.0, "runs": 0, "resident_runs": 0, "resident_fai
                "serial_hist": {}, "team_hist": {}}
 
 
-def _record_serial_step(E: int, H: int, P: int, itemsize: int, t0, n: int) -> None:
+def _record_serial_step(E: int, H: int, P: int, B: int, itemsize: int, t0, n: int) -> None:
     """The serial plan's seconds per step for this layer shape, timed from t0 (None: not timed);
     the last three are kept."""
     if t0 is not None and n > 0:
-        hist = _team_state["serial_hist"].setdefault((E, H, P, itemsize), [])
+        hist = _team_state["serial_hist"].setdefault((E, H, P, B, itemsize), [])
         hist.append((time.perf_counter() - t0) / n)
         del hist[:-3]
 
 
 def _serial_step_s(key):
     """The median of the serial plan's last three timed seconds per step for this layer shape
-    (E, H, P, itemsize), or None before the first."""
+    (E, H, P, B, itemsize), or None before the first."""
     hist = _team_state["serial_hist"].get(key)
     return sorted(hist)[len(hist) // 2] if hist else None
 
@@ -464,22 +464,27 @@ def _team_parts(weights):
     return weights.packed("cpu-team-v4", build)
 
 
-def _layer_team_or_serial(weights, l, x2, pk, xp, lens, hd, cd, y, spec):
-    """One unidirectional layer at B=1 (projection and recurrence) through the two-thread team
-    (team.py), or serially when the helper is busy, does not claim in time, or the team aborts
-    (then from saved state)."""
-    n = int(lens[0])
+def _layer_team_or_serial(weights, l, x2, pk, xp, lens, hd, cd, y, spec, rpb=1):
+    """One unidirectional layer (projection and recurrence) through the two-thread team
+    (team.py: team_layer at B=1, team_layer_proj with a projection, team_layer_rows for B > 1
+    rows), or serially (blocks of rpb rows) when the helper is busy, does not claim in time, or
+    the team aborts (then from saved state)."""
+    B = cd.shape[0]
+    n = int(lens.max())
     ((k0, k1), (k2, k3)), parts = _team_parts(weights)[l]
     H, P = cd.shape[1], hd.shape[1]
     proj = spec.proj_size > 0
-    if proj:    # partial projections per thread (team_layer_proj): h0 + 0 is h0
+    if B > 1:
+        hbuf = np.empty((2, B, H), xp.dtype)
+        hbuf[0] = hd
+    elif proj:    # partial projections per thread (team_layer_proj): h0 + 0 is h0
         hbuf = np.zeros((2, 2, P), xp.dtype)
         hbuf[0, 0] = hd[0]
     else:
         hbuf = np.empty((2, H), xp.dtype)
         hbuf[0] = hd[0]
     halves = ((0, P // 2), (P // 2, P))
-    c = cd[0]
+    c = cd[0] if B == 1 else cd
     c_saved = c.copy()
     sync = team.new_sync()
     cfg = config
@@ -487,6 +492,10 @@ def _layer_team_or_serial(weights, l, x2, pk, xp, lens, hd, cd, y, spec):
 
     def run(tid, k_lo, k_hi):
         wpart, pp, wih_p, bias_p, whr_p = parts[tid]
+        if B > 1:
+            return team.team_layer_rows(x2, wih_p, bias_p, xp, 0, wpart, pp, spec.peephole, k_lo, k_hi, lens,
+                                        n, hbuf, c, y, 0, sync, tid, cfg.team_claim_spins, cfg.team_spin_limit,
+                                        cfg.team_max_yields)
         if proj:
             return team.team_layer_proj(x2, wih_p, bias_p, xp, 0, wpart, pp, spec.peephole, whr_p, k_lo, k_hi,
                                         *halves[tid], n, False, hbuf, c, y, 0, sync, tid, cfg.team_claim_spins,
@@ -501,7 +510,7 @@ def _layer_team_or_serial(weights, l, x2, pk, xp, lens, hd, cd, y, spec):
         finally:
             helper_done.set()
     t0 = time.perf_counter()
-    helper_res = resident.get(cfg) if resident.awake() and not proj else None
+    helper_res = resident.get(cfg) if resident.awake() and not proj and B == 1 else None
     if helper_res is not None and guard.claim_helper():
         # the resident helper (kernels/resident.py) takes thread 1's half from a mailbox; when
         # team_lead returns, the helper is done with this call's arrays (or never took them)
@@ -545,9 +554,9 @@ def _layer_team_or_serial(weights, l, x2, pk, xp, lens, hd, cd, y, spec):
         if r != team.ABORTED:
             _projection_serial(x2, pk, xp.reshape(xp.shape[0] * xp.shape[1], xp.shape[2]))
         _layer_rows_serial(xp, 0, pk.whhP[0], pk.whrT[0], pk.peep[0], proj, spec.peephole, lens, False,
-                           1, 0, 1, hd, cd, y, 0)
+                           rpb, 0, B, hd, cd, y, 0)
         return
-    key = (x2.shape[1], H, P, xp.itemsize)
+    key = (x2.shape[1], H, P, B, xp.itemsize)
     ref = _serial_step_s(key)
     recent = _team_state["team_hist"].setdefault(key, [])
     recent.append(per_step)
@@ -569,7 +578,10 @@ def _layer_team_or_serial(weights, l, x2, pk, xp, lens, hd, cd, y, spec):
         recent.clear()
     elif helper_res is not None and r == 0:
         _team_state["resident_failures"] = 0       # a call without a single yield
-    hd[0] = hbuf[n & 1, 0] + hbuf[n & 1, 1] if proj else hbuf[n & 1]
+    if B > 1:
+        hd[:] = hbuf[n & 1]
+    else:
+        hd[0] = hbuf[n & 1, 0] + hbuf[n & 1, 1] if proj else hbuf[n & 1]
 
 
 def lstm_cpu(x, weights, h0, c0, lengths):
@@ -621,7 +633,7 @@ def lstm_cpu(x, weights, h0, c0, lengths):
         t_serial = None
         if plan.recurrence == "team":
             if time.monotonic() >= _team_state["serial_until"]:
-                _layer_team_or_serial(weights, l, x2, pk, xp, lens, h_n[l], c_n[l], y, spec)
+                _layer_team_or_serial(weights, l, x2, pk, xp, lens, h_n[l], c_n[l], y, spec, plan.rows_per_block)
                 layer_in = y
                 continue
             # backing off: the serial plan, timed, for the team's next comparison
@@ -631,7 +643,7 @@ def lstm_cpu(x, weights, h0, c0, lengths):
         if (plan.projection == "own_pipelined" and not resident_layer
                 and time.monotonic() >= _pipe_state["serial_until"]):
             _layer_pipelined(x2, pk, xp, lens, h_n[l], c_n[l], y, spec)
-            _record_serial_step(E_l, H, P, dt.itemsize, t_serial, lens[0])
+            _record_serial_step(E_l, H, P, B, dt.itemsize, t_serial, lens.max())
             layer_in = y
             continue
         kind = "own_serial" if plan.projection == "own_pipelined" else plan.projection
@@ -665,7 +677,7 @@ def lstm_cpu(x, weights, h0, c0, lengths):
                                   lambda: _layer_rows_serial(*args1, B, 0, B, h1, c1, y, P))
             else:
                 _layer_rows_serial(*args, rpb, 0, B, hd, cd, y, d * P)
-        _record_serial_step(E_l, H, P, dt.itemsize, t_serial, lens[0])
+        _record_serial_step(E_l, H, P, B, dt.itemsize, t_serial, lens.max())
         layer_in = y
     return layer_in, (h_n, c_n)
 

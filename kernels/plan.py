@@ -101,6 +101,18 @@ class CPUConfig:
     # ... and only when this layer's W_hh is larger than this fraction of one core's L2 (read
     # from sysfs; l2_bytes > 0 overrides it). 0 (the default): whatever the L2.
     team_l2_fraction: float = 0.0
+    # B > 1, one direction, no projection: the team (team.team_layer_rows: each core half of the
+    # hidden units of every row, one barrier per step) instead of two groups of rows (each core
+    # all of W_hh, no barrier) up to this batch, when W_hh has at least this many bytes (and the
+    # layer has team_min_macs). Both do the same multiply-adds per core; the team streams half
+    # the weights, which pays where the rows are too few to hide the stream. Measured (seventh
+    # session, idle Zen 4, 1 MiB L2, T=100 unless given, E=H, medians of 5 interleaved rounds;
+    # team over two groups): float32 B=2 H=64 0.91x, H=96 0.92x, H=128 1.26x, H=160 1.31x, H=256
+    # 1.45x; B=3 H=128 1.26x; B=4 H=128 1.01x, H=256 1.19x, H=512 1.10x, H=1024 (T=50) 1.31x;
+    # B=8 H=128-1024 0.95-1.04x; B=16 0.95-1.03x. float64 B=2 H=96 1.02x, H=128 1.36x, H=1024 1.76x;
+    # B=4 H=128 1.06x, H=256 1.11x; B=8 H=256 0.99x, H=512 0.97x, H=1024 1.22x; B=16 H=1024 1.15x.
+    team_rows_max_batch: int = 4
+    team_rows_min_weight_bytes: int = 1 << 18
     l2_bytes: int = 0
     team_claim_spins: int = 20000     # pauses the caller waits for the helper to claim the team
     team_spin_limit: int = 2000       # pauses before a waiting team thread yields its core
@@ -216,7 +228,11 @@ def plan_layer(T: int, B: int, E: int, H: int, D: int, nthreads: int, cfg: CPUCo
         projection = "own_halves"
         epilogue_parallel = proj and region_ok and B * H >= cfg.parallel_epilogue_min_elements
     else:
-        if two_blocks:
+        if (B > 1 and D == 1 and not proj and multi and team and B <= cfg.team_rows_max_batch
+                and 4 * H * H * itemsize >= cfg.team_rows_min_weight_bytes
+                and T * B * 4 * H * H >= cfg.team_min_macs):
+            recurrence = "team"
+        elif two_blocks:
             recurrence = "two_blocks"
         elif one_core and not one_block:
             recurrence = "serial"
@@ -293,6 +309,9 @@ class CPUFacts:
     # ... with a projection (`team.team_layer_proj`): per step the same one barrier crossing.
     team_proj_entry: str = "team_layer_proj"
     team_proj_args: int = 24
+    # ... for B > 1 rows (`team.team_layer_rows`).
+    team_rows_entry: str = "team_layer_rows"
+    team_rows_args: int = 21
     # ... or, with the resident helper (`resident.team_lead`), one call on the caller's side that
     # posts the helper's half and runs its own; no wake-up.
     team_lead_entry: str = "team_lead"

@@ -121,7 +121,7 @@ def _team_start(x2, wih_p, bias_p, xp, g_off, H, k0, k1, sync, tid, claim_spins,
     # (through pointers: indexing xp[t, 0] made a view per row, reference-counted, and the
     # scatter had cost 6 µs per thread at T=100 H=64, more than the projection it copies)
     Xq, Lq = data_ptr(xp), data_ptr(xl)
-    xrow = xp.shape[1] * xp.shape[2]
+    xrow = xp.shape[2]          # (row r of x2 is step r // B, batch row r % B of xp)
     for t in range(N):
         for q in range(4):
             dst = t * xrow + g_off + q * H + k0
@@ -232,4 +232,49 @@ def team_layer_proj(x2, wih_p, bias_p, xp, g_off, wpart, peep_part, has_peep, wh
             hloc[0, p] = pbuf[nxt, 0, p] + pbuf[nxt, 1, p]
         for p in range(p0, p1):
             yrow[y_off + p] = hloc[0, p]
+    return yields
+
+
+@njit_cached(fastmath=FASTMATH, error_model="numpy", nogil=True)
+def team_layer_rows(x2, wih_p, bias_p, xp, g_off, wpart, peep_part, has_peep, k0, k1, lengths,
+                    n_steps, hbuf, c, y, y_off, sync, tid, claim_spins, spin_limit, max_yields):
+    """team_layer for B > 1 rows, forward direction (a unidirectional layer): thread `tid` runs
+    hidden units k0:k1 of every row, so each core streams half of W_hh once per step for all
+    rows (two groups of rows would each stream all of it). x2 (T*B, E); hbuf (2, B, H):
+    hbuf[0] holds h0, the final h of every row is in hbuf[n_steps % 2]; c (B, H). A row
+    past its length (lengths (B,)) carries its h and c over and its y rows are not written.
+    The claim, the start, the one barrier per step and the return values are team_layer's."""
+    B, H = c.shape[0], c.shape[1]
+    hk = k1 - k0
+    G = 4 * hk
+    status, xl = _team_start(x2, wih_p, bias_p, xp, g_off, H, k0, k1, sync, tid, claim_spins, spin_limit,
+                             max_yields)
+    if status != 0:
+        return status
+    z = np.empty((B, wpart.shape[0] // H), dtype=xp.dtype)     # 4*hk rounded up to whole panels
+    hf = np.empty(hk, dtype=xp.dtype)
+    me = FLAG0 if tid == 0 else FLAG1
+    other = FLAG1 if tid == 0 else FLAG0
+    yields = 0
+    for step in range(n_steps):
+        t = step
+        hcur, hnext = hbuf[step & 1], hbuf[(step + 1) & 1]
+        for b in range(B):
+            z[b, :G] = xl[t * B + b]
+        _gemm_panel_acc(hcur, B, wpart, z)
+        for b in range(B):
+            if t < lengths[b]:
+                _epilogue(z[b], c[b, k0:k1], peep_part, has_peep, hf)
+                yrow = y[t, b]
+                for j in range(hk):
+                    hnext[b, k0 + j] = hf[j]
+                    yrow[y_off + k0 + j] = hf[j]
+            else:
+                for j in range(hk):
+                    hnext[b, k0 + j] = hcur[b, k0 + j]
+        store_release(sync, me, step + 2)
+        r = _wait_at_least(sync, other, step + 2, spin_limit, max_yields)
+        if r < 0:
+            return ABORTED
+        yields += r
     return yields

@@ -112,6 +112,22 @@ def test_run_two_uses_the_helper_and_propagates_errors(monkeypatch):
     assert sorted(out) == ["a", "b"]
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("B", [2, 5])
+def test_team_rows_matches_reference(B, dtype, monkeypatch):
+    """team_layer_rows (B > 1: each thread half of the units of every row), forced on, with
+    equal and with variable lengths (rows past their end carry their state, y rows stay zero)."""
+    _force_team(monkeypatch)
+    spec = el.LSTMSpec(5, 37, num_layers=2, peephole=True)
+    w = el.LSTMWeights.random(spec, seed=9, dtype=dtype)
+    x, h0, c0 = _inputs(spec, 12, B, dtype, seed=10)
+    runs = cpu._team_state["runs"]
+    for L in (None, np.array([12, 3, 7, 1, 12][:B])):
+        cpu._team_state["serial_until"] = 0.0
+        _close(lstm(x, w, h0, c0, lengths=L), lstm_reference(x, w, h0, c0, lengths=L), dtype)
+    assert cpu._team_state["runs"] == runs + 4
+
+
 def test_team_with_projection_matches_torch(monkeypatch):
     """team_layer_proj against torch.nn.LSTM(proj_size=...): two layers, B=1, float32."""
     torch = pytest.importorskip("torch")
@@ -129,12 +145,15 @@ def test_team_with_projection_matches_torch(monkeypatch):
 
 
 def _force_team(monkeypatch, wait_for_helper=True):
-    """The two-thread B=1 team for every unidirectional layer, whatever its size (skips with one
-    Numba thread); wait_for_helper: the caller waits for the helper's claim however long."""
+    """The two-thread team for every unidirectional layer without projection up to B=16 (and
+    with one at B=1), whatever its size (skips with one Numba thread); wait_for_helper: the
+    caller waits for the helper's claim however long."""
     import numba
     if numba.get_num_threads() < 2:
         pytest.skip("one Numba thread: no team")
     monkeypatch.setattr(cpu.config, "team_min_macs", 1)
+    monkeypatch.setattr(cpu.config, "team_rows_max_batch", 16)
+    monkeypatch.setattr(cpu.config, "team_rows_min_weight_bytes", 1)
     monkeypatch.setattr(cpu.config, "team_l2_fraction", 0.0)
     monkeypatch.setattr(cpu.config, "resident_spin", 0)      # guard.py's helper: no resident one
     if wait_for_helper:
@@ -235,30 +254,31 @@ def test_resident_team_not_taken_falls_back_to_serial(monkeypatch):
     assert fake.mail[resident.STATE] == resident.EMPTY  # retracted, not left for a helper to take
 
 
-@pytest.mark.parametrize("proj", [0, 9])
-def test_team_abort_and_cancel_fall_back_to_serial(proj, monkeypatch):
+@pytest.mark.parametrize("name,proj,B", [("team_layer", 0, 1), ("team_layer_proj", 9, 1),
+                                          ("team_layer_rows", 0, 3)])
+def test_team_abort_and_cancel_fall_back_to_serial(name, proj, B, monkeypatch):
     """A partner that never answers: the caller gives up (cancelled claim, or an abort after
     max_yields) and the layer is recomputed serially from its saved state."""
     _force_team(monkeypatch, wait_for_helper=False)
     spec = el.LSTMSpec(4, 40, num_layers=2, proj_size=proj)
     w = el.LSTMWeights.random(spec, seed=6, dtype="float64")
-    x, h0, c0 = _inputs(spec, 9, 1, "float64", seed=6)
-    ref = lstm_reference(x, w, h0, c0)
+    x, h0, c0 = _inputs(spec, 9, B, "float64", seed=6)
+    lengths = np.array([9, 4, 7][:B])
+    ref = lstm_reference(x, w, h0, c0, lengths=lengths)
     # 1) the helper is never asked: the claim is cancelled after team_claim_spins
     monkeypatch.setattr(guard, "post_to_helper", lambda fn: True)
     cpu._team_state["serial_until"] = 0.0
     cpu._team_state["cancel_streak"] = 0
     cancels = cpu._team_state["cancels"]
-    _close(lstm(x[:, :, :], w, h0, c0, lengths=None), ref, "float64")
+    _close(lstm(x[:, :, :], w, h0, c0, lengths=lengths), ref, "float64")
     # two layers, two cancelled claims in a row: backs off after the second, not the first
     assert cpu._team_state["cancels"] == cancels + 2
     assert cpu._team_state["serial_until"] > 0.0
     # 2) the helper claims, then never takes a step: the caller aborts after max_yields
     monkeypatch.undo()
     from edgelstm.kernels import team
-    name = "team_layer_proj" if proj else "team_layer"
     real = getattr(team, name)
-    at = 19 if proj else 16                               # the sync argument; tid follows it
+    at = {"team_layer": 16, "team_layer_proj": 19, "team_layer_rows": 16}[name]   # sync; tid follows
 
     def lazy_partner(*args):
         if args[at + 1] == 1:
@@ -271,7 +291,7 @@ def test_team_abort_and_cancel_fall_back_to_serial(proj, monkeypatch):
     monkeypatch.setattr(cpu.config, "team_max_yields", 50)
     cpu._team_state["serial_until"] = 0.0
     fallbacks = cpu._team_state["fallbacks"]
-    _close(lstm(x, w, h0, c0), ref, "float64")
+    _close(lstm(x, w, h0, c0, lengths=lengths), ref, "float64")
     assert cpu._team_state["fallbacks"] > fallbacks
 
 
@@ -285,7 +305,7 @@ def test_team_backs_off_when_slower_than_serial(monkeypatch):
     w = el.LSTMWeights.random(spec, seed=7, dtype="float64")
     x, h0, c0 = _inputs(spec, 11, 1, "float64", seed=7)
     ref = lstm_reference(x, w, h0, c0)
-    key = (6, 40, 40, 8)     # (E, H, P, itemsize)
+    key = (6, 40, 40, 1, 8)     # (E, H, P, B, itemsize)
     monkeypatch.setitem(cpu._team_state, "serial_hist", {key: [1e-12]})
     monkeypatch.setitem(cpu._team_state, "team_hist", {})
     monkeypatch.setitem(cpu._team_state, "serial_until", 0.0)

@@ -44,6 +44,7 @@ def test_entry_point_arguments():
     assert _n_params(getattr(cpu, FACTS.rows_entry)) == FACTS.rows_args
     assert _n_params(getattr(team, FACTS.team_entry)) == FACTS.team_args
     assert _n_params(getattr(team, FACTS.team_proj_entry)) == FACTS.team_proj_args
+    assert _n_params(getattr(team, FACTS.team_rows_entry)) == FACTS.team_rows_args
     assert _n_params(getattr(resident, FACTS.team_lead_entry)) == FACTS.team_lead_args
     assert _n_params(getattr(cpu, FACTS.gemm_step_entry)) == FACTS.gemm_step_args
     # the per-block product: _gemm_panel_acc, called once per block and step

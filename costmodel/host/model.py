@@ -244,7 +244,7 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
         out["layer"] = py + F.gemm_layer_allocs * p.py_alloc_s + p.py_threads_s
         return out
     if plan.recurrence == "team":
-        # B=1, two threads, each with its half of the hidden units: its share of the projection
+        # Two threads, each with its half of the hidden units: its share of the projection
         # (one thread's own GEMM, both halves at once), per step its half of the gate columns
         # (the matvec measured with both threads running) and the epilogue of its units, one
         # barrier crossing; per layer the helper's wake-up and its call. With a projection
@@ -253,17 +253,25 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
         # With a "team" table (a full calibration on 2+ cores) the product, the h exchange and
         # the barrier come from the measured team step; else the matvec with both threads
         # running plus a bare barrier crossing.
+        # B > 1 rows (team_layer_rows): the "team" table's step (measured at B=1) plus the
+        # other rows' product at the "block" table's marginal cost (both threads running);
+        # B rows of the half's epilogue.
         half = G // 2
         out["projection"] = 2 * rows_in * E * half / projection_rate(host, dt, 1, rows_in, E, half, "own")
         measured = _has_table(p, "team")
-        out["product"] = 2 * P * half / gemm_flops_per_s(host, dt, t_all, 1, P * half, "team" if measured else "block")
+
+        def block_s(rows):
+            return 2 * rows * P * half / gemm_flops_per_s(host, dt, t_all, rows, P * half, "block")
+        out["product"] = ((2 * P * half / gemm_flops_per_s(host, dt, t_all, 1, P * half, "team") if measured
+                           else block_s(1)) + (max(block_s(B) - block_s(1), 0.0) if B > 1 else 0.0))
         table = elementwise_row_s(host, "rows", dt, max(H // 2, 1), t_all)
-        out["epilogue"] = (composed / 2 if table is None else table + extra / 2)
+        out["epilogue"] = B * (composed / 2 if table is None else table + extra / 2)
         out["step_overhead"] = 0.0 if measured else p.team_barrier_s
-        if cfg.resident_spin > 0 and not proj:     # the resident helper: one team_lead call, no wake-up
+        if cfg.resident_spin > 0 and not proj and B == 1:     # the resident helper: one team_lead call, no wake-up
             out["layer"] = py + njit_call_s(p, F.team_lead_args)
         else:
-            out["layer"] = py + 2 * njit_call_s(p, F.team_proj_args if proj else F.team_args) + p.helper_wake_s
+            args = F.team_rows_args if B > 1 else F.team_proj_args if proj else F.team_args
+            out["layer"] = py + 2 * njit_call_s(p, args) + p.helper_wake_s
         out["w_share"] = 0.5          # each core streams half of W_hh
         return out
     # Rows path: blocks of rows per thread over the whole sequence, one region per layer.

@@ -15,7 +15,10 @@ kernel on this machine is `costmodel/host/` (docs/host-model.md). The model
                                   + epilogue (transcendentals, elementwise FLOPs)
 
 The compute rate is clock x MACs per cycle x threads. Weights live in the smallest memory level that holds
-them (`place_weights`); activations in the fastest level they fit (`place_activations`).
+them (`place_weights`); activations in the fastest level they fit (`place_activations`). A call's
+first pass over a layer's weights (the input GEMM's one read of W_ih, the first step's of W_hh)
+finds them where the previous call left them: in the level that holds the whole call's weights,
+when that is larger than a cache holding the layer's (`call_home`).
 """
 from __future__ import annotations
 
@@ -230,6 +233,17 @@ def persistent_row(ctx: Context, r) -> bool:
     return ctx.implementation != "fused" and r.kind == "lstm"
 
 
+def call_home(ctx: Context, level: MemoryLevel, threads: int) -> MemoryLevel:
+    """Where a call's first pass finds weights that `level` holds between steps. A cache
+    holds one layer's weights while that layer runs, but not from one call to the next when
+    the whole call's weights need a larger level: the previous call left them there (a
+    software-managed SRAM keeps what was put in it, so it is its own home)."""
+    if level.kind != "cache":
+        return level
+    home = place_weights(ctx.target, ctx.counts.weight_bytes, threads)
+    return home if home.capacity_for(threads) > level.capacity_for(threads) else level
+
+
 def roofline_row(ctx: Context, r) -> RowCost:
     """The roofline terms of one row (module docstring)."""
     t, B, T, dt, th = ctx.target, ctx.counts.batch, ctx.counts.seq_len, ctx.counts.dtype, ctx.threads
@@ -253,7 +267,8 @@ def roofline_row(ctx: Context, r) -> RowCost:
     in_macs = input_macs(r, B) if r.kind == "lstm" else 0
     if r.kind == "lstm" and ctx.hoisted and in_macs:
         def gemm_terms(n_th):
-            level = place_weights(t, r.input_weight_bytes, n_th)
+            # the GEMM reads W_ih once per call: from where the previous call left it
+            level = call_home(ctx, place_weights(t, r.input_weight_bytes, n_th), n_th)
             return (2 * in_macs * T / (2 * t.peak_macs_per_s(dt, n_th)),
                     r.input_weight_bytes / level.bandwidth_for(n_th), level)
         g_compute, g_memory, in_level = gemm_terms(th)
@@ -285,6 +300,7 @@ def roofline_row(ctx: Context, r) -> RowCost:
                 ctx.a_step(r) / ctx.act_level.bandwidth_for(n_th),
                 r.transcendentals_per_step * transcendental_s(t, dt, n_th) + elementwise / pk)
     terms = step_terms(row_th, w_level, step_over)
+    step_th = row_th
     # A CPU runtime spreads a step over its cores only when that is faster than one core
     # (a parallel region per step costs parallel_step_overhead_s): the faster of the two.
     if not persistent and t.kind in CPU_KINDS and min(th, t.cores) > 1:
@@ -292,8 +308,17 @@ def roofline_row(ctx: Context, r) -> RowCost:
         one = step_terms(1, one_level, t.step_overhead_s)
         step_s = lambda x: x[0] + max(x[1], x[2] + x[3]) + x[4]
         if step_s(one) < step_s(terms):
-            terms, cost.w_level = one, one_level
+            terms, cost.w_level, step_th = one, one_level, 1
     cost.over, cost.compute_s, cost.weights_s, cost.acts_s, cost.epilogue_s = terms
+    # The first step reads W_hh from where the previous call left it (call_home), the later
+    # steps from the level holding this layer's weights.
+    home = call_home(ctx, cost.w_level, step_th) if ctx.hoisted and r.kind == "lstm" and not persistent else cost.w_level
+    if home is not cost.w_level:
+        first = ws / home.bandwidth_for(step_th) + cost.acts_s
+        extra = max(cost.compute_s, first) - max(cost.compute_s, cost.weights_s + cost.acts_s)
+        if extra > 0:
+            cost.add_once(f"memory:{home.name}", extra)
+            cost.once_energy_j += ws * (home.energy_pJ_per_byte - cost.w_level.energy_pJ_per_byte) * 1e-12
     return cost
 
 

@@ -427,10 +427,11 @@ _team_state = {"serial_until": 0.0, "runs": 0, "resident_runs": 0, "resident_fai
                "serial_hist": {}, "team_hist": {}}
 
 
-def _record_serial_step(E: int, H: int, P: int, B: int, itemsize: int, t0, n: int) -> None:
-    """The serial plan's seconds per step for this layer shape, timed from t0 (None: not timed);
-    the last three are kept."""
-    if t0 is not None and n > 0:
+def _record_serial_step(E: int, H: int, P: int, B: int, itemsize: int, t0, lens) -> None:
+    """The serial plan's seconds per step (of max(lens) steps) for this layer shape, timed from
+    t0 (None: not timed); the last three are kept."""
+    n = int(lens.max()) if t0 is not None else 0
+    if n > 0:
         hist = _team_state["serial_hist"].setdefault((E, H, P, B, itemsize), [])
         hist.append((time.perf_counter() - t0) / n)
         del hist[:-3]
@@ -643,7 +644,7 @@ def lstm_cpu(x, weights, h0, c0, lengths):
         if (plan.projection == "own_pipelined" and not resident_layer
                 and time.monotonic() >= _pipe_state["serial_until"]):
             _layer_pipelined(x2, pk, xp, lens, h_n[l], c_n[l], y, spec)
-            _record_serial_step(E_l, H, P, B, dt.itemsize, t_serial, lens.max())
+            _record_serial_step(E_l, H, P, B, dt.itemsize, t_serial, lens)
             layer_in = y
             continue
         kind = "own_serial" if plan.projection == "own_pipelined" else plan.projection
@@ -677,7 +678,7 @@ def lstm_cpu(x, weights, h0, c0, lengths):
                                   lambda: _layer_rows_serial(*args1, B, 0, B, h1, c1, y, P))
             else:
                 _layer_rows_serial(*args, rpb, 0, B, hd, cd, y, d * P)
-        _record_serial_step(E_l, H, P, B, dt.itemsize, t_serial, lens.max())
+        _record_serial_step(E_l, H, P, B, dt.itemsize, t_serial, lens)
         layer_in = y
     return layer_in, (h_n, c_n)
 

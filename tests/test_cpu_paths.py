@@ -154,6 +154,10 @@ def _force_team(monkeypatch, wait_for_helper=True):
     monkeypatch.setattr(cpu.config, "team_min_macs", 1)
     monkeypatch.setattr(cpu.config, "team_rows_max_batch", 16)
     monkeypatch.setattr(cpu.config, "team_rows_min_weight_bytes", 1)
+    # no back-off: a first call that compiles a team kernel in the helper thread (seconds, on a
+    # fresh clone) waits long enough to count as a busy core and would send the next layer to
+    # the serial plan (tests/test_cpu_paths.py's back-off test sets its own)
+    monkeypatch.setattr(cpu.config, "team_backoff_s", 0.0)
     monkeypatch.setattr(cpu.config, "team_l2_fraction", 0.0)
     monkeypatch.setattr(cpu.config, "resident_spin", 0)      # guard.py's helper: no resident one
     if wait_for_helper:
@@ -301,6 +305,7 @@ def test_team_backs_off_when_slower_than_serial(monkeypatch):
     to the serial plan; one slow call does not. The serial plan taken while backing off records
     its own time per step, and every call gives the reference's numbers."""
     _force_team(monkeypatch)
+    monkeypatch.setattr(cpu.config, "team_backoff_s", type(cpu.config)().team_backoff_s)
     spec = el.LSTMSpec(6, 40)
     w = el.LSTMWeights.random(spec, seed=7, dtype="float64")
     x, h0, c0 = _inputs(spec, 11, 1, "float64", seed=7)

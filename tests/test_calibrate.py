@@ -188,3 +188,27 @@ def test_calibrate_apart_runs_in_a_child_process(tmp_path, monkeypatch):
     path = cal.calibrate_apart(quick=True, out=tmp_path / "apart.toml")
     t = load_host_file(path)
     assert t.calibration["quick"] is True and t.profile.gemm
+
+
+@pytest.mark.parametrize("m", [1, 3])
+def test_team_step_stand_in_computes_the_half_product_on_m_rows(m):
+    """The calibration's team step (`routines._team_steps`, timed by the "team" table at 1, 2
+    and 4 rows) multiplies every row's h by its half of W_hh: against numpy."""
+    import numpy as np
+    from edgelstm.costmodel.host.routines import _team_steps
+    from edgelstm.kernels import team
+    from edgelstm.kernels.gemm import pack_panels
+    H = 24
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((2 * H, H))                       # this thread's 2H gate rows
+    hbuf = np.zeros((2, m, H))
+    hbuf[0] = rng.standard_normal((m, H))
+    wp = pack_panels(w)
+    z = np.zeros((m, wp.shape[0] // H))
+    sync = team.new_sync()
+    sync[team.FLAG1] = 1 << 40                                # a partner that is always ahead
+    k0 = H // 2
+    assert _team_steps(sync, 0, wp, hbuf, z, k0, 0, 1) == 0
+    ref = hbuf[0] @ w.T
+    np.testing.assert_allclose(z[:, :2 * H], ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(hbuf[1][:, k0:k0 + H // 2], 1 / (1 + np.abs(ref[:, :H // 2])), rtol=1e-12)

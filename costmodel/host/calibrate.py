@@ -55,6 +55,7 @@ OWN_M_QUICK = (1, 32, 256)
 EPI_H = (16, 64, 256, 1024)        # hidden sizes of the elementwise (epilogue) tables
 EPI_B = 64                         # rows of the gemm path's per-step epilogue call
 BLOCK_M = (1, 2, 4, 8)             # the rows kernel's product on a block of rows (register tiles of 1, 2, 4)
+TEAM_M = (1, 2, 4)                 # the team's step: B=1 (team_layer) and 2-4 rows (team_layer_rows)
 SIGMOID_N = (96, 3072)             # elements per vectorized sigmoid pass
 DTYPES = ("float32", "float64")
 
@@ -107,7 +108,7 @@ def measure(quick: bool = False, log=None, progress: bool = False) -> dict:
     own_points = sum(len(own_m) + (len(OWN_M_PAR_EXTRA) if par else 0) for par in own_par)
     n_routines = len(kdts) * len(ks) * (len(dot_m) + own_points
                                         + len(kthreads) * (len(BLOCK_M) + 1 + rowblocks_table * len(ROWBLOCKS_M))
-                                        + team_table) * h.rounds
+                                        + team_table * len(TEAM_M)) * h.rounds
     n_ew = len(kdts) * len(EPI_H) * (len(kthreads) + (not quick) + 1) * h.rounds
     bw_threads = [1] if quick else threads
     total = 2 * len(threads) + n_routines + n_ew + (len(levels) + 1) * len(bw_threads) + 12
@@ -181,9 +182,10 @@ def measure(quick: bool = False, log=None, progress: bool = False) -> dict:
                         one.setdefault("matvec", f)
                         rt.append(("matvec", dt, th, 1, k, 4 * k, f))
                         bar.tick()
-                    if team_table:      # the B=1 team's step at H = k: two threads, W_hh halves
-                        rt.append(("team", dt, 2, 1, k, 2 * k, ro.team_step(dt, k)))
-                        bar.tick()
+                    if team_table:      # the team's step at H = k on m rows: two threads, W_hh halves
+                        for m in TEAM_M:
+                            rt.append(("team", dt, 2, m, k, 2 * k, ro.team_step(dt, k, m)))
+                            bar.tick()
                     if rowblocks_table:  # the large-batch path's GEMM: a step's rows, a projection's
                         for th in kthreads:
                             for m in ROWBLOCKS_M:

@@ -253,17 +253,13 @@ def kernel_row(host: HostTarget, r, D: int, T: int, B: int, dt: str, threads: in
         # With a "team" table (a full calibration on 2+ cores) the product, the h exchange and
         # the barrier come from the measured team step; else the matvec with both threads
         # running plus a bare barrier crossing.
-        # B > 1 rows (team_layer_rows): the "team" table's step (measured at B=1) plus the
-        # other rows' product at the "block" table's marginal cost (both threads running);
+        # B > 1 rows (team_layer_rows): the "team" table at B rows (measured at 1, 2 and 4),
         # B rows of the half's epilogue.
         half = G // 2
         out["projection"] = 2 * rows_in * E * half / projection_rate(host, dt, 1, rows_in, E, half, "own")
         measured = _has_table(p, "team")
-
-        def block_s(rows):
-            return 2 * rows * P * half / gemm_flops_per_s(host, dt, t_all, rows, P * half, "block")
-        out["product"] = ((2 * P * half / gemm_flops_per_s(host, dt, t_all, 1, P * half, "team") if measured
-                           else block_s(1)) + (max(block_s(B) - block_s(1), 0.0) if B > 1 else 0.0))
+        out["product"] = 2 * B * P * half / gemm_flops_per_s(host, dt, t_all, B, P * half,
+                                                             "team" if measured else "block")
         table = elementwise_row_s(host, "rows", dt, max(H // 2, 1), t_all)
         out["epilogue"] = B * (composed / 2 if table is None else table + extra / 2)
         out["step_overhead"] = 0.0 if measured else p.team_barrier_s

@@ -54,20 +54,23 @@ def _matvec_par(zs, wT, h, reps):
 
 @njit_cached(nogil=True, fastmath={"contract"}, error_model="numpy")
 def _team_steps(sync, tid, wpart, hbuf, z, k0, s0, n):
-    """Steps s0..s0+n-1 of the team's recurrent product for thread tid (kernels/team.py
-    without the epilogue): z = W_part h over its half of W_hh (2H x H, in panels: z is (1, 2H
-    rounded up to whole panels)), its units' new h (a bounded stand-in for the epilogue,
-    1/(1+|z|): no denormals) into the other buffer, the barrier."""
+    """Steps s0..s0+n-1 of the team's recurrent product for thread tid on m rows
+    (kernels/team.py's team_layer at m = 1, team_layer_rows above, without the epilogue):
+    z = h W_part^T over its half of W_hh (2H x H, in panels: z is (m, 2H rounded up to whole
+    panels)), its units' new h (a bounded stand-in for the epilogue, 1/(1+|z|): no denormals)
+    into the other buffer of hbuf (2, m, H), the barrier."""
     me = _team.FLAG0 if tid == 0 else _team.FLAG1
     other = _team.FLAG1 if tid == 0 else _team.FLAG0
-    hk = hbuf.shape[1] // 2
+    m = hbuf.shape[1]
+    hk = hbuf.shape[2] // 2
     one = z.dtype.type(1.0)
     for s in range(s0, s0 + n):
         hnext = hbuf[(s + 1) & 1]
-        z[0, :] = 0
-        _gemm_panel_acc(hbuf[s & 1:(s & 1) + 1], 1, wpart, z)
-        for j in range(hk):
-            hnext[k0 + j] = one / (one + abs(z[0, j]))
+        z[:, :] = 0
+        _gemm_panel_acc(hbuf[s & 1], m, wpart, z)
+        for b in range(m):
+            for j in range(hk):
+                hnext[b, k0 + j] = one / (one + abs(z[b, j]))
         store_release(sync, me, s + 1)
         if _team._wait_at_least(sync, other, s + 1, 2000, 1 << 40) < 0:
             return -1
@@ -152,7 +155,7 @@ def compile_all(dtypes, threads) -> None:
             sync = _team.new_sync()
             sync[_team.FLAG1] = 1 << 40                       # a partner that is always ahead
             wt = pack_panels(np.ones((2 * H, H), dt))
-            _team_steps(sync, 0, wt, np.ones((2, H), dt), np.zeros((1, wt.shape[0] // H), dt), 0, 0, 1)
+            _team_steps(sync, 0, wt, np.ones((2, 1, H), dt), np.zeros((1, wt.shape[0] // H), dt), 0, 0, 1)
             _gemm_panel_parallel(X, wp, bp, np.empty((8, G), dt), 4)
             _block_gemm_par(X, wp, np.zeros((2, 8, bp.shape[0]), dt), 4, 1)
             _matvec_par(np.zeros((2, G), dt), wT, h, 1)
@@ -218,8 +221,8 @@ class Routines:
         f(1)
         return 2.0 * k * n / self.h.per_rep_s(f)
 
-    def team_step(self, dtype, H) -> float:
-        """FLOP/s per thread of the two-thread team's recurrent step at hidden size H
+    def team_step(self, dtype, H, m=1) -> float:
+        """FLOP/s per thread of the two-thread team's recurrent step at hidden size H on m rows
         (`_team_steps`: each thread its own half of W_hh, (2H, H) in panels, the h exchange and the
         barrier, measured together because they overlap): this thread and one Python thread,
         both past a first crossing before the clock starts; the best of 5 runs of about 2 ms, as
@@ -230,8 +233,8 @@ class Routines:
         import time
         rng = np.random.default_rng(0)
         parts = [pack_panels(rng.random((2 * H, H)).astype(dtype) / H) for _ in range(2)]
-        hbuf = np.full((2, H), 0.5, dtype)
-        zs = [np.zeros((1, parts[0].shape[0] // H), dtype) for _ in range(2)]
+        hbuf = np.full((2, m, H), 0.5, dtype)
+        zs = [np.zeros((m, parts[0].shape[0] // H), dtype) for _ in range(2)]
         k0s = (0, H // 2)
         n = int(min(2000, max(20, 2e-3 / (4.0 * H * H * np.dtype(dtype).itemsize / 50e9))))
 
@@ -248,7 +251,7 @@ class Routines:
             _team_steps(sync, 0, parts[0], hbuf, zs[0], k0s[0], 1, n)
             steps.append((time.perf_counter() - t0) / n)
             th.join()
-        return 2.0 * H * 2 * H / min(steps)
+        return 2.0 * m * H * 2 * H / min(steps)
 
     def rowblocks(self, dtype, m, k, n, threads) -> float:
         """FLOP/s of the large-batch path's GEMM (`_gemm_panel`, out = X W^T + bias, the

@@ -112,6 +112,7 @@ CASES = {
     "b4-E128-H128-f64": (el.LSTMSpec(128, 128), 4, 100, "float64", False),
     "b1-E128-H256-f64": (el.LSTMSpec(128, 256), 1, 100, "float64", False),
     "b1-E128-H256-P128": (el.LSTMSpec(128, 256, proj_size=128), 1, 100, "float32", False),
+    "b2-E256-H256": (el.LSTMSpec(256, 256), 2, 100, "float32", False),   # the B=2-4 team
     "b8-E128-H256-P64": (el.LSTMSpec(128, 256, proj_size=64), 8, 100, "float32", False),
     "b16-E128-H256-varlen": (el.LSTMSpec(128, 256), 16, 100, "float32", True),
 }

@@ -31,6 +31,7 @@ Never a deadlock, never a collapse:
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from .atomics import cas, cpu_relax, load_acquire, sched_yield, store_release
 from .guard import njit_cached
@@ -88,6 +89,14 @@ def _wait_at_least(sync, idx, target, spin_limit, max_yields):
     return yields
 
 
+@njit(inline="always")
+def cross(sync, tid, count, spin_limit, max_yields):
+    """The team's step barrier for thread tid: publish `count` on its flag (release), then wait
+    until the partner's flag reaches it. Returns the yields spent, or ABORTED."""
+    store_release(sync, FLAG0 if tid == 0 else FLAG1, count)
+    return _wait_at_least(sync, FLAG1 if tid == 0 else FLAG0, count, spin_limit, max_yields)
+
+
 @njit_cached(nogil=True)
 def claim_as_helper(sync):
     """The helper's side of the claim: True if it may start (the caller has not cancelled)."""
@@ -130,10 +139,9 @@ def _team_start(x2, wih_p, bias_p, xp, g_off, H, k0, k1, sync, tid, claim_spins,
                 Xq[dst + j] = Lq[src + j]
     if tid == 0 and not claim_wait(sync, claim_spins):
         return CANCELLED, xl
-    store_release(sync, FLAG0 if tid == 0 else FLAG1, 1)
     # (not counted in the yields returned: this wait covers the helper's wake-up and its share
     # of the projection, tens of µs on an idle machine, not a partner that lost its core)
-    if _wait_at_least(sync, FLAG1 if tid == 0 else FLAG0, 1, spin_limit, max_yields) < 0:
+    if cross(sync, tid, 1, spin_limit, max_yields) < 0:
         return EARLY_ABORT, xl
     return 0, xl
 
@@ -163,8 +171,6 @@ def team_layer(x2, wih_p, bias_p, xp, g_off, wpart, peep_part, has_peep, k0, k1,
     z = np.empty((1, wpart.shape[0] // H), dtype=xp.dtype)     # 4*hk rounded up to whole panels
     hf = np.empty(hk, dtype=xp.dtype)
     cpart = c[k0:k1]
-    me = FLAG0 if tid == 0 else FLAG1
-    other = FLAG1 if tid == 0 else FLAG0
     yields = 0
     for step in range(n_steps):
         t = n_steps - 1 - step if reverse else step
@@ -176,8 +182,7 @@ def team_layer(x2, wih_p, bias_p, xp, g_off, wpart, peep_part, has_peep, k0, k1,
         for j in range(hk):
             hnext[k0 + j] = hf[j]
             yrow[y_off + k0 + j] = hf[j]
-        store_release(sync, me, step + 2)
-        r = _wait_at_least(sync, other, step + 2, spin_limit, max_yields)
+        r = cross(sync, tid, step + 2, spin_limit, max_yields)
         if r < 0:
             return ABORTED
         yields += r
@@ -210,8 +215,6 @@ def team_layer_proj(x2, wih_p, bias_p, xp, g_off, wpart, peep_part, has_peep, wh
     cpart = c[k0:k1]
     for p in range(P):
         hloc[0, p] = pbuf[0, 0, p] + pbuf[0, 1, p]
-    me = FLAG0 if tid == 0 else FLAG1
-    other = FLAG1 if tid == 0 else FLAG0
     yields = 0
     for step in range(n_steps):
         t = n_steps - 1 - step if reverse else step
@@ -222,8 +225,7 @@ def team_layer_proj(x2, wih_p, bias_p, xp, g_off, wpart, peep_part, has_peep, wh
         _gemm_panel_acc(mf, 1, whr_p, zp)
         nxt = (step + 1) & 1
         pbuf[nxt, tid, :] = zp[0, :P]
-        store_release(sync, me, step + 2)
-        r = _wait_at_least(sync, other, step + 2, spin_limit, max_yields)
+        r = cross(sync, tid, step + 2, spin_limit, max_yields)
         if r < 0:
             return ABORTED
         yields += r
@@ -253,8 +255,6 @@ def team_layer_rows(x2, wih_p, bias_p, xp, g_off, wpart, peep_part, has_peep, k0
         return status
     z = np.empty((B, wpart.shape[0] // H), dtype=xp.dtype)     # 4*hk rounded up to whole panels
     hf = np.empty(hk, dtype=xp.dtype)
-    me = FLAG0 if tid == 0 else FLAG1
-    other = FLAG1 if tid == 0 else FLAG0
     yields = 0
     for step in range(n_steps):
         t = step
@@ -272,8 +272,7 @@ def team_layer_rows(x2, wih_p, bias_p, xp, g_off, wpart, peep_part, has_peep, k0
             else:
                 for j in range(hk):
                     hnext[b, k0 + j] = hcur[b, k0 + j]
-        store_release(sync, me, step + 2)
-        r = _wait_at_least(sync, other, step + 2, spin_limit, max_yields)
+        r = cross(sync, tid, step + 2, spin_limit, max_yields)
         if r < 0:
             return ABORTED
         yields += r

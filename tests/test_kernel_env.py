@@ -39,6 +39,21 @@ assert ok0
 """
 
 
+# Four Python threads calling check(i) `rounds` times each; every result must be True.
+_FOUR_THREADS = """
+import threading
+bad = []
+def work(i):
+    for _ in range({rounds}):
+        if not check(i):
+            bad.append(i)
+ts = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+for t in ts: t.start()
+for t in ts: t.join()
+assert not bad, bad
+"""
+
+
 def _run(code, env_extra, timeout=240):
     env = dict(os.environ, **env_extra)
     # The tbb wheel puts libtbb.so.12 in <prefix>/lib, which a venv's interpreter does not search.
@@ -76,17 +91,7 @@ print("layer", layer)
 def test_four_python_threads(layer):
     """workqueue aborts on concurrent regions ("Concurrent access has been detected") unless
     parallel calls are serialized; every layer must give the single-threaded results."""
-    proc = _run(_PRELUDE + """
-import threading
-bad = []
-def work(i):
-    for _ in range(20):
-        if not check(i):
-            bad.append(i)
-ts = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-for t in ts: t.start()
-for t in ts: t.join()
-assert not bad, bad
+    proc = _run(_PRELUDE + _FOUR_THREADS.format(rounds=20) + """
 print("layer", layer)
 """, {"NUMBA_THREADING_LAYER": layer})
     _check_layer(proc, layer)
@@ -193,15 +198,7 @@ while cpu._team_state["resident_runs"] == 0:
 with mp.get_context("fork").Pool(2) as pool:
     res = pool.map(check, [0, 1, 2, 3] * 3)
 assert all(res), res
-bad = []
-def work(i):
-    for _ in range(30):
-        if not check(i):
-            bad.append(i)
-ts = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-for t in ts: t.start()
-for t in ts: t.join()
-assert not bad, bad
+""" + _FOUR_THREADS.format(rounds=30) + """
 assert check(1)
 while not resident.awake():        # exit while it spins
     helper.nudge()

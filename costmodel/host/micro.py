@@ -14,7 +14,6 @@ from numba import prange
 
 from edgelstm.kernels import team as _team
 from edgelstm.kernels.activations import sigmoid, tanh
-from edgelstm.kernels.atomics import store_release
 from edgelstm.kernels.guard import njit_cached   # the disk cache where writable, recompiling a bad entry
 
 from .harness import Harness, best
@@ -140,10 +139,8 @@ def _allocs(n, reps):  # small arrays allocated inside JIT code (the runtime's a
 @njit_cached(nogil=True)
 def _pingpong(sync, tid, n):
     """n crossings of the team's step barrier by thread tid (kernels/team.py's flags)."""
-    me, other = (_team.FLAG0, _team.FLAG1) if tid == 0 else (_team.FLAG1, _team.FLAG0)
     for s in range(n):
-        store_release(sync, me, s + 1)
-        if _team._wait_at_least(sync, other, s + 1, 2000, 1 << 40) < 0:
+        if _team.cross(sync, tid, s + 1, 2000, 1 << 40) < 0:
             return -1
     return 0
 

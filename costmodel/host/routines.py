@@ -15,7 +15,6 @@ from edgelstm.kernels.cpu import (_epilogue, _epilogue_gemm_step_serial, _finish
                                   project_serial)
 
 from edgelstm.kernels import team as _team
-from edgelstm.kernels.atomics import store_release
 from edgelstm.kernels.rowops import _axpy_rows
 from edgelstm.kernels.activations import sigmoid
 
@@ -59,8 +58,6 @@ def _team_steps(sync, tid, wpart, hbuf, z, k0, s0, n):
     z = h W_part^T over its half of W_hh (2H x H, in panels: z is (m, 2H rounded up to whole
     panels)), its units' new h (a bounded stand-in for the epilogue, 1/(1+|z|): no denormals)
     into the other buffer of hbuf (2, m, H), the barrier."""
-    me = _team.FLAG0 if tid == 0 else _team.FLAG1
-    other = _team.FLAG1 if tid == 0 else _team.FLAG0
     m = hbuf.shape[1]
     hk = hbuf.shape[2] // 2
     one = z.dtype.type(1.0)
@@ -71,8 +68,7 @@ def _team_steps(sync, tid, wpart, hbuf, z, k0, s0, n):
         for b in range(m):
             for j in range(hk):
                 hnext[b, k0 + j] = one / (one + abs(z[b, j]))
-        store_release(sync, me, s + 1)
-        if _team._wait_at_least(sync, other, s + 1, 2000, 1 << 40) < 0:
+        if _team.cross(sync, tid, s + 1, 2000, 1 << 40) < 0:
             return -1
     return 0
 

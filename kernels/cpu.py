@@ -529,7 +529,6 @@ def _layer_team_or_serial(weights, l, x2, pk, xp, lens, hd, cd, y, spec, rpb=1):
         r = run(0, k0, k1) if guard.post_to_helper(helper) else team.CANCELLED
     per_step = (time.perf_counter() - t0) / max(n, 1)
     _team_state["runs"] += 1
-    # a resident team that failed costs little to try again: its back-off is short
     # A resident team that failed costs little to try again: its back-off starts short and
     # doubles with every failure in a row (a core kept busy elsewhere), up to team_backoff_s x 8.
     if helper_res is not None:
